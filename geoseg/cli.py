@@ -1,0 +1,134 @@
+"""Command line: parses arguments and hands over to the library. User mistakes print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from geoseg import __version__
+from geoseg.errors import GeosegError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geoseg", description="Whole-region segmentation on Ray -> GeoPackage."
+    )
+    parser.add_argument("--version", action="version", version=f"geoseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a job spec")
+    run.add_argument("job", help="job spec (YAML)")
+    run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    run.add_argument(
+        "--resume", action="store_true", help="keep tiles finished by an earlier run of the same job"
+    )
+    run.add_argument(
+        "--address", help="Ray address (e.g. auto, ray://head:10001); default: the spec's, else embedded"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sub.add_parser("validate", help="check a job spec").add_argument("job")
+    plan = sub.add_parser("plan", help="print the tile grid, tile count and expected memory")
+    plan.add_argument("job")
+    sub.add_parser("schema", help="print the job spec's JSON Schema")
+
+    models = sub.add_parser("models", help="SAM checkpoints: list, download")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list", help="known checkpoints and whether they are cached")
+    download = models_sub.add_parser("download", help="download and verify a checkpoint into the cache")
+    download.add_argument("name", help="checkpoint name, e.g. vit_b")
+    download.add_argument(
+        "--url", help="download from this URL instead (a mirror); the sha256 is still checked"
+    )
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from geoseg.runner import run_job
+    from geoseg.spec import load_spec
+
+    spec = load_spec(args.job)
+    result = run_job(
+        spec,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        address=args.address,
+        progress=not args.no_progress,
+    )
+    layers = ", ".join(f"{name}: {n}" for name, n in result.outputs["layers"].items())
+    print(f"wrote {result.outputs['geopackage']} ({layers}) in {result.seconds:.1f} s on {result.device}")
+    for path in result.outputs["masks"] + result.outputs["extra"]:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from geoseg.spec import load_spec
+
+    spec = load_spec(args.job)
+    print(f"{args.job}: valid ({len(spec.models)} model(s): {', '.join(m.name for m in spec.models)})")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from geoseg.plan import describe, plan_job
+    from geoseg.spec import load_spec
+
+    print(describe(plan_job(load_spec(args.job))))
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from geoseg.spec import json_schema
+
+    print(json_schema())
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from geoseg.models import weights
+
+    if args.models_command == "list":
+        rows = weights.registry_table()
+        for row in rows:
+            cached = "cached" if row["cached"] else "-"
+            print(
+                f"{row['name']:<8} {row['variant']:<8} {row['size'] / 2**20:>8.0f} MiB  {cached:<7} {row['url']}"
+            )
+        return 0
+    path = weights.download_checkpoint(args.name, url=args.url)
+    print(json.dumps({"name": args.name, "path": str(path)}))
+    return 0
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "plan": _cmd_plan,
+    "schema": _cmd_schema,
+    "models": _cmd_models,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``geoseg`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except GeosegError as err:
+        print(f"geoseg: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("geoseg: interrupted; rerun with --resume to keep finished tiles", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Exceptions that tell the user what to change.
+
+Every error geoseg raises on purpose derives from :class:`GeosegError`; the CLI prints its message on one
+line and exits non-zero. Subclasses also inherit the builtin they resemble, as rasterio's do.
+"""
+
+from __future__ import annotations
+
+
+class GeosegError(Exception):
+    """Root of geoseg's errors: a message that says what to change."""
+
+
+class SpecError(GeosegError, ValueError):
+    """The job spec is invalid (unknown key, wrong type, inconsistent settings)."""
+
+
+class InputError(GeosegError, OSError):
+    """An input raster or vector cannot be opened or does not fit the job."""
+
+
+class OutputExistsError(GeosegError, FileExistsError):
+    """An output exists and ``--overwrite`` was not given."""
+
+
+class WeightsError(GeosegError, OSError):
+    """Model weights are missing, truncated, corrupt or do not match the chosen variant."""
+
+
+class MissingDependencyError(GeosegError, ImportError):
+    """An optional dependency is missing; the message holds the ``pip install`` line."""
+
+
+class TileFailedError(GeosegError, RuntimeError):
+    """One or more tiles failed after their retries; the tile index layer names them."""

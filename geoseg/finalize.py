@@ -1,0 +1,225 @@
+"""After the tiles: stitched objects -> layers, mask COGs, tile index and job metadata -> one export."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from pyproj import CRS
+from rasterio.windows import bounds as window_bounds
+
+import geoseg
+from geoseg.cog import CogWriter
+from geoseg.export import (
+    check_output_absent,
+    reproject_layers,
+    vector_format_path,
+    write_geopackage,
+    write_vector_formats,
+)
+from geoseg.models import ModelInfo
+from geoseg.models.crop_health import HEALTH_CLASSES
+from geoseg.plan import JobPlan
+from geoseg.spec import CropHealthSpec
+from geoseg.stitch import LayerStitcher, StitchedObject
+from geoseg.styles import categorized_qml, outline_qml
+from geoseg.vectorize import Cleaning, objects_frame
+from geoseg.workdir import load_core
+
+TILES_LAYER = "tiles"
+JOB_TABLE = "job"
+
+
+@dataclass
+class TileStatus:
+    """How one tile went: for the tile index layer."""
+
+    status: str = "pending"
+    """done, resumed, failed."""
+    attempts: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def mask_path(plan: JobPlan, model: str) -> Path:
+    out = Path(plan.spec.output.path)
+    return out.with_name(f"{out.stem}_{model}.tif")
+
+
+def output_paths(plan: JobPlan) -> list[Path]:
+    """Every file the job will write."""
+    out = Path(plan.spec.output.path)
+    paths = [out]
+    if plan.spec.output.masks:
+        paths += [mask_path(plan, m.name) for m in plan.models]
+    names = [m.name for m in plan.models] + [TILES_LAYER]
+    paths += [vector_format_path(out, name, fmt) for fmt in plan.spec.output.formats for name in names]
+    return paths
+
+
+def check_outputs(plan: JobPlan, overwrite: bool) -> None:
+    """Fail before any work when an output exists and ``--overwrite`` was not given."""
+    for path in output_paths(plan):
+        check_output_absent(path, overwrite)
+
+
+def _stats_classes(plan: JobPlan) -> tuple:
+    return HEALTH_CLASSES if any(isinstance(m, CropHealthSpec) for m in plan.spec.models) else ()
+
+
+def build_layers(
+    plan: JobPlan, stitchers: dict[str, LayerStitcher]
+) -> tuple[dict[str, gpd.GeoDataFrame], dict[str, list[StitchedObject]]]:
+    """One GeoDataFrame per model (scene CRS), and the stitched objects behind it."""
+    out = plan.spec.output
+    cleaning = Cleaning(out.simplify, out.min_area_m2, out.fill_holes_m2)
+    crs = CRS.from_wkt(plan.scene.crs_wkt)
+    layers, objects = {}, {}
+    for info in plan.models:
+        objects[info.name] = stitchers[info.name].objects()
+        layers[info.name] = objects_frame(
+            objects[info.name],
+            plan.scene.transform,
+            crs,
+            cleaning,
+            classes=info.classes,
+            stats_classes=_stats_classes(plan),
+            instance=info.kind == "instance",
+        )
+    return layers, objects
+
+
+def tiles_layer(plan: JobPlan, status: dict[str, TileStatus]) -> gpd.GeoDataFrame:
+    """The tile index: core footprints with status, attempts, timings and errors."""
+    rows = []
+    for tile in plan.tiles:
+        s = status.get(tile.id, TileStatus())
+        rows.append(
+            {
+                "tile_id": tile.id,
+                "row": tile.row,
+                "col": tile.col,
+                "status": s.status,
+                "attempts": s.attempts,
+                "read_s": round(s.seconds.get("read", np.nan), 4),
+                "model_s": round(s.seconds.get("model", np.nan), 4),
+                "finish_s": round(s.seconds.get("finish", np.nan), 4),
+                "error": s.error,
+                "geometry": shapely.box(*window_bounds(tile.core, plan.scene.transform)),
+            }
+        )
+    return gpd.GeoDataFrame(rows, geometry="geometry", crs=plan.scene.crs_wkt)
+
+
+def job_table(plan: JobPlan, meta: dict[str, Any]) -> pd.DataFrame:
+    """Job metadata as key/value rows."""
+    values = {
+        "job": plan.spec.name,
+        "geoseg_version": geoseg.__version__,
+        "python": platform.python_version(),
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scene_crs": CRS.from_wkt(plan.scene.crs_wkt).to_string(),
+        "scene_size": f"{plan.scene.width}x{plan.scene.height}",
+        "tiles": str(len(plan.tiles)),
+        "spec": json.dumps(plan.spec.model_dump(mode="json")),
+        **{k: str(v) for k, v in meta.items()},
+    }
+    return pd.DataFrame({"key": list(values), "value": list(values.values())})
+
+
+def layer_style(info: ModelInfo) -> str:
+    if info.kind == "semantic":
+        return categorized_qml("class", [(c.value, c.name, c.color) for c in info.classes])
+    return outline_qml((255, 220, 0, 255), 0.5)
+
+
+def write_masks(
+    plan: JobPlan, objects: dict[str, list[StitchedObject]], kept: dict[str, set[int]], overwrite: bool
+) -> list[Path]:
+    """One COG per model, written window by window from the tiles' saved cores."""
+    written = []
+    for info in plan.models:
+        semantic = info.kind == "semantic"
+        luts = {} if semantic else _id_luts(objects[info.name], kept[info.name])
+        path = mask_path(plan, info.name)
+        writer = CogWriter(
+            path,
+            width=plan.scene.width,
+            height=plan.scene.height,
+            transform=plan.scene.transform,
+            crs=plan.scene.crs_wkt,
+            dtype="uint8" if semantic else "uint32",
+            nodata=0,
+            colormap={c.value: c.color for c in info.classes} if semantic else None,
+            overwrite=overwrite,
+            overview_resampling="mode" if semantic else "nearest",
+            band_description=info.name,
+        )
+        with writer:
+            for tile in plan.tiles:
+                try:
+                    core = load_core(plan.work_dir, tile.id, info.name)
+                except FileNotFoundError:
+                    continue  # failed tile: left as nodata
+                if not semantic:
+                    lut = luts.get(tile.id, np.zeros(1, np.uint32))
+                    core = lut[np.clip(core, 0, len(lut) - 1)]
+                writer.write(core, tile.core)
+        written.append(path)
+    return written
+
+
+def _id_luts(objects: list[StitchedObject], kept: set[int]) -> dict[str, np.ndarray]:
+    """Per tile, local label -> global id (0 for objects dropped by cleaning)."""
+    pairs: dict[str, dict[int, int]] = {}
+    for obj in objects:
+        for tile_id, label in obj.fragments:
+            pairs.setdefault(tile_id, {})[label] = obj.id if obj.id in kept else 0
+    luts = {}
+    for tile_id, mapping in pairs.items():
+        lut = np.zeros(max(mapping) + 1, np.uint32)
+        lut[list(mapping)] = list(mapping.values())
+        luts[tile_id] = lut
+    return luts
+
+
+def export(
+    plan: JobPlan,
+    stitchers: dict[str, LayerStitcher],
+    status: dict[str, TileStatus],
+    meta: dict[str, Any],
+    overwrite: bool,
+) -> dict[str, Any]:
+    """Write everything; returns a summary (paths and feature counts)."""
+    layers, objects = build_layers(plan, stitchers)
+    masks = []
+    if plan.spec.output.masks:
+        masks = write_masks(plan, objects, {k: set(v["id"]) for k, v in layers.items()}, overwrite)
+    layers[TILES_LAYER] = tiles_layer(plan, status)
+    if plan.spec.output.crs:
+        layers = reproject_layers(layers, plan.spec.output.crs)
+    styles = {info.name: layer_style(info) for info in plan.models}
+    styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)
+    out = Path(plan.spec.output.path)
+    write_geopackage(
+        out, layers, tables={JOB_TABLE: job_table(plan, meta)}, styles=styles, overwrite=overwrite
+    )
+    extra = (
+        write_vector_formats(out, layers, plan.spec.output.formats, overwrite)
+        if plan.spec.output.formats
+        else []
+    )
+    return {
+        "geopackage": str(out),
+        "layers": {name: len(gdf) for name, gdf in layers.items()},
+        "masks": [str(p) for p in masks],
+        "extra": [str(p) for p in extra],
+    }

@@ -1,0 +1,56 @@
+"""Models behind one interface (:class:`~geoseg.models.base.Model`); :func:`build_model` picks one from a spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from geoseg.models.base import ClassInfo, Model, SceneInfo
+from geoseg.spec import CropHealthSpec, FieldRegionsSpec, ModelSpec, SamSpec
+
+
+def build_model(spec: ModelSpec, scene: SceneInfo, device: str = "cpu") -> Model:
+    """Build the model a spec names, on a device ("cpu" or "cuda[:n]")."""
+    if isinstance(spec, CropHealthSpec):
+        from geoseg.models.crop_health import build_crop_health
+
+        return build_crop_health(spec, scene, device)
+    if isinstance(spec, FieldRegionsSpec):
+        from geoseg.models.field_regions import build_field_regions
+
+        return build_field_regions(spec, scene, device)
+    if isinstance(spec, SamSpec):
+        from geoseg.models.sam import build_sam
+
+        return build_sam(spec, scene, device)
+    raise TypeError(f"no model for spec {type(spec).__name__}")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver needs to know of a model without building it (no weights loaded)."""
+
+    name: str
+    kind: Literal["semantic", "instance"]
+    bands: tuple[str, ...]
+    classes: tuple[ClassInfo, ...] = ()
+    merge_min_agreement: float = 0.0
+    prompts: str | None = None
+    prompts_layer: str | None = None
+
+
+def model_info(spec: ModelSpec) -> ModelInfo:
+    """Describe a model spec: its kind, the bands it reads, its classes, how its fragments merge."""
+    from geoseg.models.indices import bands_for
+
+    if isinstance(spec, CropHealthSpec):
+        from geoseg.models.crop_health import HEALTH_CLASSES
+
+        bands = bands_for(list(dict.fromkeys([spec.classify_by, *spec.indices])))
+        return ModelInfo(spec.name, "semantic", bands, HEALTH_CLASSES)
+    if isinstance(spec, FieldRegionsSpec):
+        return ModelInfo(spec.name, "instance", bands_for([spec.index]))
+    prompts = spec.prompts if spec.mode == "prompted" else None
+    return ModelInfo(
+        spec.name, "instance", tuple(spec.rgb), (), spec.merge_min_agreement, prompts, spec.prompts_layer
+    )

@@ -1,0 +1,81 @@
+"""Spectral crop health: vegetation indices -> health classes, no weights needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from geoseg.models.base import ClassInfo, Model, ModelOutput, SceneInfo, SemanticOutput, TileContext
+from geoseg.models.indices import bands_for, compute_indices
+from geoseg.spec import CropHealthSpec
+
+HEALTH_CLASSES = (
+    ClassInfo(1, "non_vegetation", (166, 140, 110, 255)),
+    ClassInfo(2, "stressed", (215, 48, 39, 255)),
+    ClassInfo(3, "moderate", (254, 224, 80, 255)),
+    ClassInfo(4, "healthy", (26, 152, 80, 255)),
+)
+"""Class values in the class raster (0 = nodata)."""
+
+
+class HealthClassifier(nn.Module):
+    """Bins an index into health classes 1..4 by ascending thresholds; 0 where invalid or NaN."""
+
+    def __init__(self, thresholds: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.register_buffer("edges", torch.tensor(thresholds, dtype=torch.float32))
+
+    def forward(self, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        classes = torch.bucketize(index.contiguous(), self.edges, right=True) + 1
+        return torch.where(valid & ~torch.isnan(index), classes, torch.zeros_like(classes)).to(torch.uint8)
+
+
+def majority_filter(classes: torch.Tensor, radius: int, n_classes: int) -> torch.Tensor:
+    """Most frequent class in a (2r+1)² window, ignoring class 0 (nodata stays nodata); ties go to the lower class."""
+    if radius == 0:
+        return classes
+    onehot = torch.nn.functional.one_hot(classes.long(), n_classes + 1).permute(0, 3, 1, 2).float()
+    counts = torch.nn.functional.avg_pool2d(onehot[:, 1:], 2 * radius + 1, stride=1, padding=radius)
+    smoothed = counts.argmax(dim=1).to(torch.uint8) + 1
+    return torch.where(classes > 0, smoothed, classes)
+
+
+class CropHealthModel(Model):
+    """Vegetation indices and health classes per pixel."""
+
+    kind = "semantic"
+    classes = HEALTH_CLASSES
+
+    def __init__(self, spec: CropHealthSpec, device: str = "cpu") -> None:
+        self.name = spec.name
+        self.indices = list(dict.fromkeys([spec.classify_by, *spec.indices]))
+        self.classify_by = spec.classify_by
+        self.bands = bands_for(self.indices)
+        self.device = torch.device(device)
+        self.smoothing_px = spec.smoothing_px
+        t = spec.thresholds
+        self.classifier = HealthClassifier((t.non_vegetation, t.stressed, t.moderate)).to(self.device)
+
+    @torch.inference_mode()
+    def predict(
+        self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]
+    ) -> list[ModelOutput]:
+        stack = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        mask = torch.from_numpy(np.ascontiguousarray(valid)).to(self.device)
+        values = compute_indices(stack, self.bands, self.indices)
+        classes = self.classifier(values[self.classify_by], mask)
+        classes = majority_filter(classes, self.smoothing_px, len(HEALTH_CLASSES)).cpu().numpy()
+        layers = {
+            name: torch.where(mask, v, torch.nan).cpu().numpy().astype(np.float32)
+            for name, v in values.items()
+        }
+        return [
+            SemanticOutput(classes[i], {name: layer[i] for name, layer in layers.items()})
+            for i in range(len(contexts))
+        ]
+
+
+def build_crop_health(spec: CropHealthSpec, scene: SceneInfo, device: str) -> CropHealthModel:
+    """Builder used by the model registry."""
+    return CropHealthModel(spec, device)

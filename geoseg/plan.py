@@ -1,0 +1,115 @@
+"""Planning a job: the scene grid, the tiles to run, what the models need. No pixels are read but for SAM's
+scene-wide stretch (a decimated overview)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import shapely
+from rasterio.windows import bounds as window_bounds
+
+from geoseg.errors import InputError
+from geoseg.models import ModelInfo, model_info
+from geoseg.models.base import SceneInfo
+from geoseg.raster import Scene, open_scene, scene_percentiles
+from geoseg.spec import AoiSpec, JobSpec, SamSpec
+from geoseg.tiling import Tile, TileGrid
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything the run needs, fixed before any tile runs."""
+
+    spec: JobSpec
+    scene: Scene
+    grid: TileGrid
+    tiles: tuple[Tile, ...]
+    """Tiles to run: those whose core touches the AOI (all, without one)."""
+    models: tuple[ModelInfo, ...]
+    bands: tuple[str, ...]
+    """Bands read per tile: the union of what the models need, in first-use order."""
+
+    @property
+    def work_dir(self) -> Path:
+        out = Path(self.spec.output.path)
+        return Path(self.spec.output.work_dir) if self.spec.output.work_dir else out.with_suffix(".work")
+
+    def band_indices(self, info: ModelInfo) -> list[int]:
+        return [self.bands.index(b) for b in info.bands]
+
+
+def load_aoi(aoi: AoiSpec) -> tuple[shapely.Geometry, str]:
+    """The AOI as one geometry and its CRS."""
+    if aoi.wkt is not None:
+        try:
+            return shapely.from_wkt(aoi.wkt), aoi.crs
+        except shapely.errors.GEOSException as err:
+            raise InputError(f"aoi.wkt is not valid WKT: {err}") from None
+    try:
+        frame = gpd.read_file(aoi.path, layer=aoi.layer)
+    except Exception as err:  # pyogrio raises several types for unreadable files
+        raise InputError(f"cannot read aoi.path {aoi.path}: {err}") from None
+    if frame.empty or frame.crs is None:
+        raise InputError(f"aoi.path {aoi.path} has no features or no CRS")
+    return shapely.union_all(frame.geometry.values), frame.crs.to_wkt()
+
+
+def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
+    """Open the scene, lay the grid, pick the tiles, collect model needs."""
+    aoi, aoi_crs = load_aoi(spec.aoi) if spec.aoi else (None, None)
+    scene = open_scene(spec.inputs, aoi, aoi_crs)
+    grid = TileGrid(scene.width, scene.height, spec.tiling.tile_size, spec.tiling.halo)
+    tiles = tuple(_tiles_in_aoi(grid, scene))
+    infos = tuple(model_info(m) for m in spec.models)
+    bands: list[str] = []
+    for info in infos:
+        for band in info.bands:
+            scene.band(band)  # a clear error for a band the band map lacks
+            if band not in bands:
+                bands.append(band)
+    return JobPlan(spec, scene, grid, tiles, infos, tuple(bands))
+
+
+def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
+    if scene.aoi is None:
+        return list(grid)
+    prepared = scene.aoi
+    shapely.prepare(prepared)
+    return [t for t in grid if prepared.intersects(shapely.box(*window_bounds(t.core, scene.transform)))]
+
+
+def scene_info(plan: JobPlan) -> SceneInfo:
+    """What models may know of the scene; percentiles only for bands that a SAM model stretches."""
+    stretch = tuple(dict.fromkeys(b for m in plan.spec.models if isinstance(m, SamSpec) for b in m.rgb))
+    return SceneInfo(
+        band_names=plan.bands,
+        crs_wkt=plan.scene.crs_wkt,
+        pixel_size=plan.scene.pixel_size,
+        pixel_area_m2=plan.scene.pixel_area_m2,
+        percentiles=scene_percentiles(plan.scene, stretch) if stretch else {},
+    )
+
+
+def describe(plan: JobPlan) -> str:
+    """Human summary for ``geoseg plan``: grid, tiles, expected memory."""
+    s, g = plan.scene, plan.grid
+    read_px = g.read_size**2
+    per_tile_mb = read_px * (4 * len(plan.bands) + 1 + 8 * len(plan.models)) / 2**20
+    batch = plan.spec.compute.batch_size
+    in_flight = plan.spec.compute.max_in_flight or 2 * batch * plan.spec.compute.actors
+    crs = s.crs.to_string()
+    return "\n".join(
+        [
+            f"job          {plan.spec.name}",
+            f"scene        {s.width} x {s.height} px, {s.pixel_size[0]:g} x {s.pixel_size[1]:g} {crs}",
+            f"bands        {', '.join(plan.bands)}",
+            f"grid         {g.shape[0]} x {g.shape[1]} tiles of {g.tile_size} px + {g.halo} px halo",
+            f"tiles        {len(plan.tiles)} to run" + (" (AOI)" if s.aoi is not None else ""),
+            f"models       {', '.join(f'{m.name} ({m.kind})' for m in plan.models)}",
+            f"memory       ~{per_tile_mb:.0f} MB per tile in flight, {in_flight} in flight: "
+            f"~{per_tile_mb * in_flight:.0f} MB of tile data",
+            f"output       {plan.spec.output.path}",
+        ]
+    )

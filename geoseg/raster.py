@@ -1,0 +1,338 @@
+"""Inputs as one band stack on one grid, read window by window.
+
+:func:`open_scene` looks at every input file once (headers only) and fixes the scene grid: the CRS and pixel size of
+the finest band, the union of all files' extents (cut to the AOI), aligned to the finest file's pixel grid.
+:func:`read_window` reads any window of that grid, including windows that reach past the scene: each band from each
+file that covers it, resampled onto the window's grid when the file's grid differs, nodata and masks honoured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Geod
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.features import geometry_mask
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+from rasterio.windows import bounds as window_bounds
+
+from geoseg.errors import InputError
+from geoseg.spec import InputSpec, expand_paths
+
+
+@dataclass(frozen=True)
+class BandSource:
+    """A named band: band ``index`` of each file in ``paths`` (several files form a mosaic)."""
+
+    name: str
+    paths: tuple[str, ...]
+    index: int
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The scene grid and where each band comes from. Small and picklable: tasks re-open files from paths."""
+
+    bands: tuple[BandSource, ...]
+    crs_wkt: str
+    transform: Affine
+    width: int
+    height: int
+    nodata: float | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    resampling: str = "bilinear"
+    aoi_wkb: bytes | None = None
+    """Area of interest in the scene CRS; pixels outside it read as invalid."""
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.bands)
+
+    @cached_property
+    def crs(self) -> CRS:
+        return CRS.from_wkt(self.crs_wkt)
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @cached_property
+    def aoi(self) -> shapely.Geometry | None:
+        return None if self.aoi_wkb is None else shapely.from_wkb(self.aoi_wkb)
+
+    @cached_property
+    def pixel_area_m2(self) -> float:
+        """Area of one pixel in m² (geodesic, at the scene centre, for geographic CRSs)."""
+        w, h = self.pixel_size
+        crs = ProjCRS.from_wkt(self.crs_wkt)
+        if not crs.is_geographic:
+            factor = crs.axis_info[0].unit_conversion_factor
+            return w * h * factor * factor
+        x, y = self.transform * (self.width / 2, self.height / 2)
+        cell = shapely.box(x, y, x + w, y + h)
+        area, _ = Geod(ellps="WGS84").geometry_area_perimeter(cell)
+        return abs(area)
+
+    def band(self, name: str) -> BandSource:
+        for band in self.bands:
+            if band.name == name:
+                return band
+        raise InputError(
+            f"band {name!r} is not in inputs (have: {', '.join(self.band_names)}); add it to the band map"
+        )
+
+
+def band_sources(spec: InputSpec) -> tuple[BandSource, ...]:
+    """Normalise the two input forms (band map, or multi-band files + names) into band sources."""
+    if spec.bands is not None:
+        return tuple(
+            BandSource(name, tuple(expand_paths(ref.path)), ref.band) for name, ref in spec.bands.items()
+        )
+    files = tuple(expand_paths(spec.files or []))
+    return tuple(BandSource(name, files, i + 1) for i, name in enumerate(spec.band_names or []))
+
+
+@dataclass(frozen=True)
+class _FileInfo:
+    path: str
+    crs: CRS
+    transform: Affine
+    bounds: tuple[float, float, float, float]
+    count: int
+
+
+def _file_info(path: str) -> _FileInfo:
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise InputError(
+                    f"{path} has no CRS: assign one (gdal_edit.py -a_srs EPSG:...) before running"
+                )
+            return _FileInfo(path, src.crs, src.transform, tuple(src.bounds), src.count)
+    except rasterio.RasterioIOError as err:
+        raise InputError(f"cannot open input raster {path}: {err}") from None
+
+
+def _aligned_grid(
+    ref: _FileInfo, res: float, bounds: tuple[float, float, float, float]
+) -> tuple[Affine, int, int]:
+    """A north-up grid of pixel size ``res`` covering ``bounds``, aligned to the reference file's pixel edges."""
+    x0, y0 = ref.transform.c, ref.transform.f
+    left = x0 + math.floor((bounds[0] - x0) / res + 1e-9) * res
+    top = y0 - math.floor((y0 - bounds[3]) / res + 1e-9) * res
+    width = math.ceil((bounds[2] - left) / res - 1e-9)
+    height = math.ceil((top - bounds[1]) / res - 1e-9)
+    return Affine(res, 0, left, 0, -res, top), width, height
+
+
+def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: str | None = None) -> Scene:
+    """Fix the scene grid from the inputs' headers (no pixels are read).
+
+    Args:
+        spec: the job's inputs.
+        aoi: optional area of interest, in ``aoi_crs``; the scene is cut to its bounds.
+        aoi_crs: CRS of ``aoi`` (any form pyproj understands).
+    """
+    sources = band_sources(spec)
+    infos = {p: _file_info(p) for band in sources for p in band.paths}
+    for band in sources:
+        for path in band.paths:
+            if band.index > infos[path].count:
+                raise InputError(
+                    f"{path} has {infos[path].count} band(s); band {band.name!r} asks for band {band.index}"
+                )
+    finest = min(infos.values(), key=lambda i: abs(i.transform.a))
+    crs = CRS.from_user_input(spec.crs) if spec.crs else finest.crs
+    res = spec.resolution or (abs(finest.transform.a) if finest.crs == crs else _native_res(finest, crs))
+    boxes = [transform_bounds(i.crs, crs, *i.bounds) if i.crs != crs else i.bounds for i in infos.values()]
+    bounds = (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+    aoi_scene = None
+    if aoi is not None:
+        aoi_scene = _to_crs(aoi, aoi_crs or "EPSG:4326", crs)
+        cut = shapely.box(*bounds).intersection(aoi_scene)
+        if cut.is_empty:
+            raise InputError("the AOI does not overlap the inputs: check aoi and its crs")
+        bounds = cut.bounds
+    ref = (
+        finest
+        if finest.crs == crs
+        else _FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
+    )
+    transform, width, height = _aligned_grid(ref, res, bounds)
+    return Scene(
+        bands=sources,
+        crs_wkt=crs.to_wkt(),
+        transform=transform,
+        width=width,
+        height=height,
+        nodata=spec.nodata,
+        scale=spec.scale,
+        offset=spec.offset,
+        resampling=spec.resampling,
+        aoi_wkb=None if aoi_scene is None else shapely.to_wkb(aoi_scene),
+    )
+
+
+def _native_res(info: _FileInfo, crs: CRS) -> float:
+    from rasterio.warp import calculate_default_transform
+
+    w = round((info.bounds[2] - info.bounds[0]) / abs(info.transform.a))
+    h = round((info.bounds[3] - info.bounds[1]) / abs(info.transform.e))
+    transform, _, _ = calculate_default_transform(info.crs, crs, w, h, *info.bounds)
+    return abs(transform.a)
+
+
+def _to_crs(geom: shapely.Geometry, src: str, dst: CRS) -> shapely.Geometry:
+    from pyproj import Transformer
+
+    transformer = Transformer.from_crs(
+        ProjCRS.from_user_input(src), ProjCRS.from_wkt(dst.to_wkt()), always_xy=True
+    )
+    return shapely.transform(geom, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+# --------------------------------------------------------------------------------------------- reading
+def _same_grid(src: rasterio.io.DatasetReader, crs: CRS, transform: Affine) -> bool:
+    """True when the file's pixels are the window's pixels (same CRS, pixel size and alignment)."""
+    t = src.transform
+    if src.crs != crs or not np.allclose(
+        [t.a, t.b, t.d, t.e], [transform.a, transform.b, transform.d, transform.e]
+    ):
+        return False
+    col, row = ~t * (transform.c, transform.f)
+    return abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
+
+
+def _read_band_file(
+    src: rasterio.io.DatasetReader, index: int, scene: Scene, transform: Affine, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One band of one file on the window grid: (values float32, valid bool)."""
+    nodata = scene.nodata if scene.nodata is not None else src.nodata
+    if _same_grid(src, scene.crs, transform):
+        col, row = ~src.transform * (transform.c, transform.f)
+        win = Window(round(col), round(row), shape[1], shape[0])
+        data = src.read(index, window=win, boundless=True, fill_value=0 if nodata is None else nodata)
+        valid = src.read_masks(index, window=win, boundless=True) > 0
+    else:
+        with WarpedVRT(
+            src,
+            crs=scene.crs,
+            transform=transform,
+            width=shape[1],
+            height=shape[0],
+            resampling=Resampling[scene.resampling],
+            src_nodata=nodata,
+        ) as vrt:
+            data = vrt.read(index)
+            valid = vrt.read_masks(index) > 0
+    if nodata is not None and not np.isnan(nodata):
+        valid &= data != nodata
+    elif nodata is not None:
+        valid &= ~np.isnan(data)
+    return data.astype(np.float32, copy=False), valid
+
+
+def _read_band(
+    band: BandSource, scene: Scene, transform: Affine, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A band on the window grid, the first file that covers a pixel giving its value."""
+    out = np.zeros(shape, np.float32)
+    filled = np.zeros(shape, bool)
+    bounds = rasterio.transform.array_bounds(shape[0], shape[1], transform)
+    for path in band.paths:
+        try:
+            with rasterio.open(path) as src:
+                file_bounds = (
+                    src.bounds if src.crs == scene.crs else transform_bounds(src.crs, scene.crs, *src.bounds)
+                )
+                if not _overlaps(bounds, file_bounds):
+                    continue
+                data, valid = _read_band_file(src, band.index, scene, transform, shape)
+        except rasterio.RasterioIOError as err:
+            raise InputError(f"cannot read {path}: {err}") from None
+        take = valid & ~filled
+        out[take] = data[take]
+        filled |= take
+        if filled.all():
+            break
+    return out, filled
+
+
+def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def read_window(
+    scene: Scene,
+    window: Window,
+    bands: tuple[str, ...] | None = None,
+    out_shape: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read bands over a window of the scene grid (the window may reach past the scene).
+
+    Args:
+        scene: the scene.
+        window: window in scene pixel coordinates.
+        bands: band names to read, in order; default all.
+        out_shape: (rows, cols) to resample the window to (decimated reads); default the window's size.
+
+    Returns:
+        ``pixels`` float32 (C, H, W) scaled to reflectance (0 where invalid) and ``valid`` bool (H, W): True where
+        every band has data, inside the scene and inside the AOI.
+    """
+    names = bands or scene.band_names
+    rows, cols = out_shape or (int(window.height), int(window.width))
+    transform = rasterio.windows.transform(window, scene.transform) * Affine.scale(
+        window.width / cols, window.height / rows
+    )
+    pixels = np.zeros((len(names), rows, cols), np.float32)
+    valid = np.ones((rows, cols), bool)
+    for i, name in enumerate(names):
+        data, ok = _read_band(scene.band(name), scene, transform, (rows, cols))
+        pixels[i] = data
+        valid &= ok
+    valid &= _inside_scene(scene, window, (rows, cols))
+    if scene.aoi is not None:
+        valid &= geometry_mask([scene.aoi], (rows, cols), transform, invert=True, all_touched=False)
+    if scene.scale != 1.0 or scene.offset != 0.0:
+        pixels = pixels * np.float32(scene.scale) + np.float32(scene.offset)
+    pixels[:, ~valid] = 0.0
+    return pixels, valid
+
+
+def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.ndarray:
+    """Mask of the window's pixels that fall inside the scene grid."""
+    rows = window.row_off + (np.arange(shape[0]) + 0.5) * window.height / shape[0]
+    cols = window.col_off + (np.arange(shape[1]) + 0.5) * window.width / shape[1]
+    return ((rows >= 0) & (rows < scene.height))[:, None] & ((cols >= 0) & (cols < scene.width))[None, :]
+
+
+def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+    factor = max(1.0, max(scene.width, scene.height) / max_size)
+    shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
+    pixels, valid = read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)
+    if not valid.any():
+        raise InputError("the inputs hold no valid pixels inside the scene/AOI: check nodata and the AOI")
+    return {name: np.percentile(pixels[i][valid], np.arange(101)) for i, name in enumerate(bands)}
+
+
+def window_bounds_in_crs(scene: Scene, window: Window) -> tuple[float, float, float, float]:
+    """Map bounds of a window of the scene grid."""
+    return window_bounds(window, scene.transform)

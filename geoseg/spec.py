@@ -1,0 +1,359 @@
+"""Job specs: typed, validated, normalised once at load time.
+
+A job spec is a YAML file; :func:`load_spec` turns it into a :class:`JobSpec` whose relative paths are resolved
+against the spec's folder. Unknown keys are errors everywhere (``extra="forbid"``). ``geoseg schema`` prints
+:func:`json_schema` for editors.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from geoseg.errors import SpecError
+
+Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
+
+
+class StrictModel(BaseModel):
+    """Base for spec sections: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+class BandRef(StrictModel):
+    """One named band: a band index in one file, or in each of several files that together cover the region."""
+
+    path: str | list[str] = Field(description="File, glob, or list of files (a mosaic in one CRS).")
+    band: int = Field(1, ge=1, description="1-based band index inside each file.")
+
+
+class InputSpec(StrictModel):
+    """Where the pixels come from and how they become one stack on one grid."""
+
+    bands: dict[str, BandRef] | None = Field(
+        None, description="Band name -> file + band index; files may differ in resolution and extent."
+    )
+    files: str | list[str] | None = Field(
+        None, description="Multi-band files (paths or globs) covering the region; name bands with band_names."
+    )
+    band_names: list[str] | None = Field(None, description="Names of the bands of `files`, in file order.")
+    nodata: float | None = Field(None, description="Nodata value; default: each file's own nodata.")
+    scale: float = Field(1.0, description="Reflectance = DN * scale + offset (Sentinel-2 L1C: 0.0001).")
+    offset: float = 0.0
+    resolution: float | None = Field(None, gt=0, description="Output pixel size; default: the finest input.")
+    crs: str | None = Field(None, description="Scene CRS; default: the CRS of the finest input.")
+    resampling: Resampling = "bilinear"
+
+    @model_validator(mode="after")
+    def _one_form(self) -> InputSpec:
+        if (self.bands is None) == (self.files is None):
+            raise ValueError("give exactly one of inputs.bands (band name -> file) or inputs.files")
+        if self.files is not None and not self.band_names:
+            raise ValueError("inputs.files needs inputs.band_names, e.g. [red, green, blue, nir]")
+        if self.bands is not None and self.band_names:
+            raise ValueError(
+                "inputs.band_names goes with inputs.files; with inputs.bands the keys are the names"
+            )
+        return self
+
+
+class AoiSpec(StrictModel):
+    """Area of interest: a vector file, or WKT in a given CRS. Only tiles that touch it are processed."""
+
+    path: str | None = None
+    layer: str | None = None
+    wkt: str | None = None
+    crs: str = "EPSG:4326"
+
+    @model_validator(mode="after")
+    def _one_form(self) -> AoiSpec:
+        if (self.path is None) == (self.wkt is None):
+            raise ValueError("give exactly one of aoi.path or aoi.wkt")
+        return self
+
+
+class TilingSpec(StrictModel):
+    """Tile grid: each tile owns a core of tile_size² pixels and reads a halo around it."""
+
+    tile_size: int = Field(512, ge=32, le=8192)
+    halo: int = Field(
+        32, ge=1, le=1024, description="Overlap read on each side; >= the models' receptive field."
+    )
+
+
+# --------------------------------------------------------------------------------------------- models
+class CropHealthThresholds(StrictModel):
+    """Upper bounds of the health classes on the classifying index (ascending)."""
+
+    non_vegetation: float = 0.25
+    stressed: float = 0.45
+    moderate: float = 0.65
+
+    @model_validator(mode="after")
+    def _ascending(self) -> CropHealthThresholds:
+        if not self.non_vegetation < self.stressed < self.moderate:
+            raise ValueError("crop-health thresholds must ascend: non_vegetation < stressed < moderate")
+        return self
+
+
+VegetationIndex = Literal["ndvi", "ndre", "evi", "savi", "gndvi", "ndmi"]
+
+
+class CropHealthSpec(StrictModel):
+    """Spectral crop health: vegetation indices -> health classes. No weights needed."""
+
+    type: Literal["crop_health"]
+    name: str = "crop_health"
+    indices: list[VegetationIndex] = Field(default_factory=lambda: ["ndvi"])
+    classify_by: VegetationIndex = "ndvi"
+    thresholds: CropHealthThresholds = CropHealthThresholds()
+    smoothing_px: int = Field(
+        1, ge=0, le=16, description="Majority filter radius on the classes (0: per-pixel classes)."
+    )
+
+    @property
+    def receptive_field(self) -> int:
+        return self.smoothing_px
+
+
+class FieldRegionsSpec(StrictModel):
+    """Classical field segmenter (no weights): vegetated regions split along thin boundaries.
+
+    Pixels with ``index >= threshold`` are eroded by ``erode_px`` to cut the thin strips between fields,
+    labelled into connected regions, then grown back inside the vegetation mask.
+    """
+
+    type: Literal["field_regions"]
+    name: str = "fields"
+    index: VegetationIndex = "ndvi"
+    threshold: float = 0.5
+    erode_px: int = Field(1, ge=0, le=16)
+
+    @property
+    def receptive_field(self) -> int:
+        return 2 * self.erode_px
+
+
+class SamSpec(StrictModel):
+    """Segment Anything, automatic or prompted by points/boxes from a vector layer."""
+
+    type: Literal["sam"]
+    name: str = "objects"
+    variant: str = Field("vit_b", description="vit_b, vit_l or vit_h (or a variant registered at runtime).")
+    checkpoint: str | None = Field(
+        None, description="Local .pth path; default: the verified cached download."
+    )
+    mode: Literal["automatic", "prompted"] = "automatic"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU."
+    )
+    rgb: tuple[str, str, str] = ("red", "green", "blue")
+    stretch_percentiles: tuple[float, float] = Field(
+        (2.0, 98.0), description="Scene-wide percentiles mapped to 0 and 255 when the rgb bands become uint8."
+    )
+    prompts: str | None = Field(
+        None, description="Vector file of points and/or polygons (boxes) for prompted mode."
+    )
+    prompts_layer: str | None = None
+    # automatic mask generator parameters (segment-anything's names)
+    points_per_side: int = Field(32, ge=1)
+    points_per_batch: int = Field(64, ge=1)
+    pred_iou_thresh: float = Field(0.88, ge=0, le=1)
+    stability_score_thresh: float = Field(0.95, ge=0, le=1)
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = Field(0.7, ge=0, le=1)
+    crop_n_layers: int = Field(0, ge=0)
+    crop_nms_thresh: float = Field(0.7, ge=0, le=1)
+    crop_overlap_ratio: float = Field(512 / 1500, ge=0, lt=1)
+    crop_n_points_downscale_factor: int = Field(1, ge=1)
+    min_mask_region_area: int = Field(0, ge=0)
+    # geospatial extras
+    min_area_m2: float = Field(0.0, ge=0)
+    max_area_m2: float | None = Field(None, gt=0)
+    merge_min_agreement: float = Field(
+        0.5, ge=0, le=1, description="Share of a shared tile edge two fragments must agree on to be merged."
+    )
+
+    @field_validator("variant")
+    @classmethod
+    def _known_variant(cls, value: str) -> str:
+        from geoseg.models.weights import VARIANTS  # pure-python table; does not import torch
+
+        if value not in VARIANTS:
+            raise ValueError(f"unknown SAM variant {value!r}: choose one of {', '.join(sorted(VARIANTS))}")
+        return value
+
+    @field_validator("stretch_percentiles")
+    @classmethod
+    def _ascending_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] < value[1] <= 100:
+            raise ValueError(f"stretch_percentiles must satisfy 0 <= low < high <= 100, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _prompts_for_prompted(self) -> SamSpec:
+        if self.mode == "prompted" and not self.prompts:
+            raise ValueError("sam mode 'prompted' needs `prompts:` (a vector file of points or boxes)")
+        return self
+
+
+ModelSpec = Annotated[CropHealthSpec | FieldRegionsSpec | SamSpec, Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------------------------- output, compute
+class OutputSpec(StrictModel):
+    """Where results go and how polygons are cleaned."""
+
+    path: str = Field(description="GeoPackage path (.gpkg).")
+    masks: bool = Field(True, description="Also write one mask COG per model next to the GeoPackage.")
+    crs: str | None = Field(None, description="Output CRS of vector layers; default: the scene CRS.")
+    formats: list[Literal["parquet", "fgb"]] = Field(
+        default_factory=list, description="Extra vector formats written beside the GeoPackage."
+    )
+    simplify: float = Field(0.0, ge=0, description="Simplify tolerance in map units (0: exact pixel edges).")
+    min_area_m2: float = Field(0.0, ge=0, description="Drop polygons smaller than this.")
+    fill_holes_m2: float = Field(0.0, ge=0, description="Fill holes smaller than this.")
+    work_dir: str | None = Field(None, description="Per-tile results (resume); default: <output>.work/")
+
+    @field_validator("path")
+    @classmethod
+    def _gpkg(cls, value: str) -> str:
+        if not value.lower().endswith(".gpkg"):
+            raise ValueError(f"output.path must end in .gpkg, got {value!r}")
+        return value
+
+
+class ComputeSpec(StrictModel):
+    """Where and how wide the job runs."""
+
+    address: str | None = Field(None, description="Ray address; null = embedded local Ray.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for the embedded Ray; default: all.")
+    actors: int = Field(1, ge=1, description="Model actors (each loads the models once).")
+    gpus_per_actor: float = Field(0.0, ge=0, description="0 = CPU; fractions share a GPU between actors.")
+    batch_size: int = Field(4, ge=1, description="Tiles per model call.")
+    max_in_flight: int | None = Field(
+        None, ge=1, description="Tiles in flight; default: 2 batches per actor."
+    )
+    max_retries: int = Field(2, ge=0, description="Retries of a failing tile before it is reported failed.")
+    object_store_mb: int = Field(512, ge=64)
+
+
+class JobSpec(StrictModel):
+    """A whole job: inputs, optional AOI, tiling, models, output, compute."""
+
+    name: str = "job"
+    inputs: InputSpec
+    aoi: AoiSpec | None = None
+    tiling: TilingSpec = TilingSpec()
+    models: list[ModelSpec] = Field(min_length=1)
+    output: OutputSpec
+    compute: ComputeSpec = ComputeSpec()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> JobSpec:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique (they name the output layers): {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _halo_covers_models(self) -> JobSpec:
+        for model in self.models:
+            needed = getattr(model, "receptive_field", 0)
+            if self.tiling.halo < needed:
+                raise ValueError(
+                    f"tiling.halo {self.tiling.halo} is smaller than model {model.name!r} sees ({needed} px): "
+                    f"raise tiling.halo to at least {needed}"
+                )
+        return self
+
+
+# --------------------------------------------------------------------------------------------- loading
+def _absolute(path: str, base: Path) -> str:
+    if "://" in path or path.startswith("/vsi"):
+        return path
+    p = Path(path).expanduser()
+    return os.path.normpath(p if p.is_absolute() else (base / p))
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make every file path in the raw spec absolute, relative to the spec's folder."""
+    inputs = raw.get("inputs")
+    if isinstance(inputs, dict):
+        if isinstance(inputs.get("files"), str):
+            inputs["files"] = [inputs["files"]]
+        if isinstance(inputs.get("files"), list):
+            inputs["files"] = [_absolute(p, base) for p in inputs["files"]]
+        for ref in (inputs.get("bands") or {}).values():
+            if isinstance(ref, dict) and isinstance(ref.get("path"), str):
+                ref["path"] = _absolute(ref["path"], base)
+            elif isinstance(ref, dict) and isinstance(ref.get("path"), list):
+                ref["path"] = [_absolute(p, base) for p in ref["path"]]
+    for section, key in (("aoi", "path"), ("output", "path"), ("output", "work_dir")):
+        part = raw.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), str):
+            part[key] = _absolute(part[key], base)
+    for model in raw.get("models") or []:
+        for key in ("checkpoint", "prompts"):
+            if isinstance(model, dict) and isinstance(model.get(key), str):
+                model[key] = _absolute(model[key], base)
+    return raw
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "spec"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key (check spelling; see `geoseg schema`)"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {where}: {message}{more}"
+
+
+def parse_spec(raw: Any, base: Path = Path("."), source: str = "spec") -> JobSpec:
+    """Validate an already-parsed spec mapping; relative paths resolve against ``base``."""
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a job spec must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        return JobSpec.model_validate(_resolve_paths(raw, base.resolve()))
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err, source)) from None
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read and validate a YAML job spec (``yaml.safe_load``: a spec never executes code)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"cannot read job spec {path}: {err.strerror or err}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    return parse_spec(raw, path.parent, str(path))
+
+
+def expand_paths(path: str | list[str]) -> list[str]:
+    """Expand globs in one path or a list; keeps order, drops duplicates, errors on a pattern that matches nothing."""
+    patterns = [path] if isinstance(path, str) else list(path)
+    found: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise SpecError(f"no file matches {pattern!r}: fix the path in inputs")
+        found.extend(m for m in matches if m not in found)
+    return found
+
+
+def json_schema() -> str:
+    """JSON Schema of the job spec, for editors."""
+    return json.dumps(JobSpec.model_json_schema(), indent=2)

@@ -1,0 +1,378 @@
+"""Stitching tiles into whole objects: what a tile owns, and how fragments across tile edges become one object.
+
+Rules (see README "How stitching works"):
+
+1. Every model output becomes a *label raster over the read window*: instance models give one directly (overlaps
+   already resolved, higher score wins); a semantic class raster is labelled into 4-connected regions of one class.
+2. A tile keeps only its core: each core pixel belongs to at most one local label, so fragments never overlap and
+   every pixel of an object lands in exactly one fragment. An object seen only in a tile's halo is owned by the
+   neighbour whose core holds it.
+3. Fragments merge across a shared core edge when the two tiles *agree* there: tile A's label and tile B's label on
+   the same pixels, on the two pixel lines either side of the edge (each tile sees one line in its core, the other
+   in its halo). For connected regions any agreement merges (exact: the halo view equals the neighbour's core);
+   instance models ask for a share of the edge (``merge_min_agreement``). Fragments sharing a ``key`` (one prompt)
+   always merge.
+4. Union-find over (tile, label) pairs gives objects; each object's fragments are dissolved in integer scene pixel
+   coordinates (exact shared edges), and its statistics summed. Ids are assigned in reading order of the objects'
+   top-left corners, so they do not depend on the tile size.
+
+Everything here is plain numpy/shapely; the cost of merging is O(edge pixels), not O(scene).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+from scipy import ndimage
+
+from geoseg.models.base import InstanceInfo, ModelOutput, SemanticOutput
+from geoseg.tiling import Tile, TileGrid
+
+HIST_BINS = 200
+"""Bins of the index histograms over [-1, 1] (0.01 wide) that give exact-to-a-bin medians of merged objects."""
+
+_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+_OPPOSITE = {"right": "left", "bottom": "top", "left": "right", "top": "bottom"}
+
+
+@dataclass
+class EdgeStrips:
+    """A tile's local labels on the two pixel lines either side of each core edge."""
+
+    inside: dict[str, np.ndarray]
+    """Side -> labels on the core's outermost line."""
+    outside: dict[str, np.ndarray]
+    """Side -> labels on the line just outside the core (in the halo)."""
+
+
+@dataclass
+class Fragment:
+    """The part of one local label that lies in a tile's core, with summable statistics."""
+
+    label: int
+    geometry: bytes
+    """WKB polygon(s) in integer scene pixel coordinates."""
+    pixels: int
+    score_sum: float
+    """Score times pixels (merged score = pixel-weighted mean)."""
+    cls: int = 0
+    """Class value for regions of a semantic model; 0 for instances."""
+    key: str | None = None
+    stability: float | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    class_counts: np.ndarray | None = None
+    """Pixels per health class (index = class value) inside the fragment."""
+    index_sums: dict[str, float] = field(default_factory=dict)
+    index_counts: dict[str, int] = field(default_factory=dict)
+    index_hists: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class LayerTile:
+    """One model's result for one tile: its fragments and edge strips."""
+
+    fragments: list[Fragment]
+    strips: EdgeStrips
+
+
+# --------------------------------------------------------------------------------------------- per tile
+def region_labels(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label 4-connected regions of equal class (0 = nodata stays 0); returns (labels, class of each label)."""
+    labels = np.zeros(classes.shape, np.int32)
+    next_label = 0
+    for value in np.unique(classes):
+        if value == 0:
+            continue
+        lab, count = ndimage.label(classes == value, _FOUR_CONNECTED)
+        labels[lab > 0] = lab[lab > 0] + next_label
+        next_label += count
+    label_class = np.zeros(next_label + 1, np.uint8)
+    label_class[labels.ravel()] = classes.ravel()
+    return labels, label_class
+
+
+def edge_strips(labels: np.ndarray, tile: Tile) -> EdgeStrips:
+    """Cut the lines either side of each core edge out of a label raster over the read window (halo >= 1)."""
+    rows, cols = tile.core_in_read
+    r0, r1, c0, c1 = rows.start, rows.stop, cols.start, cols.stop
+    inside = {
+        "top": labels[r0, c0:c1],
+        "bottom": labels[r1 - 1, c0:c1],
+        "left": labels[r0:r1, c0],
+        "right": labels[r0:r1, c1 - 1],
+    }
+    outside = {
+        "top": labels[r0 - 1, c0:c1],
+        "bottom": labels[r1, c0:c1],
+        "left": labels[r0:r1, c0 - 1],
+        "right": labels[r0:r1, c1],
+    }
+    return EdgeStrips({k: v.copy() for k, v in inside.items()}, {k: v.copy() for k, v in outside.items()})
+
+
+def polygons_by_label(core_labels: np.ndarray, origin: tuple[int, int]) -> dict[int, shapely.Geometry]:
+    """Vectorize a core label raster in scene pixel coordinates (``origin`` = core's (col_off, row_off))."""
+    parts: dict[int, list[shapely.Geometry]] = defaultdict(list)
+    transform = Affine.translation(*origin)
+    for geom, value in rasterio.features.shapes(
+        core_labels, mask=core_labels > 0, connectivity=4, transform=transform
+    ):
+        parts[int(value)].append(shapely.geometry.shape(geom))
+    return {label: _combine(polys) for label, polys in parts.items()}
+
+
+def _combine(polys: list[shapely.Geometry]) -> shapely.Geometry:
+    if len(polys) == 1:
+        return polys[0]
+    multi = shapely.MultiPolygon(polys)
+    return multi if multi.is_valid else shapely.union_all(polys)
+
+
+@dataclass
+class StatsSource:
+    """Per-pixel layers over the read window used for per-object statistics (from a crop-health model)."""
+
+    classes: np.ndarray | None = None
+    n_classes: int = 0
+    layers: dict[str, np.ndarray] = field(default_factory=dict)
+    hist_layers: tuple[str, ...] = ()
+
+
+def tile_layer(
+    output: ModelOutput, tile: Tile, stats: StatsSource | None = None
+) -> tuple[LayerTile, np.ndarray]:
+    """Turn one model output for one tile into its owned fragments, edge strips and core raster.
+
+    Returns the :class:`LayerTile` and the core raster to write (class values for semantic models, local labels
+    for instance models).
+    """
+    if isinstance(output, SemanticOutput):
+        labels, label_class = region_labels(output.classes)
+        infos: dict[int, InstanceInfo] = {}
+        core_raster = output.classes[tile.core_in_read]
+    else:
+        labels, label_class = output.labels, None
+        infos = {info.label: info for info in output.instances}
+        core_raster = output.labels[tile.core_in_read]
+    core_labels = np.ascontiguousarray(labels[tile.core_in_read], dtype=np.int32)
+    polygons = polygons_by_label(core_labels, (int(tile.core.col_off), int(tile.core.row_off)))
+    sums = _label_sums(core_labels, stats, tile)
+    fragments = []
+    for label, geom in polygons.items():
+        info = infos.get(label)
+        pixels = int(sums["pixels"][label])
+        fragments.append(
+            Fragment(
+                label=label,
+                geometry=shapely.to_wkb(geom),
+                pixels=pixels,
+                score_sum=(info.score if info else 1.0) * pixels,
+                cls=int(label_class[label]) if label_class is not None else 0,
+                key=info.key if info else None,
+                stability=info.stability if info else None,
+                attrs=dict(info.attrs) if info else {},
+                class_counts=sums["classes"][label] if "classes" in sums else None,
+                index_sums={name: float(v[label]) for name, v in sums["index_sums"].items()},
+                index_counts={name: int(v[label]) for name, v in sums["index_counts"].items()},
+                index_hists={name: v[label] for name, v in sums["index_hists"].items()},
+            )
+        )
+    return LayerTile(fragments, edge_strips(labels, tile)), core_raster
+
+
+def _label_sums(core_labels: np.ndarray, stats: StatsSource | None, tile: Tile) -> dict[str, Any]:
+    """Per-label pixel counts, class counts, index sums/counts/histograms inside the core."""
+    n = int(core_labels.max()) + 1
+    flat = core_labels.ravel()
+    out: dict[str, Any] = {
+        "pixels": np.bincount(flat, minlength=n),
+        "index_sums": {},
+        "index_counts": {},
+        "index_hists": {},
+    }
+    if stats is None:
+        return out
+    if stats.classes is not None:
+        classes = stats.classes[tile.core_in_read].ravel().astype(np.int64)
+        counts = np.bincount(flat * stats.n_classes + classes, minlength=n * stats.n_classes)
+        out["classes"] = counts.reshape(n, stats.n_classes)
+    for name, layer in stats.layers.items():
+        values = layer[tile.core_in_read].ravel()
+        ok = ~np.isnan(values)
+        out["index_sums"][name] = np.bincount(flat[ok], weights=values[ok], minlength=n)
+        out["index_counts"][name] = np.bincount(flat[ok], minlength=n)
+        if name in stats.hist_layers:
+            bins = np.clip(((values[ok] + 1.0) / 2.0 * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
+            hist = np.bincount(flat[ok] * HIST_BINS + bins, minlength=n * HIST_BINS)
+            out["index_hists"][name] = hist.reshape(n, HIST_BINS)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- across tiles
+def edge_matches(
+    a: EdgeStrips, b: EdgeStrips, side: str, min_agreement: float = 0.0
+) -> list[tuple[int, int]]:
+    """Pairs (label in A, label in B) that agree across the core edge on ``side`` of A (B is that neighbour).
+
+    Both tiles' labels are compared on the same pixels: the line inside A's core (which B sees in its halo) and
+    the line inside B's core (which A sees in its halo).
+    """
+    opposite = _OPPOSITE[side]
+    la = np.concatenate([a.inside[side], a.outside[side]])
+    lb = np.concatenate([b.outside[opposite], b.inside[opposite]])
+    both = (la > 0) & (lb > 0)
+    if not both.any():
+        return []
+    pairs, votes = np.unique(np.stack([la[both], lb[both]]), axis=1, return_counts=True)
+    if min_agreement <= 0:
+        return [(int(x), int(y)) for x, y in pairs.T]
+    ids_a, n_a = np.unique(la[la > 0], return_counts=True)
+    ids_b, n_b = np.unique(lb[lb > 0], return_counts=True)
+    size_a, size_b = dict(zip(ids_a, n_a, strict=True)), dict(zip(ids_b, n_b, strict=True))
+    return [
+        (int(x), int(y))
+        for (x, y), v in zip(pairs.T, votes, strict=True)
+        if v >= min_agreement * min(size_a[x], size_b[y])
+    ]
+
+
+class UnionFind:
+    """Disjoint sets over hashable items, with path halving and union by size."""
+
+    def __init__(self) -> None:
+        self.parent: dict[Any, Any] = {}
+        self.size: dict[Any, int] = {}
+
+    def find(self, item: Any) -> Any:
+        parent = self.parent.setdefault(item, item)
+        self.size.setdefault(item, 1)
+        while parent != item:
+            grand = self.parent[parent]
+            self.parent[item] = grand
+            item, parent = parent, grand
+        return item
+
+    def union(self, a: Any, b: Any) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size[rb]
+
+
+@dataclass
+class StitchedObject:
+    """One object after stitching, in scene pixel coordinates."""
+
+    id: int
+    geometry: shapely.Geometry
+    pixels: int
+    score: float
+    cls: int
+    key: str | None
+    stability: float | None
+    attrs: dict[str, Any]
+    class_counts: np.ndarray | None
+    index_means: dict[str, float]
+    index_medians: dict[str, float]
+    fragments: list[tuple[str, int]]
+    """(tile id, local label) of each fragment, for the id raster."""
+
+
+class LayerStitcher:
+    """Collects one layer's tiles as they finish and merges fragments across shared core edges."""
+
+    def __init__(self, grid: TileGrid, min_agreement: float = 0.0) -> None:
+        self.grid = grid
+        self.min_agreement = min_agreement
+        self.fragments: dict[str, list[Fragment]] = {}
+        self._strips: dict[tuple[int, int], EdgeStrips] = {}
+        self._keyed: dict[str, set[int]] = {}
+        self._uf = UnionFind()
+
+    def add(self, tile: Tile, layer: LayerTile) -> None:
+        """Add a finished tile; merges it with every finished neighbour (edge work only)."""
+        self.fragments[tile.id] = layer.fragments
+        self._strips[(tile.row, tile.col)] = layer.strips
+        self._keyed[tile.id] = {f.label for f in layer.fragments if f.key is not None}
+        for f in layer.fragments:
+            self._uf.find((tile.id, f.label))
+            if f.key is not None:
+                self._uf.union((tile.id, f.label), ("key", f.key))
+        for side, (dr, dc) in (("right", (0, 1)), ("bottom", (1, 0)), ("left", (0, -1)), ("top", (-1, 0))):
+            other = self._strips.get((tile.row + dr, tile.col + dc))
+            if other is None:
+                continue
+            neighbour_id = self.grid[tile.row + dr, tile.col + dc].id
+            for la, lb in edge_matches(layer.strips, other, side, self.min_agreement):
+                if la in self._keyed[tile.id] or lb in self._keyed[neighbour_id]:
+                    continue  # prompted objects merge by their key only
+                self._uf.union((tile.id, la), (neighbour_id, lb))
+
+    def objects(self) -> list[StitchedObject]:
+        """Merge fragments into objects with ids in reading order of their top-left corners."""
+        groups: dict[Any, list[tuple[str, Fragment]]] = defaultdict(list)
+        for tile_id, frags in self.fragments.items():
+            for frag in frags:
+                groups[self._uf.find((tile_id, frag.label))].append((tile_id, frag))
+        merged = [_merge(members) for members in groups.values()]
+        merged.sort(key=lambda o: (o.geometry.bounds[1], o.geometry.bounds[0], o.cls, o.pixels))
+        for i, obj in enumerate(merged, start=1):
+            obj.id = i
+        return merged
+
+
+def _merge(members: list[tuple[str, Fragment]]) -> StitchedObject:
+    frags = [f for _, f in members]
+    geoms = [shapely.from_wkb(f.geometry) for f in frags]
+    geometry = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
+    pixels = sum(f.pixels for f in frags)
+    stabilities = [f.stability * f.pixels for f in frags if f.stability is not None]
+    counts = [f.class_counts for f in frags if f.class_counts is not None]
+    means, medians = _index_summary(frags)
+    return StitchedObject(
+        id=0,
+        geometry=geometry,
+        pixels=pixels,
+        score=sum(f.score_sum for f in frags) / max(pixels, 1),
+        cls=frags[0].cls,
+        key=frags[0].key,
+        stability=sum(stabilities) / max(pixels, 1) if stabilities else None,
+        attrs=frags[0].attrs,
+        class_counts=np.sum(counts, axis=0) if counts else None,
+        index_means=means,
+        index_medians=medians,
+        fragments=[(tile_id, f.label) for tile_id, f in members],
+    )
+
+
+def _index_summary(frags: Iterable[Fragment]) -> tuple[dict[str, float], dict[str, float]]:
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    hists: dict[str, np.ndarray] = {}
+    for f in frags:
+        for name, value in f.index_sums.items():
+            sums[name] += value
+            counts[name] += f.index_counts[name]
+        for name, hist in f.index_hists.items():
+            hists[name] = hists[name] + hist if name in hists else hist.copy()
+    means = {name: sums[name] / counts[name] if counts[name] else float("nan") for name in sums}
+    medians = {name: _hist_median(h) for name, h in hists.items()}
+    return means, medians
+
+
+def _hist_median(hist: np.ndarray) -> float:
+    total = hist.sum()
+    if total == 0:
+        return float("nan")
+    bin_index = int(np.searchsorted(np.cumsum(hist), total / 2.0))
+    return -1.0 + (bin_index + 0.5) * 2.0 / HIST_BINS

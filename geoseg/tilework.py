@@ -1,0 +1,117 @@
+"""The work done for one tile, as plain functions that Ray tasks and actors call.
+
+read (CPU task) -> models (model actor, a batch of tiles) -> finish (CPU task: keep the core, vectorize, save).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geoseg.models import ModelInfo, build_model
+from geoseg.models.base import Model, ModelOutput, Prompts, SceneInfo, SemanticOutput, TileContext
+from geoseg.raster import Scene, read_window
+from geoseg.spec import CropHealthSpec, ModelSpec
+from geoseg.stitch import LayerTile, StatsSource, tile_layer
+from geoseg.tiling import Tile
+from geoseg.workdir import save_tile
+
+log = logging.getLogger("geoseg")
+
+
+ModelResult = tuple[dict[str, ModelOutput], dict[str, float]]
+"""One tile's model outputs by model name, and its seconds so far."""
+
+
+@dataclass
+class TileRecord:
+    """What a finished tile sends back to the driver: small (fragments and edge strips, no rasters)."""
+
+    tile: Tile
+    layers: dict[str, LayerTile]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def read_tile(scene: Scene, tile: Tile, bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Read a tile's read window: (pixels, valid, seconds)."""
+    start = time.perf_counter()
+    pixels, valid = read_window(scene, tile.read, bands)
+    return pixels, valid, time.perf_counter() - start
+
+
+class ModelRunner:
+    """Holds the job's models (built once) and runs them on batches of tiles."""
+
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        infos: list[ModelInfo],
+        scene: SceneInfo,
+        bands: tuple[str, ...],
+        device: str,
+    ) -> None:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            log.warning("no CUDA device visible to the model actor: running on CPU")
+            device = "cpu"
+        self.device = device
+        self.models: list[Model] = [build_model(spec, scene, device) for spec in specs]
+        self.indices = [[bands.index(b) for b in info.bands] for info in infos]
+
+    def device_name(self) -> str:
+        return self.device
+
+    def run(
+        self, tiles: list[Tile], transforms: list[Any], prompts: list[dict[str, Prompts]], *reads: tuple
+    ) -> ModelResult | list[ModelResult]:
+        """Run every model on a batch of read tiles (one ``read_tile`` result each).
+
+        Returns per tile its outputs and seconds (read, and its share of the batch's model time); a single
+        result for a batch of one, so that Ray's ``num_returns`` can hand each tile its own object.
+        """
+        start = time.perf_counter()
+        pixels = np.stack([r[0] for r in reads])
+        valid = np.stack([r[1] for r in reads])
+        outputs: list[dict[str, ModelOutput]] = [{} for _ in tiles]
+        for model, idx in zip(self.models, self.indices, strict=True):
+            contexts = [
+                TileContext(t, tr, p.get(model.name))
+                for t, tr, p in zip(tiles, transforms, prompts, strict=True)
+            ]
+            for i, out in enumerate(model.predict(pixels[:, idx], valid, contexts)):
+                outputs[i][model.name] = out
+        seconds = (time.perf_counter() - start) / len(tiles)
+        results = [(out, {"read": r[2], "model": seconds}) for out, r in zip(outputs, reads, strict=True)]
+        return results[0] if len(results) == 1 else results
+
+
+def stats_source(outputs: dict[str, ModelOutput], specs: list[ModelSpec]) -> StatsSource | None:
+    """Per-object statistics come from the job's first crop-health model, if any."""
+    for spec in specs:
+        if isinstance(spec, CropHealthSpec):
+            out = outputs[spec.name]
+            assert isinstance(out, SemanticOutput)
+            return StatsSource(out.classes, 5, out.layers, hist_layers=(spec.classify_by,))
+    return None
+
+
+def finish_tile(tile: Tile, result: ModelResult, specs: list[ModelSpec], work_dir: str) -> TileRecord:
+    """Keep what the tile owns, vectorize it, save it to the work dir; return the small record."""
+    start = time.perf_counter()
+    outputs, seconds = result
+    stats = stats_source(outputs, specs)
+    layers: dict[str, LayerTile] = {}
+    cores: dict[str, np.ndarray] = {}
+    for name, output in outputs.items():
+        layer_stats = stats
+        if stats is not None and isinstance(output, SemanticOutput):
+            layer_stats = StatsSource(layers=stats.layers)  # zones: index means only
+        layers[name], cores[name] = tile_layer(output, tile, layer_stats)
+    seconds = {**seconds, "finish": time.perf_counter() - start}
+    save_tile(Path(work_dir), tile.id, layers, cores, {"seconds": seconds})
+    return TileRecord(tile, layers, seconds)

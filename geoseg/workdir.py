@@ -1,0 +1,129 @@
+"""The job's work directory: one file per finished tile (the basis for ``--resume``), and a manifest.
+
+Each tile's result is one ``.npz`` (no pickles): its core rasters, its edge strips and its fragments as JSON.
+Files are written to a temp name and renamed, so a killed job never leaves a half-written tile behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import SpecError
+from geoseg.spec import JobSpec
+from geoseg.stitch import EdgeStrips, Fragment, LayerTile
+
+MANIFEST = "manifest.json"
+
+
+def fingerprint(spec: JobSpec) -> str:
+    """Hash of everything that decides a tile's result (inputs, AOI, tiling, models), not of output/compute."""
+    parts = spec.model_dump(mode="json", include={"inputs", "aoi", "tiling", "models"})
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare(work_dir: Path, spec: JobSpec, resume: bool) -> None:
+    """Create or check the work dir. Without ``resume`` earlier tiles are discarded."""
+    manifest = work_dir / MANIFEST
+    if resume and manifest.exists():
+        found = json.loads(manifest.read_text()).get("fingerprint")
+        if found != fingerprint(spec):
+            raise SpecError(
+                f"{work_dir} holds tiles of a different job (inputs, tiling or models changed): "
+                "run without --resume to start over, or set output.work_dir"
+            )
+        return
+    if (work_dir / "tiles").exists():
+        shutil.rmtree(work_dir / "tiles")
+    (work_dir / "tiles").mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"job": spec.name, "fingerprint": fingerprint(spec)}, indent=2))
+
+
+def tile_path(work_dir: Path, tile_id: str) -> Path:
+    return work_dir / "tiles" / f"{tile_id}.npz"
+
+
+def _fragment_json(f: Fragment) -> dict[str, Any]:
+    return {
+        "label": f.label,
+        "geometry": f.geometry.hex(),
+        "pixels": f.pixels,
+        "score_sum": f.score_sum,
+        "cls": f.cls,
+        "key": f.key,
+        "stability": f.stability,
+        "attrs": f.attrs,
+        "class_counts": None if f.class_counts is None else f.class_counts.tolist(),
+        "index_sums": f.index_sums,
+        "index_counts": f.index_counts,
+        "index_hists": {k: v.tolist() for k, v in f.index_hists.items()},
+    }
+
+
+def _fragment_from_json(d: dict[str, Any]) -> Fragment:
+    return Fragment(
+        label=d["label"],
+        geometry=bytes.fromhex(d["geometry"]),
+        pixels=d["pixels"],
+        score_sum=d["score_sum"],
+        cls=d["cls"],
+        key=d["key"],
+        stability=d["stability"],
+        attrs=d["attrs"],
+        class_counts=None if d["class_counts"] is None else np.asarray(d["class_counts"], np.int64),
+        index_sums=d["index_sums"],
+        index_counts=d["index_counts"],
+        index_hists={k: np.asarray(v, np.int64) for k, v in d["index_hists"].items()},
+    )
+
+
+def save_tile(
+    work_dir: Path,
+    tile_id: str,
+    layers: dict[str, LayerTile],
+    cores: dict[str, np.ndarray],
+    meta: dict[str, Any],
+) -> None:
+    """Write a finished tile atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    doc: dict[str, Any] = {"meta": meta, "layers": {}}
+    for name, layer in layers.items():
+        arrays[f"core.{name}"] = cores[name]
+        for side in ("top", "bottom", "left", "right"):
+            arrays[f"in.{name}.{side}"] = layer.strips.inside[side]
+            arrays[f"out.{name}.{side}"] = layer.strips.outside[side]
+        doc["layers"][name] = [_fragment_json(f) for f in layer.fragments]
+    arrays["doc"] = np.array(json.dumps(doc))
+    final = tile_path(work_dir, tile_id)
+    tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, final)
+
+
+def load_tile(work_dir: Path, tile_id: str) -> tuple[dict[str, LayerTile], dict[str, Any]] | None:
+    """A saved tile's layers and meta, or None if it was not finished."""
+    path = tile_path(work_dir, tile_id)
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        doc = json.loads(str(data["doc"]))
+        layers = {}
+        for name, frags in doc["layers"].items():
+            strips = EdgeStrips(
+                {s: data[f"in.{name}.{s}"] for s in ("top", "bottom", "left", "right")},
+                {s: data[f"out.{name}.{s}"] for s in ("top", "bottom", "left", "right")},
+            )
+            layers[name] = LayerTile([_fragment_from_json(f) for f in frags], strips)
+    return layers, doc["meta"]
+
+
+def load_core(work_dir: Path, tile_id: str, layer: str) -> np.ndarray:
+    """One layer's core raster of a saved tile."""
+    with np.load(tile_path(work_dir, tile_id), allow_pickle=False) as data:
+        return data[f"core.{layer}"]
