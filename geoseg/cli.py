@@ -13,9 +13,7 @@ from geoseg.errors import GeosegError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="geoseg", description="Whole-region segmentation on Ray -> GeoPackage."
-    )
+    parser = argparse.ArgumentParser(prog="geoseg", description="Whole-region segmentation on Ray -> GeoPackage.")
     parser.add_argument("--version", action="version", version=f"geoseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -23,12 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a job spec")
     run.add_argument("job", help="job spec (YAML)")
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    run.add_argument(
-        "--resume", action="store_true", help="keep tiles finished by an earlier run of the same job"
-    )
-    run.add_argument(
-        "--address", help="Ray address (e.g. auto, ray://head:10001); default: the spec's, else embedded"
-    )
+    run.add_argument("--resume", action="store_true", help="keep tiles finished by an earlier run of the same job")
+    run.add_argument("--address", help="Ray address (e.g. auto, ray://head:10001); default: the spec's, else embedded")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sub.add_parser("validate", help="check a job spec").add_argument("job")
@@ -41,9 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     models_sub.add_parser("list", help="known checkpoints and whether they are cached")
     download = models_sub.add_parser("download", help="download and verify a checkpoint into the cache")
     download.add_argument("name", help="checkpoint name, e.g. vit_b")
-    download.add_argument(
-        "--url", help="download from this URL instead (a mirror); the sha256 is still checked"
-    )
+    download.add_argument("--url", help="download from this URL instead (a mirror); the sha256 is still checked")
     return parser
 
 
@@ -96,9 +88,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         rows = weights.registry_table()
         for row in rows:
             cached = "cached" if row["cached"] else "-"
-            print(
-                f"{row['name']:<8} {row['variant']:<8} {row['size'] / 2**20:>8.0f} MiB  {cached:<7} {row['url']}"
-            )
+            print(f"{row['name']:<8} {row['variant']:<8} {row['size'] / 2**20:>8.0f} MiB  {cached:<7} {row['url']}")
         return 0
     path = weights.download_checkpoint(args.name, url=args.url)
     print(json.dumps({"name": args.name, "path": str(path)}))
@@ -117,9 +107,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geoseg`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return COMMANDS[args.command](args)
     except GeosegError as err:

@@ -140,9 +140,7 @@ class CogWriter:
             raise ValueError(f"window {window} leaves the {self.width}x{self.height} raster")
         array = np.asarray(array)
         if array.shape != (window.height, window.width):
-            raise ValueError(
-                f"array shape {array.shape} does not match window {window.height}x{window.width}"
-            )
+            raise ValueError(f"array shape {array.shape} does not match window {window.height}x{window.width}")
         self._dst.write(_fit_dtype(array, self.dtype), 1, window=window)
 
     # ----------------------------------------------------------------------------------------- internals

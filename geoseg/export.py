@@ -168,9 +168,7 @@ def write_geopackage(
             _write_table(_styles_table(styles), tmp, _STYLES_TABLE, layer_options={"FID": "id"})
 
 
-def _check_names(
-    layers: Mapping[str, object], tables: Mapping[str, object], styles: Mapping[str, object]
-) -> None:
+def _check_names(layers: Mapping[str, object], tables: Mapping[str, object], styles: Mapping[str, object]) -> None:
     if not layers and not tables:
         raise ValueError("write_geopackage needs at least one layer or table")
     names = [*layers, *tables]
@@ -231,9 +229,7 @@ def _infer_geometry_type(present: set[str]) -> str:
     return multis.pop() if len(multis) == 1 else "Unknown"
 
 
-def _write_table(
-    table: pd.DataFrame, path: Path, name: str, layer_options: Mapping[str, str] | None = None
-) -> None:
+def _write_table(table: pd.DataFrame, path: Path, name: str, layer_options: Mapping[str, str] | None = None) -> None:
     pyogrio.write_dataframe(
         pd.DataFrame(table),
         path,
@@ -300,11 +296,7 @@ def write_vector_formats(
         OutputExistsError: An output exists and ``overwrite`` is false.
         ValueError: An unknown format, or a layer without CRS.
     """
-    jobs = [
-        (fmt, name, vector_format_path(gpkg_path, name, fmt))
-        for fmt in dict.fromkeys(formats)
-        for name in layers
-    ]
+    jobs = [(fmt, name, vector_format_path(gpkg_path, name, fmt)) for fmt in dict.fromkeys(formats) for name in layers]
     for _, _, out in jobs:
         check_output_absent(out, overwrite)
     for fmt, name, out in jobs:

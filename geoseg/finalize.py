@@ -12,6 +12,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import rasterio
 import shapely
 from pyproj import CRS
 from rasterio.windows import bounds as window_bounds
@@ -35,6 +36,8 @@ from geoseg.vectorize import Cleaning, objects_frame
 from geoseg.workdir import load_core
 
 TILES_LAYER = "tiles"
+MASK_CACHE_MB = 128
+"""GDAL block cache while writing masks: keeps memory flat whatever the scene size."""
 JOB_TABLE = "job"
 
 
@@ -146,35 +149,43 @@ def write_masks(
 ) -> list[Path]:
     """One COG per model, written window by window from the tiles' saved cores."""
     written = []
-    for info in plan.models:
-        semantic = info.kind == "semantic"
-        luts = {} if semantic else _id_luts(objects[info.name], kept[info.name])
-        path = mask_path(plan, info.name)
-        writer = CogWriter(
-            path,
-            width=plan.scene.width,
-            height=plan.scene.height,
-            transform=plan.scene.transform,
-            crs=plan.scene.crs_wkt,
-            dtype="uint8" if semantic else "uint32",
-            nodata=0,
-            colormap={c.value: c.color for c in info.classes} if semantic else None,
-            overwrite=overwrite,
-            overview_resampling="mode" if semantic else "nearest",
-            band_description=info.name,
-        )
-        with writer:
-            for tile in plan.tiles:
-                try:
-                    core = load_core(plan.work_dir, tile.id, info.name)
-                except FileNotFoundError:
-                    continue  # failed tile: left as nodata
-                if not semantic:
-                    lut = luts.get(tile.id, np.zeros(1, np.uint32))
-                    core = lut[np.clip(core, 0, len(lut) - 1)]
-                writer.write(core, tile.core)
-        written.append(path)
+    with rasterio.Env(GDAL_CACHEMAX=MASK_CACHE_MB):
+        for info in plan.models:
+            written.append(_write_mask(plan, info, objects, kept, overwrite))
     return written
+
+
+def _write_mask(
+    plan: JobPlan, info: ModelInfo, objects: dict[str, list[StitchedObject]], kept: dict[str, set[int]], overwrite: bool
+) -> Path:
+    """One model's COG: classes (uint8, colour table) or global instance ids (uint32)."""
+    semantic = info.kind == "semantic"
+    luts = {} if semantic else _id_luts(objects[info.name], kept[info.name])
+    path = mask_path(plan, info.name)
+    writer = CogWriter(
+        path,
+        width=plan.scene.width,
+        height=plan.scene.height,
+        transform=plan.scene.transform,
+        crs=plan.scene.crs_wkt,
+        dtype="uint8" if semantic else "uint32",
+        nodata=0,
+        colormap={c.value: c.color for c in info.classes} if semantic else None,
+        overwrite=overwrite,
+        overview_resampling="mode" if semantic else "nearest",
+        band_description=info.name,
+    )
+    with writer:
+        for tile in plan.tiles:
+            try:
+                core = load_core(plan.work_dir, tile.id, info.name)
+            except FileNotFoundError:
+                continue  # failed tile: left as nodata
+            if not semantic:
+                lut = luts.get(tile.id, np.zeros(1, np.uint32))
+                core = lut[np.clip(core, 0, len(lut) - 1)]
+            writer.write(core, tile.core)
+    return path
 
 
 def _id_luts(objects: list[StitchedObject], kept: set[int]) -> dict[str, np.ndarray]:
@@ -209,14 +220,8 @@ def export(
     styles = {info.name: layer_style(info) for info in plan.models}
     styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)
     out = Path(plan.spec.output.path)
-    write_geopackage(
-        out, layers, tables={JOB_TABLE: job_table(plan, meta)}, styles=styles, overwrite=overwrite
-    )
-    extra = (
-        write_vector_formats(out, layers, plan.spec.output.formats, overwrite)
-        if plan.spec.output.formats
-        else []
-    )
+    write_geopackage(out, layers, tables={JOB_TABLE: job_table(plan, meta)}, styles=styles, overwrite=overwrite)
+    extra = write_vector_formats(out, layers, plan.spec.output.formats, overwrite) if plan.spec.output.formats else []
     return {
         "geopackage": str(out),
         "layers": {name: len(gdf) for name, gdf in layers.items()},

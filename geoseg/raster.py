@@ -19,7 +19,7 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Geod
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -79,7 +79,7 @@ class Scene:
         if not crs.is_geographic:
             factor = crs.axis_info[0].unit_conversion_factor
             return w * h * factor * factor
-        x, y = self.transform * (self.width / 2, self.height / 2)
+        x, y = self.transform @ (self.width / 2, self.height / 2)
         cell = shapely.box(x, y, x + w, y + h)
         area, _ = Geod(ellps="WGS84").geometry_area_perimeter(cell)
         return abs(area)
@@ -88,17 +88,13 @@ class Scene:
         for band in self.bands:
             if band.name == name:
                 return band
-        raise InputError(
-            f"band {name!r} is not in inputs (have: {', '.join(self.band_names)}); add it to the band map"
-        )
+        raise InputError(f"band {name!r} is not in inputs (have: {', '.join(self.band_names)}); add it to the band map")
 
 
 def band_sources(spec: InputSpec) -> tuple[BandSource, ...]:
     """Normalise the two input forms (band map, or multi-band files + names) into band sources."""
     if spec.bands is not None:
-        return tuple(
-            BandSource(name, tuple(expand_paths(ref.path)), ref.band) for name, ref in spec.bands.items()
-        )
+        return tuple(BandSource(name, tuple(expand_paths(ref.path)), ref.band) for name, ref in spec.bands.items())
     files = tuple(expand_paths(spec.files or []))
     return tuple(BandSource(name, files, i + 1) for i, name in enumerate(spec.band_names or []))
 
@@ -116,17 +112,13 @@ def _file_info(path: str) -> _FileInfo:
     try:
         with rasterio.open(path) as src:
             if src.crs is None:
-                raise InputError(
-                    f"{path} has no CRS: assign one (gdal_edit.py -a_srs EPSG:...) before running"
-                )
+                raise InputError(f"{path} has no CRS: assign one (gdal_edit.py -a_srs EPSG:...) before running")
             return _FileInfo(path, src.crs, src.transform, tuple(src.bounds), src.count)
     except rasterio.RasterioIOError as err:
         raise InputError(f"cannot open input raster {path}: {err}") from None
 
 
-def _aligned_grid(
-    ref: _FileInfo, res: float, bounds: tuple[float, float, float, float]
-) -> tuple[Affine, int, int]:
+def _aligned_grid(ref: _FileInfo, res: float, bounds: tuple[float, float, float, float]) -> tuple[Affine, int, int]:
     """A north-up grid of pixel size ``res`` covering ``bounds``, aligned to the reference file's pixel edges."""
     x0, y0 = ref.transform.c, ref.transform.f
     left = x0 + math.floor((bounds[0] - x0) / res + 1e-9) * res
@@ -169,11 +161,7 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         if cut.is_empty:
             raise InputError("the AOI does not overlap the inputs: check aoi and its crs")
         bounds = cut.bounds
-    ref = (
-        finest
-        if finest.crs == crs
-        else _FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
-    )
+    ref = finest if finest.crs == crs else _FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
     transform, width, height = _aligned_grid(ref, res, bounds)
     return Scene(
         bands=sources,
@@ -201,9 +189,7 @@ def _native_res(info: _FileInfo, crs: CRS) -> float:
 def _to_crs(geom: shapely.Geometry, src: str, dst: CRS) -> shapely.Geometry:
     from pyproj import Transformer
 
-    transformer = Transformer.from_crs(
-        ProjCRS.from_user_input(src), ProjCRS.from_wkt(dst.to_wkt()), always_xy=True
-    )
+    transformer = Transformer.from_crs(ProjCRS.from_user_input(src), ProjCRS.from_wkt(dst.to_wkt()), always_xy=True)
     return shapely.transform(geom, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 
 
@@ -211,11 +197,9 @@ def _to_crs(geom: shapely.Geometry, src: str, dst: CRS) -> shapely.Geometry:
 def _same_grid(src: rasterio.io.DatasetReader, crs: CRS, transform: Affine) -> bool:
     """True when the file's pixels are the window's pixels (same CRS, pixel size and alignment)."""
     t = src.transform
-    if src.crs != crs or not np.allclose(
-        [t.a, t.b, t.d, t.e], [transform.a, transform.b, transform.d, transform.e]
-    ):
+    if src.crs != crs or not np.allclose([t.a, t.b, t.d, t.e], [transform.a, transform.b, transform.d, transform.e]):
         return False
-    col, row = ~t * (transform.c, transform.f)
+    col, row = ~t @ (transform.c, transform.f)
     return abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
 
 
@@ -225,10 +209,14 @@ def _read_band_file(
     """One band of one file on the window grid: (values float32, valid bool)."""
     nodata = scene.nodata if scene.nodata is not None else src.nodata
     if _same_grid(src, scene.crs, transform):
-        col, row = ~src.transform * (transform.c, transform.f)
+        col, row = ~src.transform @ (transform.c, transform.f)
         win = Window(round(col), round(row), shape[1], shape[0])
         data = src.read(index, window=win, boundless=True, fill_value=0 if nodata is None else nodata)
-        valid = src.read_masks(index, window=win, boundless=True) > 0
+        if scene.nodata is not None and MaskFlags.nodata in src.mask_flag_enums[index - 1]:
+            # the spec's nodata replaces the file's: that mask is just the file's value, checked below instead
+            valid = np.ones(shape, bool)
+        else:
+            valid = src.read_masks(index, window=win, boundless=True) > 0
     else:
         with WarpedVRT(
             src,
@@ -238,6 +226,9 @@ def _read_band_file(
             height=shape[0],
             resampling=Resampling[scene.resampling],
             src_nodata=nodata,
+            # an alpha band marks what the file does not cover (and its internal mask); without it those pixels
+            # read as valid zeros when there is no nodata value. A file with its own alpha band carries it over.
+            add_alpha=ColorInterp.alpha not in src.colorinterp,
         ) as vrt:
             data = vrt.read(index)
             valid = vrt.read_masks(index) > 0
@@ -258,9 +249,7 @@ def _read_band(
     for path in band.paths:
         try:
             with rasterio.open(path) as src:
-                file_bounds = (
-                    src.bounds if src.crs == scene.crs else transform_bounds(src.crs, scene.crs, *src.bounds)
-                )
+                file_bounds = src.bounds if src.crs == scene.crs else transform_bounds(src.crs, scene.crs, *src.bounds)
                 if not _overlaps(bounds, file_bounds):
                     continue
                 data, valid = _read_band_file(src, band.index, scene, transform, shape)
@@ -298,7 +287,7 @@ def read_window(
     """
     names = bands or scene.band_names
     rows, cols = out_shape or (int(window.height), int(window.width))
-    transform = rasterio.windows.transform(window, scene.transform) * Affine.scale(
+    transform = rasterio.windows.transform(window, scene.transform) @ Affine.scale(
         window.width / cols, window.height / rows
     )
     pixels = np.zeros((len(names), rows, cols), np.float32)

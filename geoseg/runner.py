@@ -86,26 +86,29 @@ def _remote_functions() -> tuple[Any, Any, Any]:
 
 
 def _start_actors(plan: JobPlan, actor_cls: Any) -> list[Any]:
+    """Start the model actors: GPU actors hold their GPU share only; CPU actors hold one CPU each and must leave
+    at least one CPU for the read and finish tasks."""
     import ray
 
     compute = plan.spec.compute
-    gpus_available = ray.cluster_resources().get("GPU", 0)
-    gpus = compute.gpus_per_actor if gpus_available >= compute.gpus_per_actor > 0 else 0
+    resources = ray.cluster_resources()
+    gpus = compute.gpus_per_actor if resources.get("GPU", 0) >= compute.gpus_per_actor > 0 else 0
     if compute.gpus_per_actor > 0 and not gpus:
         log.warning(
-            "asked for %s GPU(s) per actor, the cluster has %s: running on CPU",
+            "asked for %s GPU(s) per actor, the cluster has %s: CPU actors",
             compute.gpus_per_actor,
-            gpus_available,
+            resources.get("GPU", 0),
+        )
+    cpus = resources.get("CPU", 0)
+    if not gpus and compute.actors >= cpus:
+        raise GeosegError(
+            f"compute.actors={compute.actors} CPU model actors leave no CPU for reading tiles on this "
+            f"{cpus:g}-CPU Ray: set compute.actors below {cpus:g} (or give actors GPUs)"
         )
     info = scene_info(plan)
-    device = "cuda" if gpus else "cpu"
-    options = {"num_gpus": gpus, "num_cpus": 1}
-    return [
-        actor_cls.options(**options).remote(
-            list(plan.spec.models), list(plan.models), info, plan.bands, device
-        )
-        for _ in range(compute.actors)
-    ]
+    options = {"num_gpus": gpus, "num_cpus": 0 if gpus else 1}
+    args = (list(plan.spec.models), list(plan.models), info, plan.bands, "cuda" if gpus else "cpu")
+    return [actor_cls.options(**options).remote(*args) for _ in range(compute.actors)]
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -195,18 +198,13 @@ def _stream_tiles(
         while pending or in_flight:
             while pending and len(in_flight) < max_in_flight:
                 batch = [
-                    pending.popleft()
-                    for _ in range(min(batch_size, len(pending), max_in_flight - len(in_flight)))
+                    pending.popleft() for _ in range(min(batch_size, len(pending), max_in_flight - len(in_flight)))
                 ]
                 slot = load.index(min(load))
                 reads = [read.remote(plan.scene, t, plan.bands) for t in batch]
                 transforms = [t.read_transform(plan.scene.transform) for t in batch]
                 tile_prompts = [{name: table.for_tile(t) for name, table in prompts.items()} for t in batch]
-                outs = (
-                    actors[slot]
-                    .run.options(num_returns=len(batch))
-                    .remote(batch, transforms, tile_prompts, *reads)
-                )
+                outs = actors[slot].run.options(num_returns=len(batch)).remote(batch, transforms, tile_prompts, *reads)
                 outs = outs if isinstance(outs, list) else [outs]
                 for tile, out in zip(batch, outs, strict=True):
                     ref = finish.remote(tile, out, specs, work_dir)

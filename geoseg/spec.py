@@ -59,9 +59,7 @@ class InputSpec(StrictModel):
         if self.files is not None and not self.band_names:
             raise ValueError("inputs.files needs inputs.band_names, e.g. [red, green, blue, nir]")
         if self.bands is not None and self.band_names:
-            raise ValueError(
-                "inputs.band_names goes with inputs.files; with inputs.bands the keys are the names"
-            )
+            raise ValueError("inputs.band_names goes with inputs.files; with inputs.bands the keys are the names")
         return self
 
 
@@ -84,9 +82,7 @@ class TilingSpec(StrictModel):
     """Tile grid: each tile owns a core of tile_size² pixels and reads a halo around it."""
 
     tile_size: int = Field(512, ge=32, le=8192)
-    halo: int = Field(
-        32, ge=1, le=1024, description="Overlap read on each side; >= the models' receptive field."
-    )
+    halo: int = Field(32, ge=1, le=1024, description="Overlap read on each side; >= the models' receptive field.")
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -148,20 +144,14 @@ class SamSpec(StrictModel):
     type: Literal["sam"]
     name: str = "objects"
     variant: str = Field("vit_b", description="vit_b, vit_l or vit_h (or a variant registered at runtime).")
-    checkpoint: str | None = Field(
-        None, description="Local .pth path; default: the verified cached download."
-    )
+    checkpoint: str | None = Field(None, description="Local .pth path; default: the verified cached download.")
     mode: Literal["automatic", "prompted"] = "automatic"
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU."
-    )
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
     rgb: tuple[str, str, str] = ("red", "green", "blue")
     stretch_percentiles: tuple[float, float] = Field(
         (2.0, 98.0), description="Scene-wide percentiles mapped to 0 and 255 when the rgb bands become uint8."
     )
-    prompts: str | None = Field(
-        None, description="Vector file of points and/or polygons (boxes) for prompted mode."
-    )
+    prompts: str | None = Field(None, description="Vector file of points and/or polygons (boxes) for prompted mode.")
     prompts_layer: str | None = None
     # automatic mask generator parameters (segment-anything's names)
     points_per_side: int = Field(32, ge=1)
@@ -239,9 +229,7 @@ class ComputeSpec(StrictModel):
     actors: int = Field(1, ge=1, description="Model actors (each loads the models once).")
     gpus_per_actor: float = Field(0.0, ge=0, description="0 = CPU; fractions share a GPU between actors.")
     batch_size: int = Field(4, ge=1, description="Tiles per model call.")
-    max_in_flight: int | None = Field(
-        None, ge=1, description="Tiles in flight; default: 2 batches per actor."
-    )
+    max_in_flight: int | None = Field(None, ge=1, description="Tiles in flight; default: 2 batches per actor.")
     max_retries: int = Field(2, ge=0, description="Retries of a failing tile before it is reported failed.")
     object_store_mb: int = Field(512, ge=64)
 

@@ -121,9 +121,7 @@ def polygons_by_label(core_labels: np.ndarray, origin: tuple[int, int]) -> dict[
     """Vectorize a core label raster in scene pixel coordinates (``origin`` = core's (col_off, row_off))."""
     parts: dict[int, list[shapely.Geometry]] = defaultdict(list)
     transform = Affine.translation(*origin)
-    for geom, value in rasterio.features.shapes(
-        core_labels, mask=core_labels > 0, connectivity=4, transform=transform
-    ):
+    for geom, value in rasterio.features.shapes(core_labels, mask=core_labels > 0, connectivity=4, transform=transform):
         parts[int(value)].append(shapely.geometry.shape(geom))
     return {label: _combine(polys) for label, polys in parts.items()}
 
@@ -145,9 +143,7 @@ class StatsSource:
     hist_layers: tuple[str, ...] = ()
 
 
-def tile_layer(
-    output: ModelOutput, tile: Tile, stats: StatsSource | None = None
-) -> tuple[LayerTile, np.ndarray]:
+def tile_layer(output: ModelOutput, tile: Tile, stats: StatsSource | None = None) -> tuple[LayerTile, np.ndarray]:
     """Turn one model output for one tile into its owned fragments, edge strips and core raster.
 
     Returns the :class:`LayerTile` and the core raster to write (class values for semantic models, local labels
@@ -216,9 +212,7 @@ def _label_sums(core_labels: np.ndarray, stats: StatsSource | None, tile: Tile) 
 
 
 # --------------------------------------------------------------------------------------------- across tiles
-def edge_matches(
-    a: EdgeStrips, b: EdgeStrips, side: str, min_agreement: float = 0.0
-) -> list[tuple[int, int]]:
+def edge_matches(a: EdgeStrips, b: EdgeStrips, side: str, min_agreement: float = 0.0) -> list[tuple[int, int]]:
     """Pairs (label in A, label in B) that agree across the core edge on ``side`` of A (B is that neighbour).
 
     Both tiles' labels are compared on the same pixels: the line inside A's core (which B sees in its halo) and

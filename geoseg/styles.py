@@ -66,9 +66,7 @@ def graduated_qml(field: str, ranges: Sequence[tuple[float, float, str, RGBA]]) 
     symbols = ET.SubElement(renderer, "symbols")
     for index, (lower, upper, label, rgba) in enumerate(ranges):
         if not (math.isfinite(lower) and math.isfinite(upper) and lower <= upper):
-            raise ValueError(
-                f"graduated_qml range {index} must have finite lower <= upper, got {lower}, {upper}"
-            )
+            raise ValueError(f"graduated_qml range {index} must have finite lower <= upper, got {lower}, {upper}")
         ET.SubElement(
             ranges_el,
             "range",
@@ -116,9 +114,7 @@ def _fill_symbol(
 ) -> ET.Element:
     """A fill symbol with one SimpleFill layer; ``fill=None`` draws the outline only."""
     symbol = ET.Element("symbol", type="fill", name=name, alpha="1", clip_to_extent="1", force_rhr="0")
-    layer = ET.SubElement(
-        symbol, "layer", {"class": "SimpleFill", "enabled": "1", "locked": "0", "pass": "0"}
-    )
+    layer = ET.SubElement(symbol, "layer", {"class": "SimpleFill", "enabled": "1", "locked": "0", "pass": "0"})
     props = {
         "color": _rgba_text(fill if fill is not None else (0, 0, 0, 0)),
         "style": "solid" if fill is not None else "no",

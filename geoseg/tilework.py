@@ -80,8 +80,7 @@ class ModelRunner:
         outputs: list[dict[str, ModelOutput]] = [{} for _ in tiles]
         for model, idx in zip(self.models, self.indices, strict=True):
             contexts = [
-                TileContext(t, tr, p.get(model.name))
-                for t, tr, p in zip(tiles, transforms, prompts, strict=True)
+                TileContext(t, tr, p.get(model.name)) for t, tr, p in zip(tiles, transforms, prompts, strict=True)
             ]
             for i, out in enumerate(model.predict(pixels[:, idx], valid, contexts)):
                 outputs[i][model.name] = out

@@ -41,11 +41,11 @@ class Tile:
 
     def read_transform(self, scene_transform: Affine) -> Affine:
         """Affine transform of the read window's pixel grid."""
-        return scene_transform * Affine.translation(self.read.col_off, self.read.row_off)
+        return scene_transform @ Affine.translation(self.read.col_off, self.read.row_off)
 
     def core_transform(self, scene_transform: Affine) -> Affine:
         """Affine transform of the core's pixel grid."""
-        return scene_transform * Affine.translation(self.core.col_off, self.core.row_off)
+        return scene_transform @ Affine.translation(self.core.col_off, self.core.row_off)
 
 
 @dataclass(frozen=True)

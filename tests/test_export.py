@@ -57,18 +57,14 @@ def _health() -> gpd.GeoDataFrame:
 
 
 def _empty() -> gpd.GeoDataFrame:
-    return gpd.GeoDataFrame(
-        {"tile": pd.Series([], dtype="int64")}, geometry=gpd.GeoSeries([], crs=CRS), crs=CRS
-    )
+    return gpd.GeoDataFrame({"tile": pd.Series([], dtype="int64")}, geometry=gpd.GeoSeries([], crs=CRS), crs=CRS)
 
 
 def _styles() -> dict[str, str]:
     return {
         "fields": outline_qml((255, 255, 0, 255)),
         "crop_health": categorized_qml("class", [(k, f"class {k}", c) for k, c in CLASS_COLOURS.items()]),
-        "tiles": graduated_qml(
-            "tile", [(0, 10, "first", (0, 0, 255, 120)), (10, 99, "rest", (255, 0, 0, 120))]
-        ),
+        "tiles": graduated_qml("tile", [(0, 10, "first", (0, 0, 255, 120)), (10, 99, "rest", (255, 0, 0, 120))]),
     }
 
 
@@ -156,9 +152,7 @@ def test_geopackage_layers_tables_and_crs(gpkg: Path) -> None:
         contents = dict(con.execute("SELECT table_name, data_type FROM gpkg_contents").fetchall())
         rtrees = {
             r[0]
-            for r in con.execute(
-                "SELECT table_name FROM gpkg_extensions WHERE extension_name = 'gpkg_rtree_index'"
-            )
+            for r in con.execute("SELECT table_name FROM gpkg_extensions WHERE extension_name = 'gpkg_rtree_index'")
         }
     assert contents["job"] == contents["layer_styles"] == "attributes"
     assert rtrees == {"fields", "crop_health", "tiles"}

@@ -51,6 +51,4 @@ def model_info(spec: ModelSpec) -> ModelInfo:
     if isinstance(spec, FieldRegionsSpec):
         return ModelInfo(spec.name, "instance", bands_for([spec.index]))
     prompts = spec.prompts if spec.mode == "prompted" else None
-    return ModelInfo(
-        spec.name, "instance", tuple(spec.rgb), (), spec.merge_min_agreement, prompts, spec.prompts_layer
-    )
+    return ModelInfo(spec.name, "instance", tuple(spec.rgb), (), spec.merge_min_agreement, prompts, spec.prompts_layer)

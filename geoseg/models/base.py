@@ -123,9 +123,7 @@ class Model(ABC):
     needs_prompts: bool = False
 
     @abstractmethod
-    def predict(
-        self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]
-    ) -> list[ModelOutput]:
+    def predict(self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]) -> list[ModelOutput]:
         """Segment a batch.
 
         Args:

@@ -58,21 +58,15 @@ class CropHealthModel(Model):
         self.classifier = HealthClassifier((t.non_vegetation, t.stressed, t.moderate)).to(self.device)
 
     @torch.inference_mode()
-    def predict(
-        self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]
-    ) -> list[ModelOutput]:
+    def predict(self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]) -> list[ModelOutput]:
         stack = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
         mask = torch.from_numpy(np.ascontiguousarray(valid)).to(self.device)
         values = compute_indices(stack, self.bands, self.indices)
         classes = self.classifier(values[self.classify_by], mask)
         classes = majority_filter(classes, self.smoothing_px, len(HEALTH_CLASSES)).cpu().numpy()
-        layers = {
-            name: torch.where(mask, v, torch.nan).cpu().numpy().astype(np.float32)
-            for name, v in values.items()
-        }
+        layers = {name: torch.where(mask, v, torch.nan).cpu().numpy().astype(np.float32) for name, v in values.items()}
         return [
-            SemanticOutput(classes[i], {name: layer[i] for name, layer in layers.items()})
-            for i in range(len(contexts))
+            SemanticOutput(classes[i], {name: layer[i] for name, layer in layers.items()}) for i in range(len(contexts))
         ]
 
 

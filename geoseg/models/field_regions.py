@@ -33,12 +33,8 @@ class FieldRegionsModel(Model):
         self.erode_px = spec.erode_px
         self.bands = bands_for([spec.index])
 
-    def predict(
-        self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]
-    ) -> list[ModelOutput]:
-        index = compute_indices(torch.from_numpy(np.ascontiguousarray(pixels)), self.bands, [self.index])[
-            self.index
-        ]
+    def predict(self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]) -> list[ModelOutput]:
+        index = compute_indices(torch.from_numpy(np.ascontiguousarray(pixels)), self.bands, [self.index])[self.index]
         vegetated = (index.numpy() >= self.threshold) & valid
         return [self._segment(mask) for mask in vegetated]
 

@@ -44,9 +44,7 @@ def bands_for(indices: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(needed)
 
 
-def compute_indices(
-    stack: torch.Tensor, band_names: tuple[str, ...], indices: list[str]
-) -> dict[str, torch.Tensor]:
+def compute_indices(stack: torch.Tensor, band_names: tuple[str, ...], indices: list[str]) -> dict[str, torch.Tensor]:
     """Compute indices from a (N, C, H, W) reflectance stack whose channels are ``band_names``."""
     bands = {name: stack[:, i].float() for i, name in enumerate(band_names)}
     return {name: INDICES[name][1](bands) for name in indices}
