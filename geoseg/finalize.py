@@ -27,7 +27,7 @@ from geoseg.export import (
     write_vector_formats,
 )
 from geoseg.models import ModelInfo
-from geoseg.models.crop_health import HEALTH_CLASSES
+from geoseg.models.catalog import HEALTH_CLASSES
 from geoseg.plan import JobPlan
 from geoseg.spec import CropHealthSpec
 from geoseg.stitch import LayerStitcher, StitchedObject

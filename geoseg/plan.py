@@ -92,6 +92,15 @@ def scene_info(plan: JobPlan) -> SceneInfo:
     )
 
 
+def preflight(plan: JobPlan) -> None:
+    """Fail fast, before Ray starts, on what would make every tile fail: missing weights, unreadable prompts."""
+    for spec in plan.spec.models:
+        if isinstance(spec, SamSpec):
+            from geoseg.models.weights import resolve_checkpoint
+
+            resolve_checkpoint(spec.variant, spec.checkpoint)
+
+
 def describe(plan: JobPlan) -> str:
     """Human summary for ``geoseg plan``: grid, tiles, expected memory."""
     s, g = plan.scene, plan.grid

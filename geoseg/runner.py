@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from geoseg import workdir
 from geoseg.errors import GeosegError, TileFailedError
 from geoseg.finalize import TileStatus, check_outputs, export
 from geoseg.models.base import Prompts
-from geoseg.plan import JobPlan, plan_job, scene_info
+from geoseg.plan import JobPlan, plan_job, preflight, scene_info
 from geoseg.progress import TileProgress
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher
@@ -108,7 +109,12 @@ def _start_actors(plan: JobPlan, actor_cls: Any) -> list[Any]:
     info = scene_info(plan)
     options = {"num_gpus": gpus, "num_cpus": 0 if gpus else 1}
     args = (list(plan.spec.models), list(plan.models), info, plan.bands, "cuda" if gpus else "cpu")
-    return [actor_cls.options(**options).remote(*args) for _ in range(compute.actors)]
+    actors = [actor_cls.options(**options).remote(*args) for _ in range(compute.actors)]
+    try:
+        ray.get([actor.device_name.remote() for actor in actors])  # models load once per actor, here
+    except ray.exceptions.RayError as err:
+        raise GeosegError(f"model actor failed to start: {_short_error(err)}") from None
+    return actors
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -129,6 +135,7 @@ def run_job(
     start = time.perf_counter()
     plan = plan_job(spec)
     check_outputs(plan, overwrite)
+    preflight(plan)
     workdir.prepare(plan.work_dir, spec, resume)
     stitchers = {m.name: LayerStitcher(plan.grid, m.merge_min_agreement) for m in plan.models}
     status: dict[str, TileStatus] = {t.id: TileStatus() for t in plan.tiles}
@@ -248,10 +255,16 @@ def _collect(
     state.status, state.seconds, state.error = "done", record.seconds, None
 
 
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
+
+
 def _short_error(err: BaseException) -> str:
-    cause = getattr(err, "cause", None) or err
-    text = f"{type(cause).__name__}: {cause}".strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
+    """The innermost 'SomeError: message' line of a (remote) error, for logs and the tile index."""
+    lines = [m.groups() for m in map(_ERROR_LINE.match, str(err).splitlines()) if m]
+    if lines:
+        name, message = lines[-1]
+        return f"{name}: {message}"[:300]
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
 
 
 def _prompt_tables(plan: JobPlan) -> dict[str, Any]:

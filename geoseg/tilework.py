@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from geoseg.models import ModelInfo, build_model
+from geoseg.models import ModelInfo, build_model, resolve_device
 from geoseg.models.base import Model, ModelOutput, Prompts, SceneInfo, SemanticOutput, TileContext
 from geoseg.raster import Scene, read_window
 from geoseg.spec import CropHealthSpec, ModelSpec
@@ -56,10 +55,9 @@ class ModelRunner:
         bands: tuple[str, ...],
         device: str,
     ) -> None:
-        if device.startswith("cuda") and not torch.cuda.is_available():
+        self.device = resolve_device(device)
+        if self.device != device:
             log.warning("no CUDA device visible to the model actor: running on CPU")
-            device = "cpu"
-        self.device = device
         self.models: list[Model] = [build_model(spec, scene, device) for spec in specs]
         self.indices = [[bands.index(b) for b in info.bands] for info in infos]
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from geoseg.models.base import ClassInfo, Model, SceneInfo
+from geoseg.models.catalog import HEALTH_CLASSES, bands_for
 from geoseg.spec import CropHealthSpec, FieldRegionsSpec, ModelSpec, SamSpec
 
 
@@ -39,13 +40,16 @@ class ModelInfo:
     prompts_layer: str | None = None
 
 
+def resolve_device(device: str) -> str:
+    """The device to use: CUDA when asked for and visible, otherwise CPU (the fallback)."""
+    import torch
+
+    return device if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+
+
 def model_info(spec: ModelSpec) -> ModelInfo:
     """Describe a model spec: its kind, the bands it reads, its classes, how its fragments merge."""
-    from geoseg.models.indices import bands_for
-
     if isinstance(spec, CropHealthSpec):
-        from geoseg.models.crop_health import HEALTH_CLASSES
-
         bands = bands_for(list(dict.fromkeys([spec.classify_by, *spec.indices])))
         return ModelInfo(spec.name, "semantic", bands, HEALTH_CLASSES)
     if isinstance(spec, FieldRegionsSpec):

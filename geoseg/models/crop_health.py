@@ -6,17 +6,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoseg.models.base import ClassInfo, Model, ModelOutput, SceneInfo, SemanticOutput, TileContext
-from geoseg.models.indices import bands_for, compute_indices
+from geoseg.models.base import Model, ModelOutput, SceneInfo, SemanticOutput, TileContext
+from geoseg.models.catalog import HEALTH_CLASSES, bands_for
+from geoseg.models.indices import compute_indices
 from geoseg.spec import CropHealthSpec
-
-HEALTH_CLASSES = (
-    ClassInfo(1, "non_vegetation", (166, 140, 110, 255)),
-    ClassInfo(2, "stressed", (215, 48, 39, 255)),
-    ClassInfo(3, "moderate", (254, 224, 80, 255)),
-    ClassInfo(4, "healthy", (26, 152, 80, 255)),
-)
-"""Class values in the class raster (0 = nodata)."""
 
 
 class HealthClassifier(nn.Module):

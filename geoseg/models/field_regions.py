@@ -14,7 +14,8 @@ from scipy import ndimage
 from skimage.segmentation import expand_labels
 
 from geoseg.models.base import InstanceInfo, InstanceOutput, Model, ModelOutput, SceneInfo, TileContext
-from geoseg.models.indices import bands_for, compute_indices
+from geoseg.models.catalog import bands_for
+from geoseg.models.indices import compute_indices
 from geoseg.spec import FieldRegionsSpec
 
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
