@@ -31,11 +31,11 @@ from geoseg.export import (
     write_vector_formats,
 )
 from geoseg.styles import categorized_qml, graduated_qml, outline_qml
+from geoseg.testutils.gis import QGIS_PROCESS, qgis_check_validity, qgis_env
 
 CRS = "EPSG:32633"
 TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
 CLASS_COLOURS = {1: (0, 160, 0, 255), 2: (230, 200, 0, 255), 3: (220, 40, 40, 255)}
-QGIS_PROCESS = shutil.which("qgis_process.bin")
 
 
 # --------------------------------------------------------------------------------------------- fixtures
@@ -383,27 +383,9 @@ def test_cog_rejects_bad_arguments(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- QGIS
-def _qgis_env(tmp_path: Path) -> dict[str, str]:
-    runtime = tmp_path / "xdg"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    return {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_RUNTIME_DIR": str(runtime)}
-
-
 @pytest.mark.skipif(QGIS_PROCESS is None, reason="QGIS is not installed (apt-get install -y qgis)")
 def test_qgis_checkvalidity_finds_no_invalid_geometry(gpkg: Path, tmp_path: Path) -> None:
-    args = [
-        str(QGIS_PROCESS),
-        "--json",
-        "run",
-        "qgis:checkvalidity",
-        "--",
-        f"INPUT_LAYER={gpkg}|layername=fields",
-        "METHOD=2",
-    ]
-    args += [f"{key}=TEMPORARY_OUTPUT" for key in ("VALID_OUTPUT", "INVALID_OUTPUT", "ERROR_OUTPUT")]
-    proc = subprocess.run(args, capture_output=True, text=True, env=_qgis_env(tmp_path), timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout)["results"]
+    results = qgis_check_validity(gpkg, "fields", tmp_path)
     assert (results["VALID_COUNT"], results["INVALID_COUNT"], results["ERROR_COUNT"]) == (3, 0, 0)
 
 
@@ -444,7 +426,7 @@ def test_qgis_opens_layers_with_stored_styles(gpkg: Path, tmp_path: Path) -> Non
         [python, "-c", _QGIS_STYLE_PROBE, str(gpkg), "fields", "crop_health", "tiles"],
         capture_output=True,
         text=True,
-        env=_qgis_env(tmp_path),
+        env=qgis_env(tmp_path),
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr

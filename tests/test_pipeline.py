@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import geopandas as gpd
@@ -15,6 +16,7 @@ import yaml
 from geoseg.errors import OutputExistsError, TileFailedError
 from geoseg.runner import run_job
 from geoseg.spec import load_spec, parse_spec
+from geoseg.testutils.gis import OGRINFO, QGIS_PROCESS, ogrinfo_summary, qgis_check_validity
 from geoseg.testutils.scenes import field_job, write_field_scene
 from geoseg.workdir import tile_path
 
@@ -128,9 +130,15 @@ def _sample_spec(tmp_path: Path, **changes) -> Path:
     return path
 
 
-def test_real_sample_outputs(tmp_path):
-    spec = load_spec(_sample_spec(tmp_path))
-    result = run_job(spec, progress=False)
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    """The real sample job, run once for the tests that inspect its outputs."""
+    folder = tmp_path_factory.mktemp("sample")
+    return folder, run_job(load_spec(_sample_spec(folder)), progress=False)
+
+
+def test_real_sample_outputs(sample_run):
+    tmp_path, result = sample_run
     assert result.tiles_failed == 0
     layers = {name: gpd.read_file(tmp_path / "sample.gpkg", layer=name) for name in ("fields", "crop_health", "tiles")}
     assert all(gdf.crs.to_epsg() == 32618 for gdf in layers.values())
@@ -204,3 +212,24 @@ def test_fractional_gpu_actors_fall_back_to_cpu(tmp_path, field_scene):
     spec = parse_spec(field_job(field_scene, tmp_path / "f.gpkg", tile_size=512, actors=2, gpus_per_actor=0.5))
     result = run_job(spec, progress=False)
     assert result.device == "cpu" and result.tiles_failed == 0
+
+
+@pytest.mark.skipif(OGRINFO is None, reason="ogrinfo (gdal-bin) is not installed")
+def test_real_sample_opens_cleanly_in_gdal(sample_run):
+    folder, _ = sample_run
+    proc = ogrinfo_summary(folder / "sample.gpkg")
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+    for layer in ("fields", "crop_health", "tiles"):
+        assert f"Layer name: {layer}" in proc.stdout
+    assert 'ID["EPSG",32618]' in proc.stdout
+    info = subprocess.run(["gdalinfo", str(folder / "sample_fields.tif")], capture_output=True, text=True, check=True)
+    assert "LAYOUT=COG" in info.stdout and "Origin = (438940.000000000000000,4178820.000000000000000)" in info.stdout
+
+
+@pytest.mark.skipif(QGIS_PROCESS is None, reason="QGIS is not installed (apt-get install qgis)")
+@pytest.mark.parametrize("layer", ["fields", "crop_health"])
+def test_real_sample_layers_valid_in_qgis(sample_run, layer):
+    folder, _ = sample_run
+    results = qgis_check_validity(folder / "sample.gpkg", layer, folder)
+    assert results["INVALID_COUNT"] == 0 and results["ERROR_COUNT"] == 0
+    assert results["VALID_COUNT"] == len(gpd.read_file(folder / "sample.gpkg", layer=layer))
