@@ -164,6 +164,8 @@ class TreeSampler:
     samples: list[Sample] = field(default_factory=list)
     per_pid: dict[int, dict[str, Any]] = field(default_factory=dict)
     outside_tree: set[int] = field(default_factory=set)
+    marker_seen: bool = False
+    """Whether the raylet's command line names ``marker`` (so the fallback search would find Ray's processes)."""
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
     _actors: set[int] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -219,15 +221,19 @@ class TreeSampler:
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 continue
             raylet |= role == "raylet"
+            self.marker_seen |= role == "raylet" and any(self.marker in arg for arg in cmdline)
             pss += mem.pss
             rss += mem.rss
             uss += mem.uss
             roles[role] = roles.get(role, 0) + mem.pss
-            entry = self.per_pid.setdefault(proc.pid, {"role": role, "title": "", "peak_pss": 0, "peak_rss": 0})
+            entry = self.per_pid.setdefault(
+                proc.pid, {"role": role, "title": "", "peak_pss": 0, "peak_rss": 0, "peak_uss": 0}
+            )
             entry["role"] = role
             if mem.pss >= entry["peak_pss"]:
                 entry["peak_pss"], entry["title"] = mem.pss, " ".join(cmdline)[:80]
             entry["peak_rss"] = max(entry["peak_rss"], mem.rss)
+            entry["peak_uss"] = max(entry["peak_uss"], mem.uss)
         if not roles:
             return
         phase, tiles = self._phase(raylet)
@@ -279,6 +285,12 @@ def run_scale(args: argparse.Namespace, scale: int) -> dict[str, Any]:
         stdout, _ = proc.communicate()
         wall = time.perf_counter() - start
         sampler.stop()
+    time.sleep(1.0)  # anything of this run's Ray still alive now outlived the driver
+    left_running = [
+        f"{p.pid} {' '.join(p.info['cmdline'] or [])[:80]}"
+        for p in psutil.process_iter(["cmdline"])
+        if any(ray_tmp in arg for arg in p.info["cmdline"] or [])
+    ]
     shutil.rmtree(ray_tmp, ignore_errors=True)
     if proc.returncode != 0:
         raise SystemExit(f"[{scale}x] geoseg failed (rc {proc.returncode}): see {log_path}\n{stdout}")
@@ -286,11 +298,20 @@ def run_scale(args: argparse.Namespace, scale: int) -> dict[str, Any]:
     objects = int(pyogrio.read_info(gpkg, layer="fields")["features"])
     tiles = int(pyogrio.read_info(gpkg, layer="tiles")["features"])
     match = re.search(r" in ([0-9.]+) s on ", stdout)
-    return summarize(scale, side, tiles, objects, truth, wall, float(match.group(1)) if match else None, sampler)
+    job_s = float(match.group(1)) if match else None
+    return summarize(scale, side, tiles, objects, truth, wall, job_s, sampler, left_running)
 
 
 def summarize(
-    scale: int, side: int, tiles: int, objects: int, truth: int, wall: float, job_s: float | None, s: TreeSampler
+    scale: int,
+    side: int,
+    tiles: int,
+    objects: int,
+    truth: int,
+    wall: float,
+    job_s: float | None,
+    s: TreeSampler,
+    left_running: list[str],
 ) -> dict[str, Any]:
     samples = s.samples
     peak = max(samples, key=lambda x: x.pss)
@@ -327,10 +348,12 @@ def summarize(
         "peak_by_role_mib": {k: mib(v) for k, v in sorted(by_role.items(), key=lambda kv: -kv[1])},
         "peak_by_phase": by_phase,
         "processes": {
-            str(pid): {**e, "peak_pss": mib(e["peak_pss"]), "peak_rss": mib(e["peak_rss"])}
+            str(pid): {**e, **{k: mib(e[k]) for k in ("peak_pss", "peak_rss", "peak_uss")}}
             for pid, e in sorted(s.per_pid.items(), key=lambda kv: -kv[1]["peak_pss"])
         },
         "outside_tree": sorted(s.outside_tree),
+        "marker_in_raylet_cmdline": s.marker_seen,
+        "left_running": left_running,
         "samples": len(samples),
         "timeline": [
             {
@@ -369,10 +392,29 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.append("")
+    fit = time_fit(results)
+    if fit:
+        lines.append(
+            f"wall time ~ {fit['fixed_s']:.1f} s + {fit['s_per_mpx']:.3f} s/Mpx "
+            f"(marginal {1 / fit['s_per_mpx']:.1f} Mpx/s; largest residual {fit['max_residual_pct']:.0f}%)"
+        )
     for r in results:
         parts = ", ".join(f"{k} {v:.0f}" for k, v in r["peak_breakdown_mib"].items())
         lines.append(f"{r['scale']}x peak in phase {r['peak_phase']}: {parts} (MiB PSS)")
     return "\n".join(lines)
+
+
+def time_fit(results: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Least-squares wall time = fixed + per-Mpx * Mpx: linear in pixels once the fixed start-up is set apart."""
+    if len({r["megapixels"] for r in results}) < 2:
+        return None
+    import numpy as np
+
+    mpx = np.array([r["megapixels"] for r in results])
+    wall = np.array([r["wall_s"] for r in results])
+    slope, fixed = np.polyfit(mpx, wall, 1)
+    residual = np.abs(fixed + slope * mpx - wall) / wall
+    return {"fixed_s": float(fixed), "s_per_mpx": float(slope), "max_residual_pct": float(100 * residual.max())}
 
 
 def main() -> None:
@@ -407,6 +449,7 @@ def _write_json(args: argparse.Namespace, results: list[dict[str, Any]]) -> None
         },
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "results": results,
+        "time_fit": time_fit(results),
     }
     args.json.write_text(json.dumps(doc, indent=1))
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from geoseg import workdir
 from geoseg.errors import GeosegError, TileFailedError
-from geoseg.finalize import TileStatus, check_outputs, export
+from geoseg.finalize import TILES_LAYER, TileStatus, check_outputs, export
 from geoseg.models.base import Prompts
 from geoseg.plan import JobPlan, plan_job, preflight, scene_info
 from geoseg.progress import TileProgress
@@ -52,6 +52,7 @@ class RunResult:
 def ray_session(address: str | None, spec: JobSpec) -> Iterator[None]:
     """Connect to a cluster (``address``), reuse a running Ray, or start an embedded one bound to 127.0.0.1."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address is None and "ray" not in __import__("sys").modules:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # node IP = 127.0.0.1
     import ray
@@ -155,7 +156,7 @@ def run_job(
         first = status[failed[0]].error
         raise TileFailedError(
             f"{len(failed)} of {len(plan.tiles)} tiles failed (first: {failed[0]}: {first}); outputs were written "
-            f"with them empty, see the '{'tiles'}' layer; fix the cause and rerun with --resume"
+            f"with them empty, see the '{TILES_LAYER}' layer; fix the cause and rerun with --resume"
         )
     return result
 
@@ -181,6 +182,29 @@ class _InFlight:
     actor: int
 
 
+class _BatchSubmitter:
+    """Submits a batch: read tasks -> the least busy actor (one call) -> a finish task per tile."""
+
+    def __init__(self, plan: JobPlan, actors: list[Any], read: Any, finish: Any, prompts: dict[str, Any]) -> None:
+        self.plan, self.actors, self.read, self.finish, self.prompts = plan, actors, read, finish, prompts
+        self.load = [0] * len(actors)
+        self.specs, self.work_dir = list(plan.spec.models), str(plan.work_dir)
+
+    def __call__(self, batch: list[Tile], status: dict[str, TileStatus]) -> dict[Any, _InFlight]:
+        plan, slot = self.plan, self.load.index(min(self.load))
+        reads = [self.read.remote(plan.scene, t, plan.bands) for t in batch]
+        transforms = [t.read_transform(plan.scene.transform) for t in batch]
+        prompts = [{name: table.for_tile(t) for name, table in self.prompts.items()} for t in batch]
+        outs = self.actors[slot].run.options(num_returns=len(batch)).remote(batch, transforms, prompts, *reads)
+        outs = outs if isinstance(outs, list) else [outs]
+        submitted = {}
+        for tile, out in zip(batch, outs, strict=True):
+            submitted[self.finish.remote(tile, out, self.specs, self.work_dir)] = _InFlight(tile, slot)
+            status[tile.id].attempts += 1
+        self.load[slot] += len(batch)
+        return submitted
+
+
 def _stream_tiles(
     plan: JobPlan,
     todo: list[Tile],
@@ -194,34 +218,19 @@ def _stream_tiles(
     read, finish, actor_cls = _remote_functions()
     actors = _start_actors(plan, actor_cls)
     compute = plan.spec.compute
-    batch_size = compute.batch_size
-    max_in_flight = compute.max_in_flight or 2 * batch_size * len(actors)
-    prompts = _prompt_tables(plan)
+    max_in_flight = compute.max_in_flight or 2 * compute.batch_size * len(actors)
     pending: deque[Tile] = deque(todo)
     in_flight: dict[Any, _InFlight] = {}
-    load = [0] * len(actors)
-    specs, work_dir = list(plan.spec.models), str(plan.work_dir)
+    submit = _BatchSubmitter(plan, actors, read, finish, _prompt_tables(plan))
     with TileProgress(len(todo), enabled=show_progress) as bar:
         while pending or in_flight:
             while pending and len(in_flight) < max_in_flight:
-                batch = [
-                    pending.popleft() for _ in range(min(batch_size, len(pending), max_in_flight - len(in_flight)))
-                ]
-                slot = load.index(min(load))
-                reads = [read.remote(plan.scene, t, plan.bands) for t in batch]
-                transforms = [t.read_transform(plan.scene.transform) for t in batch]
-                tile_prompts = [{name: table.for_tile(t) for name, table in prompts.items()} for t in batch]
-                outs = actors[slot].run.options(num_returns=len(batch)).remote(batch, transforms, tile_prompts, *reads)
-                outs = outs if isinstance(outs, list) else [outs]
-                for tile, out in zip(batch, outs, strict=True):
-                    ref = finish.remote(tile, out, specs, work_dir)
-                    in_flight[ref] = _InFlight(tile, slot)
-                    load[slot] += 1
-                    status[tile.id].attempts += 1
+                size = min(compute.batch_size, len(pending), max_in_flight - len(in_flight))
+                in_flight |= submit([pending.popleft() for _ in range(size)], status)
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in ready:
                 job = in_flight.pop(ref)
-                load[job.actor] -= 1
+                submit.load[job.actor] -= 1
                 _collect(ref, job.tile, stitchers, status, pending, compute.max_retries)
                 bar.advance(status[job.tile.id].status)
     return ray.get(actors[0].device_name.remote())
