@@ -1,7 +1,7 @@
 """Memory and time against scene size: is peak memory bounded by the tile size, not the scene size?
 
     python benchmarks/bench_scale.py                         # 1x, 4x, 16x of 4096^2 (16x = 16384^2)
-    python benchmarks/bench_scale.py --base 1024 --json /tmp/scale.json   # a quick check (about a minute)
+    python benchmarks/bench_scale.py --base 1024 --tile-size 256 --json /tmp/scale.json   # quick check (~1 min)
 
 For each scale the synthetic field scene (``geoseg.testutils.scenes.write_field_scene``; constant ``--cell`` so the
 object density is the same at every scale) is generated once into ``--workdir`` and reused afterwards (not timed).

@@ -1,0 +1,59 @@
+"""Per-tile checkpoints: round trip, atomic files, a work dir of another job refused on resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geoseg import workdir
+from geoseg.errors import SpecError
+from geoseg.models.base import InstanceInfo, InstanceOutput
+from geoseg.spec import parse_spec
+from geoseg.stitch import tile_layer
+from geoseg.tiling import TileGrid
+
+
+def _spec(tmp_path, threshold=0.5):
+    return parse_spec(
+        {
+            "inputs": {"bands": {"red": {"path": "r.tif"}, "nir": {"path": "n.tif"}}},
+            "models": [{"type": "field_regions", "threshold": threshold}],
+            "output": {"path": "out.gpkg"},
+        },
+        base=tmp_path,
+    )
+
+
+def test_tile_round_trip(tmp_path):
+    workdir.prepare(tmp_path / "w", _spec(tmp_path), resume=False)
+    tile = TileGrid(20, 20, 10, 2)[0, 1]
+    labels = np.zeros((14, 14), np.int32)
+    labels[3:9, 3:12] = 4
+    layer, core = tile_layer(InstanceOutput(labels, [InstanceInfo(4, 0.7, key="p1", attrs={"name": "x"})]), tile)
+    workdir.save_tile(tmp_path / "w", tile.id, {"fields": layer}, {"fields": core}, {"seconds": {"read": 0.1}})
+    layers, meta = workdir.load_tile(tmp_path / "w", tile.id)
+    back = layers["fields"]
+    assert meta == {"seconds": {"read": 0.1}}
+    assert [(f.label, f.pixels, f.key, f.attrs, f.geometry) for f in back.fragments] == [
+        (f.label, f.pixels, f.key, f.attrs, f.geometry) for f in layer.fragments
+    ]
+    for side in ("top", "bottom", "left", "right"):
+        np.testing.assert_array_equal(back.strips.inside[side], layer.strips.inside[side])
+        np.testing.assert_array_equal(back.strips.outside[side], layer.strips.outside[side])
+    np.testing.assert_array_equal(workdir.load_core(tmp_path / "w", tile.id, "fields"), core)
+    assert [p.name for p in (tmp_path / "w" / "tiles").iterdir()] == [f"{tile.id}.npz"]  # no temp left
+    assert workdir.load_tile(tmp_path / "w", "r0009_c0009") is None
+
+
+def test_resume_refuses_a_work_dir_of_another_job(tmp_path):
+    workdir.prepare(tmp_path / "w", _spec(tmp_path), resume=False)
+    workdir.prepare(tmp_path / "w", _spec(tmp_path), resume=True)  # same job: fine
+    with pytest.raises(SpecError, match="different job"):
+        workdir.prepare(tmp_path / "w", _spec(tmp_path, threshold=0.6), resume=True)
+
+
+def test_fresh_run_discards_old_tiles(tmp_path):
+    workdir.prepare(tmp_path / "w", _spec(tmp_path), resume=False)
+    (tmp_path / "w" / "tiles" / "r0000_c0000.npz").write_bytes(b"old")
+    workdir.prepare(tmp_path / "w", _spec(tmp_path), resume=False)
+    assert not any((tmp_path / "w" / "tiles").iterdir())
