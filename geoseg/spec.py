@@ -108,7 +108,7 @@ class CropHealthSpec(StrictModel):
 
     type: Literal["crop_health"]
     name: str = "crop_health"
-    indices: list[VegetationIndex] = Field(default_factory=lambda: ["ndvi"])
+    indices: list[VegetationIndex] = Field(default=["ndvi"])
     classify_by: VegetationIndex = "ndvi"
     thresholds: CropHealthThresholds = CropHealthThresholds()
     smoothing_px: int = Field(

@@ -102,7 +102,7 @@ def save_tile(
     arrays["doc"] = np.array(json.dumps(doc))
     final = tile_path(work_dir, tile_id)
     tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
     os.replace(tmp, final)
 
 

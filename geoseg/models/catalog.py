@@ -5,6 +5,8 @@ The driver (planning, stitching, export) reads these without importing torch; on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from geoseg.models.base import ClassInfo
 
 HEALTH_CLASSES = (
@@ -26,7 +28,7 @@ INDEX_BANDS: dict[str, tuple[str, ...]] = {
 """Vegetation index -> the bands its formula reads."""
 
 
-def bands_for(indices: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+def bands_for(indices: Sequence[str]) -> tuple[str, ...]:
     """Band names needed by some indices, in a stable order."""
     needed: list[str] = []
     for name in indices:

@@ -15,6 +15,8 @@ from geoseg.spec import CropHealthSpec
 class HealthClassifier(nn.Module):
     """Bins an index into health classes 1..4 by ascending thresholds; 0 where invalid or NaN."""
 
+    edges: torch.Tensor
+
     def __init__(self, thresholds: tuple[float, float, float]) -> None:
         super().__init__()
         self.register_buffer("edges", torch.tensor(thresholds, dtype=torch.float32))

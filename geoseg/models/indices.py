@@ -6,7 +6,7 @@ Every formula takes reflectance; a pixel whose denominator is 0 gets NaN.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -37,7 +37,9 @@ INDICES: dict[str, tuple[tuple[str, ...], IndexFn]] = {name: (INDEX_BANDS[name],
 """Index name -> (bands it needs, formula)."""
 
 
-def compute_indices(stack: torch.Tensor, band_names: tuple[str, ...], indices: list[str]) -> dict[str, torch.Tensor]:
+def compute_indices(
+    stack: torch.Tensor, band_names: tuple[str, ...], indices: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """Compute indices from a (N, C, H, W) reflectance stack whose channels are ``band_names``."""
     bands = {name: stack[:, i].float() for i, name in enumerate(band_names)}
     return {name: INDICES[name][1](bands) for name in indices}
