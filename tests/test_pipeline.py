@@ -233,3 +233,20 @@ def test_real_sample_layers_valid_in_qgis(sample_run, layer):
     results = qgis_check_validity(folder / "sample.gpkg", layer, folder)
     assert results["INVALID_COUNT"] == 0 and results["ERROR_COUNT"] == 0
     assert results["VALID_COUNT"] == len(gpd.read_file(folder / "sample.gpkg", layer=layer))
+
+
+def test_aoi_and_output_crs(tmp_path):
+    """Only tiles touching the AOI run, nothing comes out beyond it, and layers are reprojected on request."""
+    job = _sample_spec(tmp_path, output__crs="EPSG:4326")
+    raw = yaml.safe_load(job.read_text())
+    raw["aoi"] = {"path": str(REPO / "jobs/sample/aoi.geojson")}
+    job.write_text(yaml.safe_dump(raw))
+    run_job(load_spec(job), progress=False)
+    aoi = gpd.read_file(REPO / "jobs/sample/aoi.geojson").geometry.union_all()
+    fields = gpd.read_file(tmp_path / "sample.gpkg", layer="fields")
+    tiles = gpd.read_file(tmp_path / "sample.gpkg", layer="tiles")
+    assert fields.crs.to_epsg() == 4326 and tiles.crs.to_epsg() == 4326
+    assert 0 < len(fields) and fields.geometry.within(aoi.buffer(1e-4)).all()
+    assert all(tiles.geometry.intersects(aoi))
+    utm = fields.to_crs(32618)  # areas are measured in metres whatever the output CRS
+    assert np.allclose(utm.geometry.area, fields["area_m2"], rtol=0.02)
