@@ -246,7 +246,7 @@ def test_aoi_and_output_crs(tmp_path):
     fields = gpd.read_file(tmp_path / "sample.gpkg", layer="fields")
     tiles = gpd.read_file(tmp_path / "sample.gpkg", layer="tiles")
     assert fields.crs.to_epsg() == 4326 and tiles.crs.to_epsg() == 4326
-    assert 0 < len(fields) and fields.geometry.within(aoi.buffer(1e-4)).all()
+    assert len(fields) > 0 and fields.geometry.within(aoi.buffer(1e-4)).all()
     assert all(tiles.geometry.intersects(aoi))
     utm = fields.to_crs(32618)  # areas are measured in metres whatever the output CRS
     assert np.allclose(utm.geometry.area, fields["area_m2"], rtol=0.02)
