@@ -32,10 +32,10 @@ KEY_COLUMNS = ("id", "fid", "key", "uid", "uuid", "objectid", "gid")
 
 @dataclass(frozen=True)
 class _Sorted:
-    """Prompt anchors sorted by x, for O(log n) routing of a tile's column range."""
+    """Point prompts sorted by x, for O(log n) routing of a tile's column range."""
 
     xy: np.ndarray
-    """(K, 2) anchor (point, or box centre) in scene pixel coordinates, sorted by x."""
+    """(K, 2) points in scene pixel coordinates, sorted by x."""
     order: np.ndarray
     """Index into the unsorted prompts of each sorted anchor."""
 
@@ -65,7 +65,6 @@ class PromptTable:
     attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Key -> JSON-safe attributes of the feature."""
     _point_index: _Sorted = field(init=False, repr=False, compare=False)
-    _box_index: _Sorted = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         points = np.asarray(self.points, float).reshape(-1, 2)
@@ -73,10 +72,13 @@ class PromptTable:
         object.__setattr__(self, "points", points)
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "_point_index", _Sorted.of(points))
-        object.__setattr__(self, "_box_index", _Sorted.of((boxes[:, :2] + boxes[:, 2:]) / 2))
 
     def __len__(self) -> int:
         return len(self.points) + len(self.boxes)
+
+    def _boxes_over_core(self, tile: Tile) -> np.ndarray:
+        c0, r0 = float(tile.core.col_off), float(tile.core.row_off)
+        return _overlapping(self.boxes, c0, r0, c0 + float(tile.core.width), r0 + float(tile.core.height))
 
     @classmethod
     def load(cls, path: str, layer: str | None, scene_crs_wkt: str, scene_transform: Affine) -> PromptTable:
@@ -95,20 +97,30 @@ class PromptTable:
         return _from_frame(frame, path, ~scene_transform)
 
     def for_tile(self, tile: Tile) -> Prompts:
-        """The prompts whose point / box centre lies in the tile's read window, in read-window pixel coordinates."""
+        """A tile's prompts in read-window pixel coordinates.
+
+        Points go to every tile whose read window holds them. Boxes go to every tile whose *core* they overlap,
+        clipped to its read window: each tile segments its part of a large box, and the parts (one key) merge.
+        """
         col0, row0 = float(tile.read.col_off), float(tile.read.row_off)
         width, height = float(tile.read.width), float(tile.read.height)
         pts = self._point_index.inside(col0, row0, width, height)
-        bxs = self._box_index.inside(col0, row0, width, height)
+        bxs = self._boxes_over_core(tile)
         point_keys = tuple(self.point_keys[i] for i in pts)
         box_keys = tuple(self.box_keys[i] for i in bxs)
+        clipped = np.clip(self.boxes[bxs] - [col0, row0, col0, row0], 0, [width, height, width, height])
         return Prompts(
             points=self.points[pts] - [col0, row0] if len(pts) else np.zeros((0, 2)),
             point_keys=point_keys,
-            boxes=self.boxes[bxs] - [col0, row0, col0, row0] if len(bxs) else np.zeros((0, 4)),
+            boxes=clipped if len(bxs) else np.zeros((0, 4)),
             box_keys=box_keys,
             attrs={k: self.attrs[k] for k in (*point_keys, *box_keys) if k in self.attrs},
         )
+
+
+def _overlapping(boxes: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    """Indices of boxes with a positive-area overlap with [x0, x1) x [y0, y1)."""
+    return np.flatnonzero((boxes[:, 0] < x1) & (boxes[:, 2] > x0) & (boxes[:, 1] < y1) & (boxes[:, 3] > y0))
 
 
 def _read(path: str, layer: str | None) -> Any:

@@ -69,7 +69,7 @@ def test_attributes_are_json_safe(wgs84_prompts: str) -> None:
     json.dumps(table.attrs, allow_nan=False)
 
 
-def test_routing_to_tiles_by_point_or_box_centre(wgs84_prompts: str) -> None:
+def test_routing_points_by_read_window_boxes_by_core(wgs84_prompts: str) -> None:
     table = PromptTable.load(wgs84_prompts, None, UTM.to_wkt(), SCENE)
     grid = TileGrid(width=512, height=512, tile_size=128, halo=16)
     seen: dict[str, int] = {}
@@ -83,8 +83,13 @@ def test_routing_to_tiles_by_point_or_box_centre(wgs84_prompts: str) -> None:
 
     home = table.for_tile(grid[0, 0])  # read window starts at (-16, -16)
     np.testing.assert_allclose(home.points, [[36.5, 26.5]], atol=1e-3)
-    assert home.box_keys == ("9",)  # box centre (~50, ~115) is in tile (0, 0)
+    assert home.box_keys == ("9",)  # the box (rows ~100..131) overlaps the cores of tiles (0, 0) and (1, 0)
     assert home.boxes[0][0] == pytest.approx(table.boxes[0][0] + 16)
+    below = table.for_tile(grid[1, 0])  # read window starts at (-16, 112)
+    assert below.box_keys == ("9",)
+    _, y0, _, y1 = below.boxes[0]
+    assert y0 == 0 and y1 == pytest.approx(table.boxes[0][3] - 112)  # clipped to the read window
+    assert table.for_tile(grid[0, 1]).box_keys == ()  # no core overlap
 
 
 def test_a_prompt_in_a_halo_goes_to_both_tiles(tmp_path: Path) -> None:
