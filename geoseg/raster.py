@@ -24,7 +24,6 @@ from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
-from rasterio.windows import bounds as window_bounds
 
 from geoseg.errors import InputError
 from geoseg.spec import InputSpec, expand_paths
@@ -320,8 +319,3 @@ def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024
     if not valid.any():
         raise InputError("the inputs hold no valid pixels inside the scene/AOI: check nodata and the AOI")
     return {name: np.percentile(pixels[i][valid], np.arange(101)) for i, name in enumerate(bands)}
-
-
-def window_bounds_in_crs(scene: Scene, window: Window) -> tuple[float, float, float, float]:
-    """Map bounds of a window of the scene grid."""
-    return window_bounds(window, scene.transform)

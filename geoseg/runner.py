@@ -24,7 +24,6 @@ from typing import Any
 from geoseg import workdir
 from geoseg.errors import GeosegError, TileFailedError
 from geoseg.finalize import TILES_LAYER, TileStatus, check_outputs, export
-from geoseg.models.base import Prompts
 from geoseg.plan import JobPlan, plan_job, preflight, scene_info
 from geoseg.progress import TileProgress
 from geoseg.spec import JobSpec
@@ -288,4 +287,4 @@ def _prompt_tables(plan: JobPlan) -> dict[str, Any]:
     return tables
 
 
-__all__ = ["Prompts", "RunResult", "run_job"]
+__all__ = ["RunResult", "run_job"]

@@ -119,6 +119,11 @@ class CropHealthSpec(StrictModel):
     def receptive_field(self) -> int:
         return self.smoothing_px
 
+    @property
+    def all_indices(self) -> list[VegetationIndex]:
+        """The indices computed: the classifying one first, then the others, each once."""
+        return list(dict.fromkeys([self.classify_by, *self.indices]))
+
 
 class FieldRegionsSpec(StrictModel):
     """Classical field segmenter (no weights): vegetated regions split along thin boundaries.

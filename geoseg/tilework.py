@@ -15,6 +15,7 @@ import numpy as np
 
 from geoseg.models import ModelInfo, build_model, resolve_device
 from geoseg.models.base import Model, ModelOutput, Prompts, SceneInfo, SemanticOutput, TileContext
+from geoseg.models.catalog import HEALTH_CLASSES
 from geoseg.raster import Scene, read_window
 from geoseg.spec import CropHealthSpec, ModelSpec
 from geoseg.stitch import LayerTile, StatsSource, tile_layer
@@ -93,7 +94,7 @@ def stats_source(outputs: dict[str, ModelOutput], specs: list[ModelSpec]) -> Sta
         if isinstance(spec, CropHealthSpec):
             out = outputs[spec.name]
             assert isinstance(out, SemanticOutput)
-            return StatsSource(out.classes, 5, out.layers, hist_layers=(spec.classify_by,))
+            return StatsSource(out.classes, len(HEALTH_CLASSES) + 1, out.layers, hist_layers=(spec.classify_by,))
     return None
 
 

@@ -50,8 +50,7 @@ def resolve_device(device: str) -> str:
 def model_info(spec: ModelSpec) -> ModelInfo:
     """Describe a model spec: its kind, the bands it reads, its classes, how its fragments merge."""
     if isinstance(spec, CropHealthSpec):
-        bands = bands_for(list(dict.fromkeys([spec.classify_by, *spec.indices])))
-        return ModelInfo(spec.name, "semantic", bands, HEALTH_CLASSES)
+        return ModelInfo(spec.name, "semantic", bands_for(spec.all_indices), HEALTH_CLASSES)
     if isinstance(spec, FieldRegionsSpec):
         return ModelInfo(spec.name, "instance", bands_for([spec.index]))
     prompts = spec.prompts if spec.mode == "prompted" else None

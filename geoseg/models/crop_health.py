@@ -44,7 +44,7 @@ class CropHealthModel(Model):
 
     def __init__(self, spec: CropHealthSpec, device: str = "cpu") -> None:
         self.name = spec.name
-        self.indices = list(dict.fromkeys([spec.classify_by, *spec.indices]))
+        self.indices = spec.all_indices
         self.classify_by = spec.classify_by
         self.bands = bands_for(self.indices)
         self.device = torch.device(device)
