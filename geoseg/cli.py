@@ -113,6 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GeosegError as err:
         print(f"geoseg: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the environment, not geoseg: disk full, permissions, a file vanished
+        if args.verbose:
+            raise
+        print(f"geoseg: error: {err} (run with -v for details)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("geoseg: interrupted; rerun with --resume to keep finished tiles", file=sys.stderr)
         return 130

@@ -19,6 +19,10 @@ class InputError(GeosegError, OSError):
     """An input raster or vector cannot be opened or does not fit the job."""
 
 
+class OutputError(GeosegError, OSError):
+    """An output cannot be written where the spec says (missing or read-only folder)."""
+
+
 class OutputExistsError(GeosegError, FileExistsError):
     """An output exists and ``--overwrite`` was not given."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ from rasterio.windows import bounds as window_bounds
 
 import geoseg
 from geoseg.cog import CogWriter
+from geoseg.errors import OutputError
 from geoseg.export import (
     check_output_absent,
     reproject_layers,
@@ -69,9 +71,16 @@ def output_paths(plan: JobPlan) -> list[Path]:
 
 
 def check_outputs(plan: JobPlan, overwrite: bool) -> None:
-    """Fail before any work when an output exists and ``--overwrite`` was not given."""
+    """Fail before any work when an output exists and ``--overwrite`` was not given, or its folder is unusable."""
     for path in output_paths(plan):
         check_output_absent(path, overwrite)
+    for folder in {Path(plan.spec.output.path).parent, plan.work_dir.parent}:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"cannot create output folder {folder}: {err.strerror}; change output.path") from None
+        if not os.access(folder, os.W_OK):
+            raise OutputError(f"output folder {folder} is not writable; change output.path")
 
 
 def _stats_classes(plan: JobPlan) -> tuple:

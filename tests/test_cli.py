@@ -102,3 +102,15 @@ def test_console_script(write_spec, minimal_spec):
     )
     assert bad.returncode == 2 and bad.stdout == ""
     assert "tiling.halo" in _one_error_line(bad.stderr)
+
+
+def test_run_with_an_unusable_output_folder_is_one_line(write_spec, tmp_path, capsys):
+    """Checked before any work: no Ray start, no traceback, nothing written."""
+    bands = {name: {"path": str(REPO / f"jobs/sample/{f}.tif")} for name, f in (("red", "B04"), ("nir", "B08"))}
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    spec = {"inputs": {"bands": bands}, "models": [{"type": "crop_health"}], "output": {"path": f"{blocker}/o.gpkg"}}
+    assert main(["run", str(write_spec(spec)), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("geoseg: error: cannot create output folder") and "\n" not in err
+    assert blocker.read_text() == "a file where a folder should be"
