@@ -90,7 +90,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
             cached = "cached" if row["cached"] else "-"
             print(f"{row['name']:<8} {row['variant']:<8} {row['size'] / 2**20:>8.0f} MiB  {cached:<7} {row['url']}")
         return 0
-    path = weights.download_checkpoint(args.name, url=args.url)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("download")
+        path = weights.download_checkpoint(
+            args.name, url=args.url, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
     print(json.dumps({"name": args.name, "path": str(path)}))
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
 import threading
 import urllib.request
@@ -265,3 +266,32 @@ def test_same_encoder_other_decoder_fails_strict_load(tiny_ckpt: Path, monkeypat
     monkeypatch.setitem(weights.VARIANTS, "vit_tiny_wide", wide)
     with pytest.raises(WeightsError, match=r"does not fit variant 'vit_tiny_wide' \(size mismatch for mask_decoder"):
         load_sam("vit_tiny_wide", tiny_ckpt)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def test_cli_models_download_then_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: Checkpoint, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from geoseg.cli import main
+
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path))
+    assert main(["models", "download", entry.name]) == 0
+    assert json.loads(capsys.readouterr().out) == {"name": entry.name, "path": str(tmp_path / "test_ckpt.pth")}
+    assert main(["models", "list"]) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "cached" in listed["test_ckpt"] and "cached" not in listed["vit_h"]
+
+
+def test_cli_download_failure_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: tuple[_Server, str], entry: Checkpoint,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from geoseg.cli import main
+
+    state, _ = server
+    state.payload = b"x" * len(PAYLOAD)  # right size, wrong bytes
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path))
+    assert main(["models", "download", entry.name]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("geoseg: error:") and "sha256" in err and "\n" not in err
+    assert not (tmp_path / "test_ckpt.pth").exists()
