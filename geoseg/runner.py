@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -52,8 +53,8 @@ def ray_session(address: str | None, spec: JobSpec) -> Iterator[None]:
     """Connect to a cluster (``address``), reuse a running Ray, or start an embedded one bound to 127.0.0.1."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    if address is None and "ray" not in __import__("sys").modules:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # node IP = 127.0.0.1
+    if address is None and "ray" not in sys.modules:  # read when ray is first imported
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # embedded Ray binds to 127.0.0.1
     import ray
 
     if ray.is_initialized():
@@ -81,7 +82,6 @@ def _remote_functions() -> tuple[Any, Any, Any]:
 
     read = ray.remote(num_cpus=1, max_retries=1)(read_tile)
     finish = ray.remote(num_cpus=1, max_retries=1)(finish_tile)
-
     actor = ray.remote(max_restarts=2, max_task_retries=1)(ModelRunner)
     return read, finish, actor
 
