@@ -79,6 +79,9 @@ class SemanticOutput:
     """uint8 (H, W); 0 = nodata."""
     layers: dict[str, np.ndarray] = field(default_factory=dict)
     """Name -> float32 (H, W), NaN where invalid (e.g. ``{"ndvi": ...}``); used for per-object statistics."""
+    scores: np.ndarray | None = None
+    """Optional float16/float32 (C, H, W) class probabilities, channel i for ``Model.classes[i]``, all 0 where
+    invalid. Models that give them can have overlapping tiles blended (``merge`` other than ``core``)."""
 
 
 @dataclass
