@@ -30,6 +30,23 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("job")
     sub.add_parser("schema", help="print the job spec's JSON Schema")
 
+    train = sub.add_parser("train", help="train a U-Net on a job's inputs and a label raster")
+    train.add_argument("job", help="job spec (YAML) whose inputs give the pixels")
+    train.add_argument("--labels", required=True, help="single-band raster of class values 1..K (0 = ignore)")
+    train.add_argument("--out", required=True, help="checkpoint to write (.pt; its sidecar .json goes beside it)")
+    train.add_argument("--class-names", help="comma-separated names of classes 1..K (default class_1, ...)")
+    train.add_argument("--bands", help="comma-separated bands to train on (default: all bands of the inputs)")
+    train.add_argument("--epochs", type=int, default=5)
+    train.add_argument("--steps", type=int, default=50, help="steps (batches) per epoch")
+    train.add_argument("--patch-size", type=int, default=128)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--depth", type=int, default=3, help="U-Net levels")
+    train.add_argument("--width", type=int, default=16, help="U-Net channels at full resolution")
+    train.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+
     models = sub.add_parser("models", help="SAM checkpoints: list, download")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("list", help="known checkpoints and whether they are cached")
@@ -81,6 +98,35 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_names(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from geoseg.spec import load_spec
+    from geoseg.train import train_unet
+
+    metrics = train_unet(
+        load_spec(args.job),
+        args.labels,
+        args.out,
+        classes=_split_names(args.class_names),
+        bands=_split_names(args.bands),
+        epochs=args.epochs,
+        patch_size=args.patch_size,
+        batch_size=args.batch_size,
+        steps_per_epoch=args.steps,
+        lr=args.lr,
+        device=args.device,
+        seed=args.seed,
+        depth=args.depth,
+        width=args.width,
+        overwrite=args.overwrite,
+    )
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from geoseg.models import weights
 
@@ -108,6 +154,7 @@ COMMANDS = {
     "plan": _cmd_plan,
     "schema": _cmd_schema,
     "models": _cmd_models,
+    "train": _cmd_train,
 }
 
 

@@ -186,9 +186,8 @@ def _write_mask(
     )
     with writer:
         for tile in plan.tiles:
-            try:
-                core = load_core(plan.work_dir, tile.id, info.name)
-            except FileNotFoundError:
+            core = load_core(plan.work_dir, tile.id, info.name)
+            if core is None:
                 continue  # failed tile: left as nodata
             if not semantic:
                 lut = luts.get(tile.id, np.zeros(1, np.uint32))

@@ -17,10 +17,10 @@ from rich.progress import (
 class TileProgress:
     """Context manager around a rich progress bar; a no-op when disabled."""
 
-    def __init__(self, total: int, enabled: bool = True) -> None:
+    def __init__(self, total: int, enabled: bool = True, label: str = "tiles") -> None:
         self.failed = 0
         self._progress = Progress(
-            TextColumn("tiles"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]} tiles/s"),

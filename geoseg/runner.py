@@ -25,11 +25,12 @@ from typing import Any
 from geoseg import workdir
 from geoseg.errors import GeosegError, TileFailedError
 from geoseg.finalize import TILES_LAYER, TileStatus, check_outputs, export
+from geoseg.models import ModelInfo
 from geoseg.plan import JobPlan, plan_job, preflight, scene_info
 from geoseg.progress import TileProgress
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher
-from geoseg.tilework import ModelRunner, TileRecord, finish_tile, read_tile
+from geoseg.tilework import ModelRunner, TileRecord, blend_tile, finish_tile, read_tile
 from geoseg.tiling import Tile
 
 log = logging.getLogger("geoseg")
@@ -145,6 +146,9 @@ def run_job(
     with ray_session(address or spec.compute.address, spec):
         if todo:
             device = _stream_tiles(plan, todo, stitchers, status, progress)
+        for info in plan.models:
+            if info.merge != "core":
+                _blend_pass(plan, info, stitchers[info.name], status, progress)
     failed = [tid for tid, s in status.items() if s.status == "failed"]
     meta = {"device": device, "tiles_failed": len(failed), "tiles_resumed": resumed}
     outputs = export(plan, stitchers, status, meta, overwrite)
@@ -188,6 +192,7 @@ class _BatchSubmitter:
         self.plan, self.actors, self.read, self.finish, self.prompts = plan, actors, read, finish, prompts
         self.load = [0] * len(actors)
         self.specs, self.work_dir = list(plan.spec.models), str(plan.work_dir)
+        self.blended = frozenset(m.name for m in plan.models if m.merge != "core")
 
     def __call__(self, batch: list[Tile], status: dict[str, TileStatus]) -> dict[Any, _InFlight]:
         plan, slot = self.plan, self.load.index(min(self.load))
@@ -198,7 +203,8 @@ class _BatchSubmitter:
         outs = outs if isinstance(outs, list) else [outs]
         submitted = {}
         for tile, out in zip(batch, outs, strict=True):
-            submitted[self.finish.remote(tile, out, self.specs, self.work_dir)] = _InFlight(tile, slot)
+            ref = self.finish.remote(tile, out, self.specs, self.work_dir, self.blended)
+            submitted[ref] = _InFlight(tile, slot)
             status[tile.id].attempts += 1
         self.load[slot] += len(batch)
         return submitted
@@ -233,6 +239,34 @@ def _stream_tiles(
                 _collect(ref, job.tile, stitchers, status, pending, compute.max_retries)
                 bar.advance(status[job.tile.id].status)
     return ray.get(actors[0].device_name.remote())
+
+
+def _blend_pass(
+    plan: JobPlan, info: ModelInfo, stitcher: LayerStitcher, status: dict[str, TileStatus], show_progress: bool
+) -> None:
+    """Second pass for a blended layer: each finished tile blends its neighbours' saved scores, bounded in flight."""
+    import ray
+
+    blend = ray.remote(num_cpus=1, max_retries=1)(blend_tile)
+    values = tuple(c.value for c in info.classes)
+    todo = deque(t for t in plan.tiles if status[t.id].status in ("done", "resumed") and t.id not in stitcher.fragments)
+    limit = plan.spec.compute.max_in_flight or 4 * plan.spec.compute.batch_size
+    in_flight: dict[Any, Tile] = {}
+    args = (plan.grid, info.name, info.merge, values, str(plan.work_dir))
+    with TileProgress(len(todo), enabled=show_progress, label=f"blend {info.name}") as bar:
+        while todo or in_flight:
+            while todo and len(in_flight) < limit:
+                tile = todo.popleft()
+                in_flight[blend.remote(tile, *args)] = tile
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            tile = in_flight.pop(ready[0])
+            try:
+                stitcher.add(tile, ray.get(ready[0]))
+            except (ray.exceptions.RayError, GeosegError) as err:
+                state = status[tile.id]
+                state.status, state.error = "failed", f"blend {info.name}: {_short_error(err)}"
+                log.error("tile %s failed: %s", tile.id, state.error)
+            bar.advance(status[tile.id].status)
 
 
 def _collect(

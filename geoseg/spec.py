@@ -200,7 +200,25 @@ class SamSpec(StrictModel):
         return self
 
 
-ModelSpec = Annotated[CropHealthSpec | FieldRegionsSpec | SamSpec, Field(discriminator="type")]
+class UNetSpec(StrictModel):
+    """A trained U-Net (``geoseg train``): per-pixel classes and class probabilities from its checkpoint."""
+
+    type: Literal["unet"]
+    name: str = "landcover"
+    checkpoint: str = Field(description="Trained .pt file; its sidecar .json (bands, classes) sits beside it.")
+    merge: Literal["core", "mean", "linear"] = Field(
+        "linear", description="Overlapping tiles: core = each tile's own pixels; mean / linear = blended scores."
+    )
+
+    @property
+    def receptive_field(self) -> int:
+        """Halo the model asks for: from the checkpoint's sidecar when it exists, else a default (16 px)."""
+        from geoseg.models.unet_meta import sidecar_receptive_field  # torch-free
+
+        return sidecar_receptive_field(self.checkpoint)
+
+
+ModelSpec = Annotated[CropHealthSpec | FieldRegionsSpec | SamSpec | UNetSpec, Field(discriminator="type")]
 
 
 # --------------------------------------------------------------------------------------------- output, compute

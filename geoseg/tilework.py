@@ -13,14 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.blend import blend_classes, ring_tile
 from geoseg.models import ModelInfo, build_model, resolve_device
 from geoseg.models.base import Model, ModelOutput, Prompts, SceneInfo, SemanticOutput, TileContext
 from geoseg.models.catalog import HEALTH_CLASSES
 from geoseg.raster import Scene, read_window
 from geoseg.spec import CropHealthSpec, ModelSpec
 from geoseg.stitch import LayerTile, StatsSource, tile_layer
-from geoseg.tiling import Tile
-from geoseg.workdir import save_tile
+from geoseg.tiling import Tile, TileGrid
+from geoseg.workdir import add_layer, load_scores, save_scores, save_tile
 
 log = logging.getLogger("geoseg")
 
@@ -98,10 +99,20 @@ def stats_source(outputs: dict[str, ModelOutput], specs: list[ModelSpec]) -> Sta
     return None
 
 
-def finish_tile(tile: Tile, result: ModelResult, specs: list[ModelSpec], work_dir: str) -> TileRecord:
-    """Keep what the tile owns, vectorize it, save it to the work dir; return the small record."""
+def finish_tile(
+    tile: Tile, result: ModelResult, specs: list[ModelSpec], work_dir: str, blended: frozenset[str] = frozenset()
+) -> TileRecord:
+    """Keep what the tile owns, vectorize it, save it to the work dir; return the small record.
+
+    Layers in ``blended`` only save their class probabilities here: they are blended with the neighbours' and
+    vectorized in a second pass (:func:`blend_tile`).
+    """
     start = time.perf_counter()
     outputs, seconds = result
+    for name in blended:
+        scores = outputs.pop(name)
+        assert isinstance(scores, SemanticOutput) and scores.scores is not None, f"{name} gives no scores"
+        save_scores(Path(work_dir), name, tile.id, scores.scores)
     stats = stats_source(outputs, specs)
     layers: dict[str, LayerTile] = {}
     cores: dict[str, np.ndarray] = {}
@@ -113,3 +124,16 @@ def finish_tile(tile: Tile, result: ModelResult, specs: list[ModelSpec], work_di
     seconds = {**seconds, "finish": time.perf_counter() - start}
     save_tile(Path(work_dir), tile.id, layers, cores, {"seconds": seconds})
     return TileRecord(tile, layers, seconds)
+
+
+def blend_tile(
+    tile: Tile, grid: TileGrid, name: str, method: str, class_values: tuple[int, ...], work_dir: str
+) -> LayerTile:
+    """Second pass of a blended layer: blend the saved scores around a tile, keep its core, vectorize, save."""
+    folder = Path(work_dir)
+    classes = blend_classes(
+        tile, grid, lambda t: load_scores(folder, name, t.id), method, np.asarray(class_values, np.uint8)
+    )
+    layer, core = tile_layer(SemanticOutput(classes), ring_tile(tile))
+    add_layer(folder, tile.id, name, layer, core)
+    return layer

@@ -39,8 +39,9 @@ def prepare(work_dir: Path, spec: JobSpec, resume: bool) -> None:
                 "run without --resume to start over, or set output.work_dir"
             )
         return
-    if (work_dir / "tiles").exists():
-        shutil.rmtree(work_dir / "tiles")
+    for stale in ("tiles", "scores"):
+        if (work_dir / stale).exists():
+            shutil.rmtree(work_dir / stale)
     (work_dir / "tiles").mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps({"job": spec.name, "fingerprint": fingerprint(spec)}, indent=2))
 
@@ -83,27 +84,60 @@ def _fragment_from_json(d: dict[str, Any]) -> Fragment:
     )
 
 
+def _layer_arrays(name: str, layer: LayerTile, core: np.ndarray) -> dict[str, np.ndarray]:
+    arrays = {f"core.{name}": core}
+    for side in ("top", "bottom", "left", "right"):
+        arrays[f"in.{name}.{side}"] = layer.strips.inside[side]
+        arrays[f"out.{name}.{side}"] = layer.strips.outside[side]
+    return arrays
+
+
+def _write_npz(final: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> None:
+    tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, doc=np.array(json.dumps(doc)), **arrays)  # type: ignore[arg-type]  # numpy's stub
+    os.replace(tmp, final)
+
+
 def save_tile(
-    work_dir: Path,
-    tile_id: str,
-    layers: dict[str, LayerTile],
-    cores: dict[str, np.ndarray],
-    meta: dict[str, Any],
+    work_dir: Path, tile_id: str, layers: dict[str, LayerTile], cores: dict[str, np.ndarray], meta: dict[str, Any]
 ) -> None:
     """Write a finished tile atomically."""
     arrays: dict[str, np.ndarray] = {}
     doc: dict[str, Any] = {"meta": meta, "layers": {}}
     for name, layer in layers.items():
-        arrays[f"core.{name}"] = cores[name]
-        for side in ("top", "bottom", "left", "right"):
-            arrays[f"in.{name}.{side}"] = layer.strips.inside[side]
-            arrays[f"out.{name}.{side}"] = layer.strips.outside[side]
+        arrays |= _layer_arrays(name, layer, cores[name])
         doc["layers"][name] = [_fragment_json(f) for f in layer.fragments]
-    arrays["doc"] = np.array(json.dumps(doc))
-    final = tile_path(work_dir, tile_id)
-    tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
+    _write_npz(tile_path(work_dir, tile_id), arrays, doc)
+
+
+def add_layer(work_dir: Path, tile_id: str, name: str, layer: LayerTile, core: np.ndarray) -> None:
+    """Add a layer computed later (a blended one) to a saved tile, atomically."""
+    path = tile_path(work_dir, tile_id)
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files if key != "doc"}
+        doc = json.loads(str(data["doc"]))
+    arrays |= _layer_arrays(name, layer, core)
+    doc["layers"][name] = [_fragment_json(f) for f in layer.fragments]
+    _write_npz(path, arrays, doc)
+
+
+def scores_path(work_dir: Path, layer: str, tile_id: str) -> Path:
+    return work_dir / "scores" / layer / f"{tile_id}.npy"
+
+
+def save_scores(work_dir: Path, layer: str, tile_id: str, scores: np.ndarray) -> None:
+    """Keep a tile's class probabilities (float16, read window) for blending with its neighbours."""
+    final = scores_path(work_dir, layer, tile_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, scores.astype(np.float16))
     os.replace(tmp, final)
+
+
+def load_scores(work_dir: Path, layer: str, tile_id: str) -> np.ndarray | None:
+    """A tile's saved class probabilities, or None if it has none."""
+    path = scores_path(work_dir, layer, tile_id)
+    return np.load(path, allow_pickle=False) if path.exists() else None
 
 
 def load_tile(work_dir: Path, tile_id: str) -> tuple[dict[str, LayerTile], dict[str, Any]] | None:
@@ -123,7 +157,11 @@ def load_tile(work_dir: Path, tile_id: str) -> tuple[dict[str, LayerTile], dict[
     return layers, doc["meta"]
 
 
-def load_core(work_dir: Path, tile_id: str, layer: str) -> np.ndarray:
-    """One layer's core raster of a saved tile."""
-    with np.load(tile_path(work_dir, tile_id), allow_pickle=False) as data:
-        return data[f"core.{layer}"]
+def load_core(work_dir: Path, tile_id: str, layer: str) -> np.ndarray | None:
+    """One layer's core raster of a saved tile; None if the tile or that layer was not finished."""
+    path = tile_path(work_dir, tile_id)
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        key = f"core.{layer}"
+        return data[key] if key in data.files else None

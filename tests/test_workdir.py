@@ -57,3 +57,26 @@ def test_fresh_run_discards_old_tiles(tmp_path):
     (tmp_path / "w" / "tiles" / "r0000_c0000.npz").write_bytes(b"old")
     workdir.prepare(tmp_path / "w", _spec(tmp_path), resume=False)
     assert not any((tmp_path / "w" / "tiles").iterdir())
+
+
+def test_scores_and_a_layer_added_later(tmp_path):
+    """Blended layers: scores kept per tile, the blended layer added to the saved tile afterwards."""
+    work = tmp_path / "w"
+    workdir.prepare(work, _spec(tmp_path), resume=False)
+    tile = TileGrid(20, 20, 10, 2)[0, 0]
+    scores = np.random.default_rng(0).random((3, 14, 14)).astype(np.float32)
+    workdir.save_scores(work, "landcover", tile.id, scores)
+    np.testing.assert_allclose(workdir.load_scores(work, "landcover", tile.id), scores, atol=1e-3)
+    assert workdir.load_scores(work, "landcover", "r0009_c0009") is None
+
+    labels = np.zeros((14, 14), np.int32)
+    labels[2:12, 2:12] = 1
+    layer, core = tile_layer(InstanceOutput(labels, [InstanceInfo(1, 1.0)]), tile)
+    workdir.save_tile(work, tile.id, {"fields": layer}, {"fields": core}, {})
+    assert workdir.load_core(work, tile.id, "landcover") is None
+    workdir.add_layer(work, tile.id, "landcover", layer, core)
+    layers, _ = workdir.load_tile(work, tile.id)
+    assert set(layers) == {"fields", "landcover"}
+    np.testing.assert_array_equal(workdir.load_core(work, tile.id, "landcover"), core)
+    workdir.prepare(work, _spec(tmp_path), resume=False)
+    assert not (work / "scores").exists()  # a fresh run drops old scores too

@@ -7,7 +7,7 @@ from typing import Literal
 
 from geoseg.models.base import ClassInfo, Model, SceneInfo
 from geoseg.models.catalog import HEALTH_CLASSES, bands_for
-from geoseg.spec import CropHealthSpec, FieldRegionsSpec, ModelSpec, SamSpec
+from geoseg.spec import CropHealthSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
 
 
 def build_model(spec: ModelSpec, scene: SceneInfo, device: str = "cpu") -> Model:
@@ -24,6 +24,10 @@ def build_model(spec: ModelSpec, scene: SceneInfo, device: str = "cpu") -> Model
         from geoseg.models.sam import build_sam
 
         return build_sam(spec, scene, device)
+    if isinstance(spec, UNetSpec):
+        from geoseg.models.unet import build_unet
+
+        return build_unet(spec, scene, device)
     raise TypeError(f"no model for spec {type(spec).__name__}")
 
 
@@ -38,6 +42,8 @@ class ModelInfo:
     merge_min_agreement: float = 0.0
     prompts: str | None = None
     prompts_layer: str | None = None
+    merge: str = "core"
+    """How overlapping tiles combine for a semantic model: ``core``, or a blend from :mod:`geoseg.blend`."""
 
 
 def resolve_device(device: str) -> str:
@@ -53,5 +59,10 @@ def model_info(spec: ModelSpec) -> ModelInfo:
         return ModelInfo(spec.name, "semantic", bands_for(spec.all_indices), HEALTH_CLASSES)
     if isinstance(spec, FieldRegionsSpec):
         return ModelInfo(spec.name, "instance", bands_for([spec.index]))
+    if isinstance(spec, UNetSpec):
+        from geoseg.models.unet_meta import read_unet_metadata, unet_classes  # torch-free
+
+        meta = read_unet_metadata(spec.checkpoint)
+        return ModelInfo(spec.name, "semantic", tuple(meta["bands"]), unet_classes(meta), merge=spec.merge)
     prompts = spec.prompts if spec.mode == "prompted" else None
     return ModelInfo(spec.name, "instance", tuple(spec.rgb), (), spec.merge_min_agreement, prompts, spec.prompts_layer)
