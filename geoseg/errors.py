@@ -37,3 +37,11 @@ class MissingDependencyError(GeosegError, ImportError):
 
 class TileFailedError(GeosegError, RuntimeError):
     """One or more tiles failed after their retries; the tile index layer names them."""
+
+
+def error_gist(err: BaseException, limit: int = 200) -> str:
+    """The gist of an exception on one line (torch's state_dict errors put it on the second line)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1:
+        lines = lines[1:]
+    return lines[0][:limit] if lines else type(err).__name__

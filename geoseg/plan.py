@@ -106,8 +106,7 @@ def describe(plan: JobPlan) -> str:
     s, g = plan.scene, plan.grid
     read_px = g.read_size**2
     per_tile_mb = read_px * (4 * len(plan.bands) + 1 + 8 * len(plan.models)) / 2**20
-    batch = plan.spec.compute.batch_size
-    in_flight = plan.spec.compute.max_in_flight or 2 * batch * plan.spec.compute.actors
+    in_flight = plan.spec.compute.in_flight
     crs = s.crs.to_string()
     return "\n".join(
         [

@@ -223,7 +223,7 @@ def _stream_tiles(
     read, finish, actor_cls = _remote_functions()
     actors = _start_actors(plan, actor_cls)
     compute = plan.spec.compute
-    max_in_flight = compute.max_in_flight or 2 * compute.batch_size * len(actors)
+    max_in_flight = compute.in_flight
     pending: deque[Tile] = deque(todo)
     in_flight: dict[Any, _InFlight] = {}
     submit = _BatchSubmitter(plan, actors, read, finish, _prompt_tables(plan))
@@ -250,7 +250,7 @@ def _blend_pass(
     blend = ray.remote(num_cpus=1, max_retries=1)(blend_tile)
     values = tuple(c.value for c in info.classes)
     todo = deque(t for t in plan.tiles if status[t.id].status in ("done", "resumed") and t.id not in stitcher.fragments)
-    limit = plan.spec.compute.max_in_flight or 4 * plan.spec.compute.batch_size
+    limit = plan.spec.compute.in_flight
     in_flight: dict[Any, Tile] = {}
     args = (plan.grid, info.name, info.merge, values, str(plan.work_dir))
     with TileProgress(len(todo), enabled=show_progress, label=f"blend {info.name}") as bar:

@@ -256,6 +256,11 @@ class ComputeSpec(StrictModel):
     max_retries: int = Field(2, ge=0, description="Retries of a failing tile before it is reported failed.")
     object_store_mb: int = Field(512, ge=64)
 
+    @property
+    def in_flight(self) -> int:
+        """Tiles allowed between submission and result: ``max_in_flight``, or two batches per actor."""
+        return self.max_in_flight or 2 * self.batch_size * self.actors
+
 
 class JobSpec(StrictModel):
     """A whole job: inputs, optional AOI, tiling, models, output, compute."""

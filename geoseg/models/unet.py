@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geoseg.errors import OutputError, OutputExistsError, WeightsError
+from geoseg.errors import OutputError, OutputExistsError, WeightsError, error_gist
 from geoseg.models.base import Model, ModelOutput, SceneInfo, SemanticOutput, TileContext
 from geoseg.models.unet_meta import FORMAT, FORMAT_VERSION, read_unet_metadata, sidecar_path, unet_classes
 from geoseg.spec import UNetSpec
@@ -134,14 +134,6 @@ def save_unet(path: str | Path, net: UNet, meta: dict[str, Any], overwrite: bool
     return path
 
 
-def _first_line(err: BaseException) -> str:
-    """The gist of an exception on one line (torch's state_dict errors put it on the second line)."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    if lines and lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1:
-        lines = lines[1:]
-    return lines[0][:200] if lines else type(err).__name__
-
-
 def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``torch.load(weights_only=True)`` of a checkpoint, with one-line errors."""
     if not path.is_file():
@@ -151,7 +143,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises pickle, zip and runtime errors for damaged files
-        raise WeightsError(f"U-Net checkpoint {path} is truncated or corrupt ({_first_line(err)}): retrain") from None
+        raise WeightsError(f"U-Net checkpoint {path} is truncated or corrupt ({error_gist(err)}): retrain") from None
     if not (isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict) and "config" in payload):
         raise WeightsError(f"U-Net checkpoint {path} is not a geoseg U-Net checkpoint (no state_dict + config)")
     return payload["state_dict"], dict(payload["config"])
@@ -175,7 +167,7 @@ def load_unet(path: str | Path, device: str = "cpu") -> tuple[UNet, dict[str, An
     except (RuntimeError, KeyError) as err:
         raise WeightsError(
             f"U-Net checkpoint {path}: state_dict does not match its config (depth {meta['depth']}, width "
-            f"{meta['width']}): {_first_line(err)}"
+            f"{meta['width']}): {error_gist(err)}"
         ) from None
     return net.to(torch.device(device)).eval(), meta
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg.errors import SpecError, WeightsError
+from geoseg.errors import SpecError, WeightsError, error_gist
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -414,20 +414,12 @@ def _read_state_dict(path: Path, variant: str) -> dict[str, Any]:
                 f"SAM checkpoint {path} is not a plain state_dict (torch.load weights_only=True refused it): "
                 f"save model.state_dict() instead"
             ) from None
-        raise WeightsError(f"SAM checkpoint {path} is corrupt ({_first_line(err)}): {hint}") from None
+        raise WeightsError(f"SAM checkpoint {path} is corrupt ({error_gist(err)}): {hint}") from None
     except Exception as err:
-        raise WeightsError(f"SAM checkpoint {path} is truncated or corrupt ({_first_line(err)}): {hint}") from None
+        raise WeightsError(f"SAM checkpoint {path} is truncated or corrupt ({error_gist(err)}): {hint}") from None
     if not isinstance(state, dict) or "image_encoder.patch_embed.proj.weight" not in state:
         raise WeightsError(f"SAM checkpoint {path} does not hold a SAM state_dict: {hint}")
     return state
-
-
-def _first_line(err: BaseException) -> str:
-    """The gist of an exception on one line (torch's state_dict errors put it on the second line)."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    if lines and lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1:
-        lines = lines[1:]
-    return lines[0][:200] if lines else type(err).__name__
 
 
 def _shape_of(state: dict[str, Any]) -> tuple[int, int]:
@@ -471,7 +463,7 @@ def load_sam(variant: str, path: str | Path, device: str = "cpu") -> Sam:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise WeightsError(
-            f"SAM checkpoint {path} does not fit variant {variant!r} ({_first_line(err)}): "
+            f"SAM checkpoint {path} does not fit variant {variant!r} ({error_gist(err)}): "
             f"use a checkpoint of this variant"
         ) from None
     return model.to(device).eval()
