@@ -69,7 +69,8 @@ def ray_session(address: str | None, spec: JobSpec) -> Iterator[None]:
             "object_store_memory": spec.compute.object_store_mb * 2**20,
         }
     try:
-        ray.init(address=address, **kwargs)
+        # "local" always starts a fresh Ray: a stale `ray start` address file must not be joined
+        ray.init(address=address or "local", **kwargs)
     except ConnectionError as err:
         raise GeosegError(f"cannot reach the Ray cluster at {address}: {err}") from None
     try:

@@ -32,6 +32,7 @@ def ray_with_tiny_sam():
         ray.shutdown()
     register_tiny_sam()
     ray.init(
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         object_store_memory=256 * 2**20,
