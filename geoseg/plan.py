@@ -1,5 +1,6 @@
-"""Planning a job: the scene grid, the tiles to run, what the models need. No pixels are read but for SAM's
-scene-wide stretch (a decimated overview)."""
+"""Planning a job: the scene grid, the tiles to run, what the models need, and the inputs checked once, up front
+(CRS, common extent, valid pixels). Pixels are read only from decimated overviews (the valid-pixel check, SAM's
+scene-wide stretch)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from rasterio.windows import bounds as window_bounds
 from geoseg.errors import InputError
 from geoseg.models import ModelInfo, model_info
 from geoseg.models.base import SceneInfo
-from geoseg.raster import Scene, open_scene, scene_percentiles
+from geoseg.raster import Scene, check_valid_pixels, open_scene, scene_percentiles
 from geoseg.spec import AoiSpec, JobSpec, SamSpec
 from geoseg.tiling import Tile, TileGrid
 
@@ -69,6 +70,7 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
             scene.band(band)  # a clear error for a band the band map lacks
             if band not in bands:
                 bands.append(band)
+    check_valid_pixels(scene, tuple(bands))
     return JobPlan(spec, scene, grid, tiles, infos, tuple(bands))
 
 
