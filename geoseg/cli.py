@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -170,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:  # the environment, not geoseg: disk full, permissions, a file vanished
         if args.verbose:
             raise
-        print(f"geoseg: error: {err} (run with -v for details)", file=sys.stderr)
+        hint = "; free space there and rerun with --resume --overwrite" if err.errno == errno.ENOSPC else ""
+        print(f"geoseg: error: {err}{hint} (run with -v for details)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("geoseg: interrupted; rerun with --resume to keep finished tiles", file=sys.stderr)

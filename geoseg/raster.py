@@ -20,8 +20,8 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Geod
 from rasterio.crs import CRS
-from rasterio.errors import CRSError
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import CRSError
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -358,20 +358,27 @@ def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024
     return {name: np.percentile(pixels[i][valid], np.arange(101)) for i, name in enumerate(bands)}
 
 
-def check_valid_pixels(scene: Scene, bands: tuple[str, ...], max_size: int = 1024, block: int = 2048) -> None:
+def check_valid_pixels(scene: Scene, bands: tuple[str, ...], max_size: int = 1024, block: int = 512) -> None:
     """Fail with one line when no pixel of the scene/AOI is valid in every band (nodata, NaN and inf are invalid).
 
     A decimated overview answers at once for any real scene; only when it finds nothing is the scene scanned at
     full resolution (a few valid pixels must not be missed), and then each band is checked to name the empty one.
+    Unreadable blocks are skipped here: they fail their own tiles, which the run reports.
     """
     factor = max(1.0, max(scene.width, scene.height) / max_size)
     shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
-    if read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)[1].any():
+    try:
+        if read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)[1].any():
+            return
+    except InputError:
+        pass  # a corrupt block somewhere: look block by block
+    found, error = _any_valid(scene, bands, block)
+    if found:
         return
-    if _any_valid(scene, bands, block):
-        return
+    if error is not None:
+        raise error
     for name in bands:
-        if not _any_valid(scene, (name,), block):
+        if not _any_valid(scene, (name,), block)[0]:
             band = scene.band(name)
             raise InputError(
                 f"band {name!r} ({', '.join(band.paths)}) holds no valid pixel in the scene/AOI (all nodata, NaN "
@@ -383,11 +390,15 @@ def check_valid_pixels(scene: Scene, bands: tuple[str, ...], max_size: int = 102
     )
 
 
-def _any_valid(scene: Scene, bands: tuple[str, ...], block: int) -> bool:
-    """True as soon as one full-resolution block holds a pixel valid in every band."""
+def _any_valid(scene: Scene, bands: tuple[str, ...], block: int) -> tuple[bool, InputError | None]:
+    """Whether a full-resolution block holds a pixel valid in every band, and the first read error met."""
+    error = None
     for row in range(0, scene.height, block):
         for col in range(0, scene.width, block):
             win = Window(col, row, min(block, scene.width - col), min(block, scene.height - row))
-            if read_window(scene, win, bands)[1].any():
-                return True
-    return False
+            try:
+                if read_window(scene, win, bands)[1].any():
+                    return True, None
+            except InputError as err:
+                error = error or err
+    return False, error

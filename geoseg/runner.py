@@ -138,18 +138,24 @@ def run_job(
     plan = plan_job(spec)
     check_outputs(plan, overwrite)
     preflight(plan)
+    fresh_work_dir = not plan.work_dir.exists()
     workdir.prepare(plan.work_dir, spec, resume)
     stitchers = {m.name: LayerStitcher(plan.grid, m.merge_min_agreement) for m in plan.models}
     status: dict[str, TileStatus] = {t.id: TileStatus() for t in plan.tiles}
     todo = _resume(plan, stitchers, status) if resume else list(plan.tiles)
     resumed = len(plan.tiles) - len(todo)
     device = "cpu"
-    with ray_session(address or spec.compute.address, spec):
-        if todo:
-            device = _stream_tiles(plan, todo, stitchers, status, progress)
-        for info in plan.models:
-            if info.merge != "core":
-                _blend_pass(plan, info, stitchers[info.name], status, progress)
+    try:
+        with ray_session(address or spec.compute.address, spec):
+            if todo:
+                device = _stream_tiles(plan, todo, stitchers, status, progress)
+            for info in plan.models:
+                if info.merge != "core":
+                    _blend_pass(plan, info, stitchers[info.name], status, progress)
+    except GeosegError:
+        if fresh_work_dir:  # failed before any work (Ray, actors): leave nothing behind
+            workdir.discard_if_unused(plan.work_dir)
+        raise
     failed = [tid for tid, s in status.items() if s.status == "failed"]
     meta = {"device": device, "tiles_failed": len(failed), "tiles_resumed": resumed}
     outputs = export(plan, stitchers, status, meta, overwrite)

@@ -46,6 +46,13 @@ def prepare(work_dir: Path, spec: JobSpec, resume: bool) -> None:
     manifest.write_text(json.dumps({"job": spec.name, "fingerprint": fingerprint(spec)}, indent=2))
 
 
+def discard_if_unused(work_dir: Path) -> None:
+    """Remove a work dir that holds no finished tile (a job that failed before any work leaves nothing)."""
+    tiles = work_dir / "tiles"
+    if work_dir.is_dir() and not (tiles.is_dir() and any(tiles.iterdir())):
+        shutil.rmtree(work_dir)
+
+
 def tile_path(work_dir: Path, tile_id: str) -> Path:
     return work_dir / "tiles" / f"{tile_id}.npz"
 
@@ -94,8 +101,11 @@ def _layer_arrays(name: str, layer: LayerTile, core: np.ndarray) -> dict[str, np
 
 def _write_npz(final: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> None:
     tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, doc=np.array(json.dumps(doc)), **arrays)  # type: ignore[arg-type]  # numpy's stub
-    os.replace(tmp, final)
+    try:
+        np.savez_compressed(tmp, doc=np.array(json.dumps(doc)), **arrays)  # type: ignore[arg-type]  # numpy's stub
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a tile behind
 
 
 def save_tile(
@@ -130,8 +140,11 @@ def save_scores(work_dir: Path, layer: str, tile_id: str, scores: np.ndarray) ->
     final = scores_path(work_dir, layer, tile_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, scores.astype(np.float16))
-    os.replace(tmp, final)
+    try:
+        np.save(tmp, scores.astype(np.float16))
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_scores(work_dir: Path, layer: str, tile_id: str) -> np.ndarray | None:

@@ -177,7 +177,7 @@ def test_band_mosaic_with_a_gap(tmp_path):
 def test_bands_that_do_not_overlap(tmp_path):
     write_raster(tmp_path / "a.tif", ramp(4, 4))
     write_raster(tmp_path / "b.tif", ramp(4, 4), utm_transform(10, X0 + 1000))
-    with pytest.raises(InputError, match="'b'.*does not overlap band.*'a'"):
+    with pytest.raises(InputError, match=r"'b'.*does not overlap band.*'a'"):
         _scene({"a": tmp_path / "a.tif", "b": tmp_path / "b.tif"})
 
 
@@ -221,7 +221,7 @@ def test_inputs_crs_chooses_the_target(tmp_path):
     scene = _scene({"utm": tmp_path / "utm.tif"}, crs="EPSG:3035")
     assert scene.crs.to_epsg() == 3035 and 9 < scene.pixel_size[0] < 11
     assert _read_all(scene)[1].mean() > 0.8
-    with pytest.raises(InputError, match="inputs.crs 'EPSG:999999' is not a known CRS"):
+    with pytest.raises(InputError, match=r"inputs\.crs 'EPSG:999999' is not a known CRS"):
         _scene({"utm": tmp_path / "utm.tif"}, crs="EPSG:999999")
 
 
@@ -240,7 +240,7 @@ def test_inputs_without_a_valid_pixel(tmp_path, fill):
     write_raster(tmp_path / "bad.tif", np.full((8, 8), fill, "float32"), nodata=0.0)
     scene = _scene({"ok": tmp_path / "ok.tif", "bad": tmp_path / "bad.tif"})
     check_valid_pixels(scene, ("ok",))
-    with pytest.raises(InputError, match="band 'bad' .* holds no valid pixel"):
+    with pytest.raises(InputError, match=r"band 'bad' .* holds no valid pixel"):
         check_valid_pixels(scene, ("ok", "bad"))
 
 
