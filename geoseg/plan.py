@@ -11,11 +11,11 @@ import geopandas as gpd
 import shapely
 from rasterio.windows import bounds as window_bounds
 
-from geoseg.errors import InputError
+from geoseg.errors import InputError, WeightsError
 from geoseg.models import ModelInfo, model_info
 from geoseg.models.base import SceneInfo
 from geoseg.raster import Scene, check_valid_pixels, open_scene, scene_percentiles
-from geoseg.spec import AoiSpec, JobSpec, SamSpec
+from geoseg.spec import AoiSpec, JobSpec, SamSpec, UNetSpec
 from geoseg.tiling import Tile, TileGrid
 
 
@@ -94,13 +94,32 @@ def scene_info(plan: JobPlan) -> SceneInfo:
     )
 
 
-def preflight(plan: JobPlan) -> None:
-    """Fail fast, before Ray starts, on what would make every tile fail: missing weights, unreadable prompts."""
+def preflight(plan: JobPlan) -> list[Path]:
+    """Fail fast, before Ray starts, on what would make every tile fail (missing weights); returns the job's
+    checkpoint files (what ``--resume`` hashes)."""
+    checkpoints: list[Path] = []
     for spec in plan.spec.models:
         if isinstance(spec, SamSpec):
             from geoseg.models.weights import resolve_checkpoint
 
-            resolve_checkpoint(spec.variant, spec.checkpoint)
+            checkpoints.append(resolve_checkpoint(spec.variant, spec.checkpoint))
+        elif isinstance(spec, UNetSpec):
+            from geoseg.models.unet_meta import sidecar_path
+
+            checkpoints += [Path(spec.checkpoint), sidecar_path(spec.checkpoint)]
+    for path in checkpoints:
+        if not path.is_file():
+            raise WeightsError(f"checkpoint {path} not found: fix `checkpoint:` in the model spec")
+    return checkpoints
+
+
+def input_files(plan: JobPlan) -> list[str]:
+    """Every file the tiles' results depend on: the bands' files, the AOI, the prompt layers."""
+    files = list(dict.fromkeys(p for band in plan.scene.bands for p in band.paths))
+    if plan.spec.aoi is not None and plan.spec.aoi.path:
+        files.append(plan.spec.aoi.path)
+    files += [m.prompts for m in plan.spec.models if isinstance(m, SamSpec) and m.prompts]
+    return files
 
 
 def describe(plan: JobPlan) -> str:

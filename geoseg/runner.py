@@ -26,7 +26,7 @@ from geoseg import workdir
 from geoseg.errors import GeosegError, TileFailedError
 from geoseg.finalize import TILES_LAYER, TileStatus, check_outputs, export
 from geoseg.models import ModelInfo
-from geoseg.plan import JobPlan, plan_job, preflight, scene_info
+from geoseg.plan import JobPlan, input_files, plan_job, preflight, scene_info
 from geoseg.progress import TileProgress
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher
@@ -137,9 +137,9 @@ def run_job(
     start = time.perf_counter()
     plan = plan_job(spec)
     check_outputs(plan, overwrite)
-    preflight(plan)
+    checkpoints = preflight(plan)
     fresh_work_dir = not plan.work_dir.exists()
-    workdir.prepare(plan.work_dir, spec, resume)
+    workdir.prepare(plan.work_dir, spec, resume, input_files(plan), checkpoints)
     stitchers = {m.name: LayerStitcher(plan.grid, m.merge_min_agreement) for m in plan.models}
     status: dict[str, TileStatus] = {t.id: TileStatus() for t in plan.tiles}
     todo = _resume(plan, stitchers, status) if resume else list(plan.tiles)

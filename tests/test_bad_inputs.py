@@ -330,3 +330,16 @@ def test_a_stale_ray_address_file_is_never_joined(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
     assert (tmp_path / "out" / "tiny.gpkg").exists()
+
+
+def test_resume_after_an_input_changed_is_refused(tmp_path, capsys, ray_local):
+    _bands(tmp_path)
+    job = _write_job(tmp_path, _valid_job(tmp_path))
+    code, err = _run_cli(["run", str(job), "--no-progress"], capsys)
+    assert code == 0, err
+    write_raster(tmp_path / "nir.tif", np.full((64, 64), 2500, "uint16"), nodata=0)  # same path, new pixels
+    before = _snapshot(tmp_path)
+    code, err = _run_cli(["run", str(job), "--no-progress", "--resume", "--overwrite"], capsys)
+    assert code == 2
+    _assert_one_line(err, f"input {tmp_path / 'nir.tif'} (mtime_ns, head) changed since; run without --resume")
+    assert _snapshot(tmp_path) == before
