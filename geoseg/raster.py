@@ -363,7 +363,7 @@ def check_valid_pixels(scene: Scene, bands: tuple[str, ...], max_size: int = 102
 
     A decimated overview answers at once for any real scene; only when it finds nothing is the scene scanned at
     full resolution (a few valid pixels must not be missed), and then each band is checked to name the empty one.
-    Unreadable blocks are skipped here: they fail their own tiles, which the run reports.
+    Unreadable blocks are not judged here: they fail their own tiles, which the run reports.
     """
     factor = max(1.0, max(scene.width, scene.height) / max_size)
     shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
@@ -372,11 +372,9 @@ def check_valid_pixels(scene: Scene, bands: tuple[str, ...], max_size: int = 102
             return
     except InputError:
         pass  # a corrupt block somewhere: look block by block
-    found, error = _any_valid(scene, bands, block)
-    if found:
+    found, unreadable = _any_valid(scene, bands, block)
+    if found or unreadable:  # unreadable blocks may hold data: their tiles fail and are reported instead
         return
-    if error is not None:
-        raise error
     for name in bands:
         if not _any_valid(scene, (name,), block)[0]:
             band = scene.band(name)
@@ -390,15 +388,15 @@ def check_valid_pixels(scene: Scene, bands: tuple[str, ...], max_size: int = 102
     )
 
 
-def _any_valid(scene: Scene, bands: tuple[str, ...], block: int) -> tuple[bool, InputError | None]:
-    """Whether a full-resolution block holds a pixel valid in every band, and the first read error met."""
-    error = None
+def _any_valid(scene: Scene, bands: tuple[str, ...], block: int) -> tuple[bool, bool]:
+    """Whether a full-resolution block holds a pixel valid in every band, and whether a block could not be read."""
+    unreadable = False
     for row in range(0, scene.height, block):
         for col in range(0, scene.width, block):
             win = Window(col, row, min(block, scene.width - col), min(block, scene.height - row))
             try:
                 if read_window(scene, win, bands)[1].any():
-                    return True, None
-            except InputError as err:
-                error = error or err
-    return False, error
+                    return True, unreadable
+            except InputError:
+                unreadable = True
+    return False, unreadable
