@@ -10,7 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
+import numpy as np
 import psutil
+import rasterio
 
 
 def descendants(cmdline_part: str, root: int | None = None) -> list[psutil.Process]:
@@ -66,3 +69,23 @@ def fail_once(func: Callable[..., Any], marker_dir: str, tile_ids: set[str]) -> 
         return func(tile, *args, **kwargs)
 
     return flaky
+
+
+def assert_same_outputs(got: Path, expected: Path, layer: str = "fields", tiles: int = 64) -> None:
+    """A job's instance layer (geometries and attributes), its id raster and its tile index match a reference
+    run: nothing lost, nothing twice."""
+    a = gpd.read_file(got, layer=layer).sort_values("id").reset_index(drop=True)
+    b = gpd.read_file(expected, layer=layer).sort_values("id").reset_index(drop=True)
+    assert len(a) == len(b) > 0
+    assert a["id"].is_unique
+    assert a.geometry.geom_equals(b.geometry).all()
+    columns = [c for c in b.columns if c != "geometry"]
+    assert a[columns].equals(b[columns])
+    with (
+        rasterio.open(got.with_name(f"{got.stem}_{layer}.tif")) as x,
+        rasterio.open(expected.with_name(f"{expected.stem}_{layer}.tif")) as y,
+    ):
+        np.testing.assert_array_equal(x.read(1), y.read(1))
+    index = gpd.read_file(got, layer="tiles")
+    assert index["tile_id"].is_unique and len(index) == tiles
+    assert index["status"].isin(["done", "resumed"]).all()
