@@ -29,9 +29,7 @@ from geoseg.export import (
     write_vector_formats,
 )
 from geoseg.models import ModelInfo
-from geoseg.models.catalog import HEALTH_CLASSES
 from geoseg.plan import JobPlan
-from geoseg.spec import CropHealthSpec
 from geoseg.stitch import LayerStitcher, StitchedObject
 from geoseg.styles import categorized_qml, outline_qml
 from geoseg.vectorize import Cleaning, objects_frame
@@ -93,10 +91,6 @@ def check_outputs(plan: JobPlan, overwrite: bool) -> None:
             raise OutputError(f"output folder {folder} is not writable; change output.path")
 
 
-def _stats_classes(plan: JobPlan) -> tuple:
-    return HEALTH_CLASSES if any(isinstance(m, CropHealthSpec) for m in plan.spec.models) else ()
-
-
 def build_layers(
     plan: JobPlan, stitchers: dict[str, LayerStitcher]
 ) -> tuple[dict[str, gpd.GeoDataFrame], dict[str, list[StitchedObject]]]:
@@ -113,7 +107,7 @@ def build_layers(
             crs,
             cleaning,
             classes=info.classes,
-            stats_classes=_stats_classes(plan),
+            stats_classes=plan.stats.classes if plan.stats else (),
             instance=info.kind == "instance",
         )
     return layers, objects

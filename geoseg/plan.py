@@ -11,11 +11,13 @@ import geopandas as gpd
 import shapely
 from rasterio.windows import bounds as window_bounds
 
-from geoseg.errors import InputError, WeightsError
-from geoseg.models import ModelInfo, model_info
+from geoseg.errors import InputError, SpecError, WeightsError
+from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
+from geoseg.models.table import preflight as models_preflight
+from geoseg.models.table import stats_role, stretch_bands
 from geoseg.raster import Scene, check_valid_pixels, open_scene, scene_percentiles
-from geoseg.spec import AoiSpec, JobSpec, SamSpec, UNetSpec
+from geoseg.spec import AoiSpec, JobSpec, SamSpec, UNetSpec, halo_problem
 from geoseg.tiling import Tile, TileGrid
 
 
@@ -31,6 +33,10 @@ class JobPlan:
     models: tuple[ModelInfo, ...]
     bands: tuple[str, ...]
     """Bands read per tile: the union of what the models need, in first-use order."""
+    scene_info: SceneInfo
+    """What the models may know of the whole scene (with scene-wide percentiles for the bands some stretch)."""
+    stats: StatsRole | None
+    """The model whose outputs give the other layers per-object statistics, if any."""
 
     @property
     def work_dir(self) -> Path:
@@ -57,13 +63,32 @@ def load_aoi(aoi: AoiSpec) -> tuple[shapely.Geometry, str]:
     return shapely.union_all(frame.geometry.values), frame.crs.to_wkt()
 
 
-def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
-    """Open the scene, lay the grid, pick the tiles, collect model needs."""
+def open_job_scene(spec: JobSpec) -> Scene:
+    """The job's scene: its inputs on one grid, masked to its AOI if it has one."""
     aoi, aoi_crs = load_aoi(spec.aoi) if spec.aoi else (None, None)
-    scene = open_scene(spec.inputs, aoi, aoi_crs)
+    return open_scene(spec.inputs, aoi, aoi_crs)
+
+
+def model_infos(spec: JobSpec) -> tuple[ModelInfo, ...]:
+    """The models' infos, checked against the spec: known variants, readable sidecars, a halo that covers them."""
+    infos = tuple(model_info(m) for m in spec.models)
+    for info in infos:
+        problem = halo_problem(spec.tiling.halo, info.name, info.receptive_field)
+        if problem:
+            raise SpecError(problem)
+    return infos
+
+
+def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
+    """Open the scene, lay the grid, pick the tiles, collect model needs.
+
+    Args:
+        with_stats: compute the scene-wide percentiles some models need (a decimated read of the scene).
+    """
+    infos = model_infos(spec)
+    scene = open_job_scene(spec)
     grid = TileGrid(scene.width, scene.height, spec.tiling.tile_size, spec.tiling.halo)
     tiles = tuple(_tiles_in_aoi(grid, scene))
-    infos = tuple(model_info(m) for m in spec.models)
     bands: list[str] = []
     for info in infos:
         for band in info.bands:
@@ -71,7 +96,15 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
             if band not in bands:
                 bands.append(band)
     check_valid_pixels(scene, tuple(bands))
-    return JobPlan(spec, scene, grid, tiles, infos, tuple(bands))
+    stretch = stretch_bands(spec.models) if with_stats else ()
+    scene_info = SceneInfo(
+        band_names=tuple(bands),
+        crs_wkt=scene.crs_wkt,
+        pixel_size=scene.pixel_size,
+        pixel_area_m2=scene.pixel_area_m2,
+        percentiles=scene_percentiles(scene, stretch) if stretch else {},
+    )
+    return JobPlan(spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models))
 
 
 def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
@@ -82,24 +115,13 @@ def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
     return [t for t in grid if prepared.intersects(shapely.box(*window_bounds(t.core, scene.transform)))]
 
 
-def scene_info(plan: JobPlan) -> SceneInfo:
-    """What models may know of the scene; percentiles only for bands that a SAM model stretches."""
-    stretch = tuple(dict.fromkeys(b for m in plan.spec.models if isinstance(m, SamSpec) for b in m.rgb))
-    return SceneInfo(
-        band_names=plan.bands,
-        crs_wkt=plan.scene.crs_wkt,
-        pixel_size=plan.scene.pixel_size,
-        pixel_area_m2=plan.scene.pixel_area_m2,
-        percentiles=scene_percentiles(plan.scene, stretch) if stretch else {},
-    )
-
-
 def preflight(plan: JobPlan) -> list[Path]:
     """Fail fast, before Ray starts, on what would make every tile fail (missing weights); returns the job's
-    checkpoint files (what ``--resume`` hashes)."""
+    checkpoint files (what ``--resume`` hashes): each model's weights and, for a U-Net, its sidecar."""
+    models_preflight(plan.spec.models)
     checkpoints: list[Path] = []
     for spec in plan.spec.models:
-        if isinstance(spec, SamSpec):
+        if isinstance(spec, SamSpec):  # without a path: the verified cached download
             from geoseg.models.weights import resolve_checkpoint
 
             checkpoints.append(resolve_checkpoint(spec.variant, spec.checkpoint))

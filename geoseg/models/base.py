@@ -30,6 +30,35 @@ class ClassInfo:
 
 
 @dataclass(frozen=True)
+class StatsRole:
+    """A model whose output gives per-object statistics to the job's other layers (crop health does)."""
+
+    model: str
+    """The model's name (its outputs are the source)."""
+    classes: tuple[ClassInfo, ...]
+    """Its classes: each object of another layer gets ``share_<class>``."""
+    hist_layers: tuple[str, ...] = ()
+    """Per-pixel layers whose medians are kept (as histograms); the others get means only."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver needs to know of a model without building it (no weights loaded, no torch)."""
+
+    name: str
+    kind: Literal["semantic", "instance"]
+    bands: tuple[str, ...]
+    classes: tuple[ClassInfo, ...] = ()
+    merge_min_agreement: float = 0.0
+    prompts: str | None = None
+    prompts_layer: str | None = None
+    merge: str = "core"
+    """How overlapping tiles combine for a semantic model: ``core``, or a blend from :mod:`geoseg.blend`."""
+    receptive_field: int = 0
+    """Halo (px) the model needs so that a tile's core does not depend on the tile size."""
+
+
+@dataclass(frozen=True)
 class SceneInfo:
     """What a model may know about the whole scene; computed once by the driver."""
 
