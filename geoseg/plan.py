@@ -16,9 +16,10 @@ from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
 from geoseg.models.table import preflight as models_preflight
 from geoseg.models.table import stats_role, stretch_bands
-from geoseg.raster import Scene, check_valid_pixels, open_scene, scene_percentiles
+from geoseg.raster import Scene, open_scene, scene_percentiles
 from geoseg.spec import AoiSpec, JobSpec, SamSpec, UNetSpec, halo_problem
 from geoseg.tiling import Tile, TileGrid
+from geoseg.validity import check_valid_pixels
 
 
 @dataclass(frozen=True)
