@@ -4,13 +4,14 @@
     python benchmarks/bench_soak.py --side 1024 --kill-every 2 --json /tmp/soak.json      # quick check
 
 A synthetic field scene (``geoseg.testutils.scenes.write_field_scene``) is written once into ``--workdir``. One
-embedded Ray (``--cpus``) serves two runs of the same ``field_regions`` job, one model actor:
+embedded Ray (``--cpus``, logical) serves two runs of the same ``field_regions`` job on ``--actors`` model actors:
 
 1. **clean**: no faults; the reference and the baseline time;
-2. **faulted**: a thread SIGKILLs the ``ray::ModelRunner`` process every ``--kill-every`` seconds (only this
-   process's own descendants). Ray restarts the actor (models reload), reruns the batch it held, and the driver
-   retries what still fails (``compute.max_retries``, raised here so that a tile unlucky enough to be hit several
-   times is not given up).
+2. **faulted**: every ``--kill-every`` seconds a thread SIGKILLs one working ``ray::ModelRunner`` process: the
+   oldest one not still loading its models (on a loaded machine a restart can take longer than the interval, and
+   killing actors before they ever work would only measure a crash loop), and only this process's descendants.
+   Ray restarts the actor (models reload) and reruns the batch it held; the driver retries what still fails
+   (``compute.max_retries``, raised here so that a tile hit several times is not given up).
 
 Printed (and in ``--json``):
 
@@ -48,7 +49,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--side", type=int, default=2880, help="scene side in pixels (2880 / 64 = 45^2 tiles)")
     parser.add_argument("--tile-size", type=int, default=64)
     parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between actor kills")
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs of the embedded Ray")
+    parser.add_argument("--cpus", type=int, default=4, help="logical CPUs of the embedded Ray")
+    parser.add_argument("--actors", type=int, default=2, help="model actors; one (the oldest) is killed each time")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-soak"))
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -56,13 +58,15 @@ def _parse() -> argparse.Namespace:
 
 
 def _run(scene: FieldScene, out: Path, args: argparse.Namespace, kill_every: float | None) -> dict[str, Any]:
-    raw = field_job(scene, out, tile_size=args.tile_size, batch_size=args.batch_size, max_retries=10)
+    raw = field_job(
+        scene, out, tile_size=args.tile_size, batch_size=args.batch_size, actors=args.actors, max_retries=10
+    )
     kills: list[int] = []
     stop = threading.Event()
 
     def killer() -> None:
         while kill_every and not stop.wait(kill_every):
-            kills.extend(kill_model_actors())
+            kills.extend(kill_model_actors(limit=1, working_only=True))
 
     thread = threading.Thread(target=killer, daemon=True)
     start = time.perf_counter()
