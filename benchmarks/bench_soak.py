@@ -3,8 +3,8 @@
     python benchmarks/bench_soak.py                       # 2,025 tiles (2,880^2 px, 64 px tiles), a kill every 3 s
     python benchmarks/bench_soak.py --side 1024 --kill-every 2 --json /tmp/soak.json      # quick check
 
-A synthetic field scene (``geoseg.testutils.scenes.write_field_scene``) is written once into ``--workdir``. One
-embedded Ray (``--cpus``, logical) serves two runs of the same ``field_regions`` job on ``--actors`` model actors:
+A synthetic field scene (``geoseg.testutils.scenes.write_field_scene``) is written once into ``--workdir``. After an
+untimed warm-up run on a small scene, one embedded Ray (``--cpus``, logical) serves two runs of the same ``field_regions`` job on ``--actors`` model actors:
 
 1. **clean**: no faults; the reference and the baseline time;
 2. **faulted**: every ``--kill-every`` seconds a thread SIGKILLs one working ``ray::ModelRunner`` process: the
@@ -112,7 +112,8 @@ def main() -> None:
     scene_dir = args.workdir / f"scene_{args.side}"
     scene = write_field_scene(scene_dir, args.side, args.side, cell=150, seed=11)
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-    try:
+    try:  # warm-up (not timed): Ray's pool of task workers starts here, not in the clean run
+        _run(write_field_scene(args.workdir / "warmup", 256, 256, cell=150), args.workdir / "warmup.gpkg", args, None)
         clean = _run(scene, args.workdir / "clean.gpkg", args, None)
         faulted = _run(scene, args.workdir / "faulted.gpkg", args, args.kill_every)
     finally:
