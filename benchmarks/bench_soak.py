@@ -3,8 +3,9 @@
     python benchmarks/bench_soak.py                       # 2,025 tiles (2,880^2 px, 64 px tiles), a kill every 3 s
     python benchmarks/bench_soak.py --side 1024 --kill-every 2 --json /tmp/soak.json      # quick check
 
-A synthetic field scene (``geoseg.testutils.scenes.write_field_scene``) is written once into ``--workdir``. After an
-untimed warm-up run on a small scene, one embedded Ray (``--cpus``, logical) serves two runs of the same ``field_regions`` job on ``--actors`` model actors:
+A synthetic field scene (``geoseg.testutils.scenes.write_field_scene``) is written once into ``--workdir``. After
+an untimed warm-up run on a small scene, one embedded Ray (``--cpus``, logical) serves two runs of the same
+``field_regions`` job on ``--actors`` model actors:
 
 1. **clean**: no faults; the reference and the baseline time;
 2. **faulted**: every ``--kill-every`` seconds a thread SIGKILLs one working ``ray::ModelRunner`` process: the
