@@ -11,6 +11,7 @@ import shapely
 from rasterio.windows import bounds as window_bounds
 
 from geoseg.errors import InputError, SpecError
+from geoseg.export import vector_format_path
 from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
 from geoseg.models.table import preflight as models_preflight
@@ -18,6 +19,37 @@ from geoseg.models.table import stats_role, stretch_bands
 from geoseg.raster import Scene, open_scene, scene_percentiles
 from geoseg.spec import AoiSpec, JobSpec, halo_problem
 from geoseg.tiling import Tile, TileGrid
+
+TILES_LAYER = "tiles"
+"""The tile index layer (beside one layer per model)."""
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where a job writes: every path, decided once by the plan."""
+
+    geopackage: Path
+    masks: dict[str, Path]
+    """Model name -> its mask COG (empty when ``output.masks`` is off)."""
+    vectors: tuple[Path, ...]
+    """Extra vector formats (GeoParquet, FlatGeobuf), one file per layer and format."""
+    work_dir: Path
+    """Per-tile results (``--resume``): ``output.work_dir``, default ``<output>.work/`` beside the GeoPackage."""
+
+    def files(self) -> list[Path]:
+        """Every file the job will write (not the work dir)."""
+        return [self.geopackage, *self.masks.values(), *self.vectors]
+
+
+def output_paths(spec: JobSpec) -> OutputPaths:
+    """The paths a spec's job writes."""
+    out = Path(spec.output.path)
+    names = [m.name for m in spec.models]
+    masks = {name: out.with_name(f"{out.stem}_{name}.tif") for name in names} if spec.output.masks else {}
+    layers = [*names, TILES_LAYER]
+    vectors = tuple(vector_format_path(out, name, fmt) for fmt in spec.output.formats for name in layers)
+    work_dir = Path(spec.output.work_dir) if spec.output.work_dir else out.with_suffix(".work")
+    return OutputPaths(out, masks, vectors, work_dir)
 
 
 @dataclass(frozen=True)
@@ -36,11 +68,7 @@ class JobPlan:
     """What the models may know of the whole scene (with scene-wide percentiles for the bands some stretch)."""
     stats: StatsRole | None
     """The model whose outputs give the other layers per-object statistics, if any."""
-
-    @property
-    def work_dir(self) -> Path:
-        out = Path(self.spec.output.path)
-        return Path(self.spec.output.work_dir) if self.spec.output.work_dir else out.with_suffix(".work")
+    outputs: OutputPaths
 
     def band_indices(self, info: ModelInfo) -> list[int]:
         return [self.bands.index(b) for b in info.bands]
@@ -102,7 +130,9 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
         pixel_area_m2=scene.pixel_area_m2,
         percentiles=scene_percentiles(scene, stretch) if stretch else {},
     )
-    return JobPlan(spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models))
+    return JobPlan(
+        spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models), output_paths(spec)
+    )
 
 
 def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:

@@ -311,11 +311,22 @@ def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.nd
     return ((rows >= 0) & (rows < scene.height))[:, None] & ((cols >= 0) & (cols < scene.width))[None, :]
 
 
-def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
-    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+def overview_shape(scene: Scene, max_size: int = 1024) -> tuple[int, int]:
+    """(rows, cols) of a decimated whole-scene read of at most ``max_size`` px a side."""
     factor = max(1.0, max(scene.width, scene.height) / max_size)
-    shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
-    pixels, valid = read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)
+    return max(1, round(scene.height / factor)), max(1, round(scene.width / factor))
+
+
+def read_overview(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """A decimated read of the whole scene: (pixels, valid); InputError when no pixel is valid."""
+    window = Window(0, 0, scene.width, scene.height)
+    pixels, valid = read_window(scene, window, bands, out_shape=overview_shape(scene, max_size))
     if not valid.any():
         raise InputError("the inputs hold no valid pixels inside the scene/AOI: check nodata and the AOI")
+    return pixels, valid
+
+
+def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+    pixels, valid = read_overview(scene, bands, max_size)
     return {name: np.percentile(pixels[i][valid], np.arange(101)) for i, name in enumerate(bands)}

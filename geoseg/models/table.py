@@ -30,8 +30,9 @@ from typing import Any
 
 from geoseg.models.base import Model, ModelInfo, SceneInfo, StatsRole
 from geoseg.models.catalog import HEALTH_CLASSES, bands_for
+from geoseg.models.checkpoints import resolve_checkpoint
+from geoseg.models.sam_variants import variant_config
 from geoseg.models.unet_meta import read_unet_metadata, unet_classes
-from geoseg.models.weights import resolve_checkpoint, variant_config
 from geoseg.spec import CropHealthSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
 
 
@@ -89,10 +90,10 @@ def _unet_info(spec: UNetSpec) -> ModelInfo:
     return ModelInfo(
         spec.name,
         "semantic",
-        tuple(meta["bands"]),
+        tuple(meta.bands),
         unet_classes(meta),
         merge=spec.merge,
-        receptive_field=int(meta["receptive_field"]),
+        receptive_field=meta.receptive_field,
     )
 
 
