@@ -242,6 +242,9 @@ class ComputeSpec(StrictModel):
     batch_size: int = Field(4, ge=1, description="Tiles per model call.")
     max_in_flight: int | None = Field(None, ge=1, description="Tiles in flight; default: 2 batches per actor.")
     max_retries: int = Field(2, ge=0, description="Retries of a failing tile before it is reported failed.")
+    max_failed_tiles: int | None = Field(
+        None, ge=0, description="Stop the job (exit code 3) once more tiles than this failed; default: never."
+    )
     object_store_mb: int = Field(512, ge=64)
 
     @property
