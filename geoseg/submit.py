@@ -76,11 +76,13 @@ def _head(address: str | None) -> Iterator[Any]:
     url = resolve_address(address)
     try:
         client = JobSubmissionClient(url)
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except ConnectionError:
         raise ClusterError(
-            f"no Ray head at {url}: {_one_line(err)} (is the cluster up and its dashboard "
-            "port 8265 reachable, e.g. through `kubectl port-forward`?)"
+            f"no Ray head answers at {url}: is the cluster up, and its dashboard port (8265) reachable from here "
+            "(e.g. through `kubectl port-forward`)?"
         ) from None
+    except (RuntimeError, ValueError) as err:  # e.g. authentication refused, not a Ray dashboard
+        raise ClusterError(f"Ray head at {url}: {_one_line(err)}") from None
     try:
         yield client
     except (ConnectionError, RuntimeError) as err:
