@@ -1,4 +1,4 @@
-"""Ray orchestration (with :mod:`geoseg.placement`, the only modules that run ``ray``).
+"""Ray orchestration: the tile pipeline on Ray (model actors are placed by :mod:`geoseg.placement`).
 
 Tiles stream through three stages with a bounded number in flight:
 

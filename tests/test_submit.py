@@ -14,6 +14,7 @@ import yaml
 from geoseg.cli import main
 from geoseg.errors import SpecError
 from geoseg.progress import ProgressReport, TileProgress, last_progress
+from geoseg.spec import load_spec
 from geoseg.submit import check_cluster_spec
 from geoseg.testutils.ray_cluster import free_port
 
@@ -83,3 +84,14 @@ def test_progress_lines_are_what_status_reads(capsys):
     assert out.splitlines()[0] == "geoseg-progress stage=tiles done=0 failed=0 total=3"
     assert last_progress("noise\n" + out + "INFO wrote x\n") == ProgressReport("tiles", 3, 1, 3)
     assert last_progress("no progress yet\n") is None
+
+
+def test_the_infra_sample_is_the_sample_job_on_cluster_paths():
+    infra = REPO / "infra" / "sample_fields_cluster.yaml"
+    check_cluster_spec(infra)
+    cluster, local = load_spec(infra), load_spec(REPO / "jobs" / "sample_fields.yaml")
+    assert (cluster.models, cluster.tiling) == (local.models, local.tiling)
+    assert cluster.inputs.bands and local.inputs.bands
+    names = {k: Path(str(b.path)).name for k, b in cluster.inputs.bands.items()}
+    assert names == {k: Path(str(b.path)).name for k, b in local.inputs.bands.items()}
+    assert cluster.compute.device == "gpu"
