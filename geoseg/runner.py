@@ -1,4 +1,4 @@
-"""Ray orchestration: the only module that imports ``ray``.
+"""Ray orchestration: the tile pipeline on Ray (model actors are placed by :mod:`geoseg.placement`).
 
 Tiles stream through three stages with a bounded number in flight:
 
@@ -28,8 +28,9 @@ from geoseg import workdir
 from geoseg.errors import GeosegError, TileFailedError, TooManyFailedTilesError, raise_job_terminated
 from geoseg.finalize import TILES_LAYER, TileStatus, check_outputs, export
 from geoseg.models import ModelInfo
+from geoseg.placement import place_actors
 from geoseg.plan import JobPlan, input_files, plan_job, preflight
-from geoseg.progress import TileProgress
+from geoseg.progress import ProgressMode, TileProgress
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher
 from geoseg.tilework import ModelRunner, TileRecord, blend_tile, finish_tile, read_tile
@@ -101,28 +102,12 @@ def _remote_functions() -> tuple[Any, Any, Any]:
 
 
 def _start_actors(plan: JobPlan, actor_cls: Any) -> list[Any]:
-    """Start the model actors: GPU actors hold their GPU share only; CPU actors hold one CPU each and must leave
-    at least one CPU for the read and finish tasks."""
+    """Start the model actors where ``compute.device`` puts them (:mod:`geoseg.placement`)."""
     import ray
 
-    compute = plan.spec.compute
-    resources = ray.cluster_resources()
-    gpus = compute.gpus_per_actor if resources.get("GPU", 0) >= compute.gpus_per_actor > 0 else 0
-    if compute.gpus_per_actor > 0 and not gpus:
-        log.warning(
-            "asked for %s GPU(s) per actor, the cluster has %s: CPU actors",
-            compute.gpus_per_actor,
-            resources.get("GPU", 0),
-        )
-    cpus = resources.get("CPU", 0)
-    if not gpus and compute.actors >= cpus:
-        raise GeosegError(
-            f"compute.actors={compute.actors} CPU model actors leave no CPU for reading tiles on this "
-            f"{cpus:g}-CPU Ray: set compute.actors below {cpus:g} (or give actors GPUs)"
-        )
-    options = {"num_gpus": gpus, "num_cpus": 0 if gpus else 1}
-    args = (list(plan.spec.models), list(plan.models), plan.scene_info, plan.bands, "cuda" if gpus else "cpu")
-    actors = [actor_cls.options(**options).remote(*args) for _ in range(compute.actors)]
+    placement = place_actors(plan.spec.compute)
+    args = (list(plan.spec.models), list(plan.models), plan.scene_info, plan.bands, placement.device)
+    actors = [actor_cls.options(**placement.options(i)).remote(*args) for i in range(plan.spec.compute.actors)]
     try:
         ray.get([actor.device_name.remote() for actor in actors])  # models load once per actor, here
     except ray.exceptions.RayError as err:
@@ -137,7 +122,7 @@ def run_job(
     overwrite: bool = False,
     resume: bool = False,
     address: str | None = None,
-    progress: bool = True,
+    progress: bool | ProgressMode = True,
 ) -> RunResult:
     """Run a job end to end: plan, tiles on Ray, stitch, export.
 
@@ -233,7 +218,7 @@ def _stream_tiles(
     todo: list[Tile],
     stitchers: dict[str, LayerStitcher],
     status: dict[str, TileStatus],
-    show_progress: bool,
+    show_progress: bool | ProgressMode,
 ) -> str:
     """Push tiles through read -> model -> finish with at most ``max_in_flight`` tiles between stages."""
     import ray
@@ -261,7 +246,11 @@ def _stream_tiles(
 
 
 def _blend_pass(
-    plan: JobPlan, info: ModelInfo, stitcher: LayerStitcher, status: dict[str, TileStatus], show_progress: bool
+    plan: JobPlan,
+    info: ModelInfo,
+    stitcher: LayerStitcher,
+    status: dict[str, TileStatus],
+    show_progress: bool | ProgressMode,
 ) -> None:
     """Second pass for a blended layer: each finished tile blends its neighbours' saved scores, bounded in flight;
     a failing tile is retried like in the model pass."""

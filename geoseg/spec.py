@@ -7,6 +7,7 @@ against the spec's folder. Unknown keys are errors everywhere (``extra="forbid"`
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -239,6 +240,12 @@ class ComputeSpec(StrictModel):
     num_cpus: int | None = Field(None, ge=1, description="CPUs for the embedded Ray; default: all.")
     actors: int = Field(1, ge=1, description="Model actors (each loads the models once).")
     gpus_per_actor: float = Field(0.0, ge=0, description="0 = CPU; fractions share a GPU between actors.")
+    device: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
+        description="auto: GPU actors if the cluster has GPUs when the job starts, else CPU; gpu: request "
+        "gpus_per_actor and wait for them (autoscaling) up to gpu_wait_s, never fall back; cpu: CPU actors.",
+    )
+    gpu_wait_s: float = Field(600.0, gt=0, description="With device gpu: how long to wait for the GPUs.")
     batch_size: int = Field(4, ge=1, description="Tiles per model call.")
     max_in_flight: int | None = Field(None, ge=1, description="Tiles in flight; default: 2 batches per actor.")
     max_retries: int = Field(2, ge=0, description="Retries of a failing tile before it is reported failed.")
@@ -246,6 +253,12 @@ class ComputeSpec(StrictModel):
         None, ge=0, description="Stop the job (exit code 3) once more tiles than this failed; default: never."
     )
     object_store_mb: int = Field(512, ge=64)
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> ComputeSpec:
+        if self.device == "gpu" and self.gpus_per_actor == 0:
+            raise ValueError("compute.device 'gpu' needs compute.gpus_per_actor > 0 (e.g. 1, or 0.5 to share)")
+        return self
 
     @property
     def in_flight(self) -> int:
@@ -343,18 +356,50 @@ def parse_spec(raw: Any, base: Path = Path("."), source: str = "spec") -> JobSpe
         raise SpecError(_format_validation_error(err, source)) from None
 
 
-def load_spec(path: str | Path) -> JobSpec:
-    """Read and validate a YAML job spec (``yaml.safe_load``: a spec never executes code)."""
+def read_spec_yaml(path: str | Path) -> Any:
+    """The parsed YAML of a spec file, not yet validated (``yaml.safe_load``: a spec never executes code)."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise SpecError(f"cannot read job spec {path}: {err.strerror or err}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
-    return parse_spec(raw, path.parent, str(path))
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read and validate a YAML job spec."""
+    path = Path(path)
+    return parse_spec(read_spec_yaml(path), path.parent, str(path))
+
+
+_RELATIVE_MARKER = "/geoseg-relative-base/"
+_RELATIVE_BASE = Path(_RELATIVE_MARKER).joinpath(*["d"] * 64)  # deep enough for any "../"
+
+
+def relative_paths(raw: Any, source: str = "spec") -> list[tuple[str, str]]:
+    """Validate a raw spec and list its relative paths as (key, path) pairs, e.g. ("inputs.bands.red.path", ...).
+
+    Found by resolving the spec against a marker folder: whatever lands under it was relative, so every path key
+    the spec knows is covered. URIs and ``/vsi...`` paths are not relative.
+    """
+    spec = parse_spec(copy.deepcopy(raw), _RELATIVE_BASE, source)
+    found: list[tuple[str, str]] = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, f"{key}.{name}" if key else str(name))
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{key}.{i}")
+        elif isinstance(value, str) and value.startswith(_RELATIVE_MARKER):
+            found.append((key, os.path.relpath(value, _RELATIVE_BASE)))
+
+    walk(spec.model_dump(), "")
+    return found
 
 
 def expand_paths(path: str | list[str]) -> list[str]:
