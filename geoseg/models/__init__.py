@@ -7,7 +7,7 @@ from typing import Literal
 
 from geoseg.models.base import ClassInfo, Model, SceneInfo
 from geoseg.models.catalog import HEALTH_CLASSES, bands_for
-from geoseg.spec import CropHealthSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
+from geoseg.spec import CropHealthSpec, FieldDelineatorSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
 
 
 def build_model(spec: ModelSpec, scene: SceneInfo, device: str = "cpu") -> Model:
@@ -20,6 +20,10 @@ def build_model(spec: ModelSpec, scene: SceneInfo, device: str = "cpu") -> Model
         from geoseg.models.field_regions import build_field_regions
 
         return build_field_regions(spec, scene, device)
+    if isinstance(spec, FieldDelineatorSpec):
+        from geoseg.models.field_delineator import build_field_delineator
+
+        return build_field_delineator(spec, scene, device)
     if isinstance(spec, SamSpec):
         from geoseg.models.sam import build_sam
 
@@ -59,6 +63,8 @@ def model_info(spec: ModelSpec) -> ModelInfo:
         return ModelInfo(spec.name, "semantic", bands_for(spec.all_indices), HEALTH_CLASSES)
     if isinstance(spec, FieldRegionsSpec):
         return ModelInfo(spec.name, "instance", bands_for([spec.index]))
+    if isinstance(spec, FieldDelineatorSpec):
+        return ModelInfo(spec.name, "instance", spec.bands, (), spec.merge_min_agreement)
     if isinstance(spec, UNetSpec):
         from geoseg.models.unet_meta import read_unet_metadata, unet_classes  # torch-free
 
