@@ -162,7 +162,9 @@ class FieldDelineatorSpec(StrictModel):
     water_ndwi: float = Field(0.0, description="Pixels with NDWI (green - NIR) above this are water.")
     bare_ndvi_min: float = Field(0.08, description="Pixels with NDVI below this are sand, roofs, roads or water.")
     swir_min: float = Field(0.15, description="Pixels darker in SWIR are woods, marsh or water (with use_swir).")
-    visible_min: float = Field(0.08, description="Pixels with mean(green, red) below this are woods, marsh, water.")
+    visible_min: float = Field(
+        0.068, description="Without SWIR: pixels with mean(green, red) below this are woods, marsh or water."
+    )
     texture_max: float = Field(0.03, gt=0, description="Pixels with a NIR std (5 x 5) above this are woods, town.")
     region_texture_max: float = Field(0.02, gt=0, description="Regions with a mean NIR std above this are dropped.")
     merge_min_agreement: float = Field(

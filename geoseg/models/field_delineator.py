@@ -9,8 +9,8 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
 
    - NDWI = (green - NIR) / (green + NIR) <= ``water_ndwi`` — not water;
    - NDVI >= ``bare_ndvi_min`` — not sand, beach, roofs, tarmac (bare soil has NDVI 0.1-0.3, sand and roofs < 0.08);
-   - SWIR >= ``swir_min`` (with ``use_swir``) and mean(green, red) >= ``visible_min`` — not woods, marsh or
-     water: crops and soil are bright in SWIR and the visible, woods and wet land are dark;
+   - SWIR >= ``swir_min`` (with ``use_swir``; without SWIR: mean(green, red) >= ``visible_min``) — not woods,
+     marsh or water: crops and soil are bright in SWIR (0.2-0.3), woods and wet land dark (< 0.12);
    - local NIR standard deviation (5 x 5) <= ``texture_max`` — not town or woods (crowns, roofs and shadows).
 3. **Seeds**: field-like pixels whose gradient is below ``edge_threshold``, eroded by ``seed_erode_px`` (cuts
    leaks through gaps in a hedge), as 4-connected regions of at least ``min_seed_px`` pixels. A boundary between
@@ -74,9 +74,10 @@ class FieldDelineator(Model):
         ndwi = _normalized_difference(green, nir)
         ndvi = _normalized_difference(nir, red)
         mask = (ndwi <= spec.water_ndwi) & (ndvi >= spec.bare_ndvi_min) & (texture <= spec.texture_max)
-        mask &= (green + red) / 2 >= spec.visible_min
         if "swir16" in smooth:
             mask &= smooth["swir16"] >= spec.swir_min
+        else:
+            mask &= (green + red) / 2 >= spec.visible_min
         return mask
 
     def _seeds(self, calm: np.ndarray) -> np.ndarray:
