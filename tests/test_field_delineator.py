@@ -7,6 +7,7 @@ import pytest
 import rasterio.features
 from affine import Affine
 
+from geoseg.errors import SpecError
 from geoseg.models.field_delineator import FieldDelineator
 from geoseg.spec import FieldDelineatorSpec, parse_spec
 from geoseg.stitch import LayerStitcher, tile_layer
@@ -107,5 +108,5 @@ def test_spec_defaults_and_halo_check() -> None:
         "models": [{"type": "field_delineator"}],
         "output": {"path": "out.gpkg"},
     }
-    with pytest.raises(Exception, match="raise tiling.halo"):
+    with pytest.raises(SpecError, match=r"raise tiling\.halo"):
         parse_spec(job)
