@@ -144,6 +144,46 @@ class FieldRegionsSpec(StrictModel):
         return 2 * self.erode_px
 
 
+class FieldDelineatorSpec(StrictModel):
+    """Field delineator (no weights): multi-band regions, then a documented field / not-field rule per region.
+
+    See :mod:`geoseg.models.field_delineator` for the rules; every threshold below is in reflectance (or index)
+    units and works on Sentinel-2 and Landsat 8 top-of-atmosphere reflectance without editing.
+    """
+
+    type: Literal["field_delineator"]
+    name: str = "fields"
+    use_swir: bool = Field(True, description="Read swir16 (Sentinel-2 B11, Landsat 8 B6); false: visible rule only.")
+    smoothing_sigma: float = Field(1.0, ge=0, le=4, description="Gaussian smoothing (px) before gradients.")
+    edge_threshold: float = Field(
+        0.01, gt=0, description="Multi-band gradient (reflectance per px) below which a pixel may seed a field."
+    )
+    seed_erode_px: int = Field(1, ge=0, le=8, description="Erosion of seed areas: cuts leaks through gaps.")
+    min_seed_px: int = Field(20, ge=1, description="Smaller seed areas are dropped (their pixels join neighbours).")
+    water_ndwi: float = Field(0.0, description="Pixels with NDWI (green - NIR) above this are water.")
+    bare_ndvi_min: float = Field(0.08, description="Pixels with NDVI below this are sand, roofs, roads or water.")
+    swir_min: float = Field(0.15, description="Pixels darker in SWIR are woods, marsh or water (with use_swir).")
+    visible_min: float = Field(
+        0.068, description="Without SWIR: pixels with mean(green, red) below this are woods, marsh or water."
+    )
+    texture_max: float = Field(0.03, gt=0, description="Pixels with a NIR std (5 x 5) above this are woods, town.")
+    region_texture_max: float = Field(0.02, gt=0, description="Regions with a mean NIR std above this are dropped.")
+    merge_min_agreement: float = Field(
+        0.3, ge=0, le=1, description="Share of a shared tile edge two fragments must agree on to be merged."
+    )
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """Bands it reads, in channel order."""
+        return ("green", "red", "nir", "swir16") if self.use_swir else ("green", "red", "nir")
+
+    @property
+    def receptive_field(self) -> int:
+        """Halo it asks for: its local steps (smoothing, gradient, texture, erosion) plus room for the watershed
+        and region rule to see a field's surroundings (24 px), so that tile sizes agree."""
+        return int(4 * self.smoothing_sigma) + 3 + self.seed_erode_px + 24
+
+
 class SamSpec(StrictModel):
     """Segment Anything, automatic or prompted by points/boxes from a vector layer."""
 
@@ -207,7 +247,9 @@ class UNetSpec(StrictModel):
     )
 
 
-ModelSpec = Annotated[CropHealthSpec | FieldRegionsSpec | SamSpec | UNetSpec, Field(discriminator="type")]
+ModelSpec = Annotated[
+    CropHealthSpec | FieldRegionsSpec | FieldDelineatorSpec | SamSpec | UNetSpec, Field(discriminator="type")
+]
 
 
 # --------------------------------------------------------------------------------------------- output, compute

@@ -34,7 +34,7 @@ from geoseg.models.base import Model, ModelInfo, SceneInfo, StatsRole
 from geoseg.models.catalog import HEALTH_CLASSES, bands_for
 from geoseg.models.unet_meta import read_unet_metadata, sidecar_path, unet_classes
 from geoseg.models.weights import resolve_checkpoint, variant_config
-from geoseg.spec import CropHealthSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
+from geoseg.spec import CropHealthSpec, FieldDelineatorSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
 
 
 def _no_checks(spec: Any) -> None:
@@ -76,6 +76,12 @@ def _field_regions_info(spec: FieldRegionsSpec) -> ModelInfo:
     return ModelInfo(spec.name, "instance", bands_for([spec.index]), receptive_field=spec.receptive_field)
 
 
+def _field_delineator_info(spec: FieldDelineatorSpec) -> ModelInfo:
+    return ModelInfo(
+        spec.name, "instance", spec.bands, (), spec.merge_min_agreement, receptive_field=spec.receptive_field
+    )
+
+
 def _sam_info(spec: SamSpec) -> ModelInfo:
     variant_config(spec.variant)  # a clear error for an unknown variant
     prompts = spec.prompts if spec.mode == "prompted" else None
@@ -103,6 +109,9 @@ MODEL_TYPES: dict[type, ModelType] = {
         builder="geoseg.models.crop_health:build_crop_health", info=_crop_health_info, stats=_crop_health_stats
     ),
     FieldRegionsSpec: ModelType(builder="geoseg.models.field_regions:build_field_regions", info=_field_regions_info),
+    FieldDelineatorSpec: ModelType(
+        builder="geoseg.models.field_delineator:build_field_delineator", info=_field_delineator_info
+    ),
     SamSpec: ModelType(
         builder="geoseg.models.sam:build_sam",
         info=_sam_info,
