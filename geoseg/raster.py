@@ -26,6 +26,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoseg.errors import InputError
+from geoseg.qa import QualityMask
 from geoseg.spec import InputSpec, expand_paths
 
 
@@ -53,6 +54,8 @@ class Scene:
     resampling: str = "bilinear"
     aoi_wkb: bytes | None = None
     """Area of interest in the scene CRS; pixels outside it read as invalid."""
+    quality_mask: QualityMask | None = None
+    """Cloud / quality raster; the pixels it masks read as invalid."""
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -137,6 +140,7 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
     """
     sources = band_sources(spec)
     infos = {p: _file_info(p) for band in sources for p in band.paths}
+    quality_mask = _quality_mask(spec)
     for band in sources:
         for path in band.paths:
             if band.index > infos[path].count:
@@ -173,7 +177,20 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         offset=spec.offset,
         resampling=spec.resampling,
         aoi_wkb=None if aoi_scene is None else shapely.to_wkb(aoi_scene),
+        quality_mask=quality_mask,
     )
+
+
+def _quality_mask(spec: InputSpec) -> QualityMask | None:
+    """The spec's QA raster, its files checked (headers only)."""
+    if spec.mask is None:
+        return None
+    paths = tuple(expand_paths(spec.mask.path))
+    for path in paths:
+        info = _file_info(path)
+        if spec.mask.band > info.count:
+            raise InputError(f"{path} has {info.count} band(s); inputs.mask asks for band {spec.mask.band}")
+    return QualityMask(paths, spec.mask.band, spec.mask)
 
 
 def _native_res(info: _FileInfo, crs: CRS) -> float:
@@ -296,12 +313,38 @@ def read_window(
         pixels[i] = data
         valid &= ok
     valid &= _inside_scene(scene, window, (rows, cols))
+    if scene.quality_mask is not None:
+        valid &= ~_read_quality_mask(scene.quality_mask, scene, transform, (rows, cols))
     if scene.aoi is not None:
         valid &= geometry_mask([scene.aoi], (rows, cols), transform, invert=True, all_touched=False)
     if scene.scale != 1.0 or scene.offset != 0.0:
         pixels = pixels * np.float32(scene.scale) + np.float32(scene.offset)
     pixels[:, ~valid] = 0.0
     return pixels, valid
+
+
+def _read_quality_mask(
+    mask: QualityMask, scene: Scene, transform: Affine, shape: tuple[int, int]
+) -> np.ndarray:
+    """Masked pixels of the window: the QA raster resampled by nearest neighbour (bit fields must not blend)."""
+    masked = np.zeros(shape, bool)
+    for path in mask.paths:
+        try:
+            with rasterio.open(path) as src, WarpedVRT(
+                src,
+                crs=scene.crs,
+                transform=transform,
+                width=shape[1],
+                height=shape[0],
+                resampling=Resampling.nearest,
+                add_alpha=ColorInterp.alpha not in src.colorinterp,
+            ) as vrt:
+                qa = vrt.read(mask.band)
+                covered = vrt.read_masks(mask.band) > 0
+        except rasterio.RasterioIOError as err:
+            raise InputError(f"cannot read quality mask {path}: {err}") from None
+        masked |= covered & mask.masked(qa)
+    return masked
 
 
 def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.ndarray:

@@ -35,6 +35,28 @@ class BandRef(StrictModel):
     band: int = Field(1, ge=1, description="1-based band index inside each file.")
 
 
+QualityMaskKind = Literal["landsat_c2_qa_pixel", "landsat_pre_bqa", "s2_scl", "binary"]
+
+
+class QualityMaskSpec(StrictModel):
+    """A cloud / quality raster whose masked pixels become invalid for every model and statistic (geoseg.qa)."""
+
+    path: str | list[str] = Field(description="QA raster (file, glob or list); read with nearest resampling.")
+    band: int = Field(1, ge=1)
+    kind: QualityMaskKind = Field(description="How its values are decoded (see geoseg/qa.py for the bit layouts).")
+    min_confidence: Literal["low", "medium", "high"] = Field(
+        "medium", description="Landsat: mask cloud (and cirrus, shadow, snow if enabled) at this confidence or above."
+    )
+    cirrus: bool = True
+    shadow: bool = Field(True, description="Landsat C2: mask cloud shadow.")
+    snow: bool = False
+    dilated_cloud: bool = Field(True, description="Landsat C2: mask the dilated-cloud bit.")
+    scl_classes: list[int] = Field(
+        default=[0, 1, 3, 8, 9, 10],
+        description="Sentinel-2 SCL classes masked (default: no data, defective, cloud shadow, clouds, cirrus).",
+    )
+
+
 class InputSpec(StrictModel):
     """Where the pixels come from and how they become one stack on one grid."""
 
@@ -51,6 +73,7 @@ class InputSpec(StrictModel):
     resolution: float | None = Field(None, gt=0, description="Output pixel size; default: the finest input.")
     crs: str | None = Field(None, description="Scene CRS; default: the CRS of the finest input.")
     resampling: Resampling = "bilinear"
+    mask: QualityMaskSpec | None = Field(None, description="Cloud / quality mask: masked pixels are invalid.")
 
     @model_validator(mode="after")
     def _one_form(self) -> InputSpec:
@@ -313,6 +336,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
                 ref["path"] = _absolute(ref["path"], base)
             elif isinstance(ref, dict) and isinstance(ref.get("path"), list):
                 ref["path"] = [_absolute(p, base) for p in ref["path"]]
+        mask = inputs.get("mask")
+        if isinstance(mask, dict) and isinstance(mask.get("path"), str):
+            mask["path"] = _absolute(mask["path"], base)
+        elif isinstance(mask, dict) and isinstance(mask.get("path"), list):
+            mask["path"] = [_absolute(p, base) for p in mask["path"]]
     for section, key in (("aoi", "path"), ("output", "path"), ("output", "work_dir")):
         part = raw.get(section)
         if isinstance(part, dict) and isinstance(part.get(key), str):
