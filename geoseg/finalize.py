@@ -83,8 +83,9 @@ def check_outputs(plan: JobPlan, overwrite: bool) -> None:
             raise OutputError(f"output folder {folder} is not writable; change output.path")
 
 
-def _stats_classes(plan: JobPlan) -> tuple:
-    return HEALTH_CLASSES if any(isinstance(m, CropHealthSpec) for m in plan.spec.models) else ()
+def _crop_health(plan: JobPlan) -> CropHealthSpec | None:
+    """The crop-health model whose statistics every instance layer carries (the first one)."""
+    return next((m for m in plan.spec.models if isinstance(m, CropHealthSpec)), None)
 
 
 def build_layers(
@@ -95,6 +96,7 @@ def build_layers(
     cleaning = Cleaning(out.simplify, out.min_area_m2, out.fill_holes_m2)
     crs = CRS.from_wkt(plan.scene.crs_wkt)
     layers, objects = {}, {}
+    health = _crop_health(plan)
     for info in plan.models:
         objects[info.name] = stitchers[info.name].objects()
         layers[info.name] = objects_frame(
@@ -103,8 +105,9 @@ def build_layers(
             crs,
             cleaning,
             classes=info.classes,
-            stats_classes=_stats_classes(plan),
+            stats_classes=HEALTH_CLASSES if health else (),
             instance=info.kind == "instance",
+            verdict_rules=health.verdict if health else None,
         )
     return layers, objects
 

@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import shapely
 from rasterio.windows import bounds as window_bounds
 
 from geoseg.errors import InputError
 from geoseg.models import ModelInfo, model_info
 from geoseg.models.base import SceneInfo
-from geoseg.raster import Scene, open_scene, scene_percentiles
-from geoseg.spec import AoiSpec, JobSpec, SamSpec
+from geoseg.models.catalog import bands_for, index_array
+from geoseg.raster import Scene, open_scene, read_decimated, scene_percentiles
+from geoseg.spec import AoiSpec, CropHealthSpec, JobSpec, SamSpec
 from geoseg.tiling import Tile, TileGrid
 
 
@@ -83,13 +85,34 @@ def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
 def scene_info(plan: JobPlan) -> SceneInfo:
     """What models may know of the scene; percentiles only for bands that a SAM model stretches."""
     stretch = tuple(dict.fromkeys(b for m in plan.spec.models if isinstance(m, SamSpec) for b in m.rgb))
+    relative = tuple(
+        dict.fromkeys(
+            m.classify_by for m in plan.spec.models if isinstance(m, CropHealthSpec) and m.classes_by == "percentiles"
+        )
+    )
     return SceneInfo(
         band_names=plan.bands,
         crs_wkt=plan.scene.crs_wkt,
         pixel_size=plan.scene.pixel_size,
         pixel_area_m2=plan.scene.pixel_area_m2,
         percentiles=scene_percentiles(plan.scene, stretch) if stretch else {},
+        index_percentiles=index_percentiles(plan.scene, relative) if relative else {},
     )
+
+
+def index_percentiles(scene: Scene, indices: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of vegetation indices over a decimated whole-scene read (masked pixels left out)."""
+    needed = bands_for(indices)
+    pixels, valid = read_decimated(scene, needed, max_size)
+    bands = {name: pixels[i] for i, name in enumerate(needed)}
+    out = {}
+    for name in indices:
+        values = index_array(name, bands)[valid]
+        values = values[~np.isnan(values)]
+        if not values.size:
+            raise InputError(f"no valid {name} pixels in the scene for scene-relative crop-health classes")
+        out[name] = np.percentile(values, np.arange(101))
+    return out
 
 
 def preflight(plan: JobPlan) -> None:

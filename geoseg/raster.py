@@ -323,22 +323,23 @@ def read_window(
     return pixels, valid
 
 
-def _read_quality_mask(
-    mask: QualityMask, scene: Scene, transform: Affine, shape: tuple[int, int]
-) -> np.ndarray:
+def _read_quality_mask(mask: QualityMask, scene: Scene, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
     """Masked pixels of the window: the QA raster resampled by nearest neighbour (bit fields must not blend)."""
     masked = np.zeros(shape, bool)
     for path in mask.paths:
         try:
-            with rasterio.open(path) as src, WarpedVRT(
-                src,
-                crs=scene.crs,
-                transform=transform,
-                width=shape[1],
-                height=shape[0],
-                resampling=Resampling.nearest,
-                add_alpha=ColorInterp.alpha not in src.colorinterp,
-            ) as vrt:
+            with (
+                rasterio.open(path) as src,
+                WarpedVRT(
+                    src,
+                    crs=scene.crs,
+                    transform=transform,
+                    width=shape[1],
+                    height=shape[0],
+                    resampling=Resampling.nearest,
+                    add_alpha=ColorInterp.alpha not in src.colorinterp,
+                ) as vrt,
+            ):
                 qa = vrt.read(mask.band)
                 covered = vrt.read_masks(mask.band) > 0
         except rasterio.RasterioIOError as err:
@@ -354,11 +355,16 @@ def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.nd
     return ((rows >= 0) & (rows < scene.height))[:, None] & ((cols >= 0) & (cols < scene.width))[None, :]
 
 
-def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
-    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+def read_decimated(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The whole scene read at most ``max_size`` pixels a side (overviews, previews, scene-wide statistics)."""
     factor = max(1.0, max(scene.width, scene.height) / max_size)
     shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
-    pixels, valid = read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)
+    return read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)
+
+
+def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+    pixels, valid = read_decimated(scene, bands, max_size)
     if not valid.any():
         raise InputError("the inputs hold no valid pixels inside the scene/AOI: check nodata and the AOI")
     return {name: np.percentile(pixels[i][valid], np.arange(101)) for i, name in enumerate(bands)}

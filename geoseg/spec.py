@@ -123,6 +123,35 @@ class CropHealthThresholds(StrictModel):
         return self
 
 
+class CropHealthPercentiles(StrictModel):
+    """Scene-relative class bounds: percentiles (0-100) of the classifying index over the scene's valid pixels."""
+
+    non_vegetation: float = Field(10.0, ge=0, le=100)
+    stressed: float = Field(30.0, ge=0, le=100)
+    moderate: float = Field(60.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> CropHealthPercentiles:
+        if not self.non_vegetation < self.stressed < self.moderate:
+            raise ValueError("crop-health percentiles must ascend: non_vegetation < stressed < moderate")
+        return self
+
+
+class VerdictRules(StrictModel):
+    """A field's verdict: the first rule that holds (shares of the field's observed pixels, see README).
+
+    not_observed: share_masked >= max_masked, or share_edge_masked >= max_edge_masked, or no pixel observed;
+    bare: share_non_vegetation >= bare; stressed: share_stressed >= stressed;
+    watch: share_stressed + share_moderate >= watch; healthy otherwise.
+    """
+
+    max_masked: float = Field(0.3, ge=0, le=1)
+    max_edge_masked: float = Field(0.3, ge=0, le=1)
+    bare: float = Field(0.5, ge=0, le=1)
+    stressed: float = Field(0.25, ge=0, le=1)
+    watch: float = Field(0.4, ge=0, le=1)
+
+
 VegetationIndex = Literal["ndvi", "ndre", "evi", "savi", "gndvi", "ndmi"]
 
 
@@ -133,7 +162,12 @@ class CropHealthSpec(StrictModel):
     name: str = "crop_health"
     indices: list[VegetationIndex] = Field(default=["ndvi"])
     classify_by: VegetationIndex = "ndvi"
+    classes_by: Literal["thresholds", "percentiles"] = Field(
+        "thresholds", description="Health classes by absolute index thresholds or scene-relative percentiles."
+    )
     thresholds: CropHealthThresholds = CropHealthThresholds()
+    percentiles: CropHealthPercentiles = CropHealthPercentiles()
+    verdict: VerdictRules = VerdictRules()
     smoothing_px: int = Field(
         1, ge=0, le=16, description="Majority filter radius on the classes (0: per-pixel classes)."
     )

@@ -95,7 +95,8 @@ def stats_source(outputs: dict[str, ModelOutput], specs: list[ModelSpec]) -> Sta
         if isinstance(spec, CropHealthSpec):
             out = outputs[spec.name]
             assert isinstance(out, SemanticOutput)
-            return StatsSource(out.classes, len(HEALTH_CLASSES) + 1, out.layers, hist_layers=(spec.classify_by,))
+            hists = tuple(name for name in (spec.classify_by, "ndvi", "ndre") if name in out.layers)
+            return StatsSource(out.classes, len(HEALTH_CLASSES) + 1, out.layers, hist_layers=hists)
     return None
 
 

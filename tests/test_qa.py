@@ -103,5 +103,5 @@ def test_mask_band_out_of_range_is_a_clear_error(tmp_path):
 
     band = write_raster(tmp_path / "red.tif", np.full((4, 4), 5, np.uint16))
     spec = InputSpec(bands={"red": {"path": str(band)}}, mask={"path": str(band), "band": 2, "kind": "binary"})
-    with pytest.raises(InputError, match="inputs.mask asks for band 2"):
+    with pytest.raises(InputError, match=r"inputs\.mask asks for band 2"):
         open_scene(spec)

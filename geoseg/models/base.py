@@ -41,6 +41,8 @@ class SceneInfo:
     """Area of one pixel in m² (at the scene centre for geographic CRSs)."""
     percentiles: dict[str, np.ndarray] = field(default_factory=dict)
     """Band name -> values at percentiles 0, 1, ..., 100 of valid pixels over a decimated whole-scene read."""
+    index_percentiles: dict[str, np.ndarray] = field(default_factory=dict)
+    """Vegetation index -> percentiles 0..100 over the same read (scene-relative crop-health classes)."""
 
 
 @dataclass(frozen=True)
