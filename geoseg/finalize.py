@@ -59,10 +59,17 @@ def mask_path(plan: JobPlan, model: str) -> Path:
     return out.with_name(f"{out.stem}_{model}.tif")
 
 
+def quicklook_paths(plan: JobPlan) -> list[Path]:
+    """The quicklook PNG and, when asked for, its HTML page."""
+    out, spec = Path(plan.spec.output.path), plan.spec.output
+    stem = out.with_name(f"{out.stem}_quicklook")
+    return [stem.with_suffix(".png")] * spec.quicklook + [stem.with_suffix(".html")] * spec.quicklook_html
+
+
 def output_paths(plan: JobPlan) -> list[Path]:
     """Every file the job will write."""
     out = Path(plan.spec.output.path)
-    paths = [out]
+    paths = [out, *quicklook_paths(plan)]
     if plan.spec.output.masks:
         paths += [mask_path(plan, m.name) for m in plan.models]
     names = [m.name for m in plan.models] + [TILES_LAYER]
@@ -225,6 +232,7 @@ def export(
     masks = []
     if plan.spec.output.masks:
         masks = write_masks(plan, objects, {k: set(v["id"]) for k, v in layers.items()}, overwrite)
+    looks = write_quicklooks(plan, layers, overwrite)
     layers[TILES_LAYER] = tiles_layer(plan, status)
     if plan.spec.output.crs:
         layers = reproject_layers(layers, plan.spec.output.crs)
@@ -237,5 +245,20 @@ def export(
         "geopackage": str(out),
         "layers": {name: len(gdf) for name, gdf in layers.items()},
         "masks": [str(p) for p in masks],
-        "extra": [str(p) for p in extra],
+        "extra": [str(p) for p in [*extra, *looks]],
     }
+
+
+def write_quicklooks(plan: JobPlan, layers: dict[str, gpd.GeoDataFrame], overwrite: bool) -> list[Path]:
+    """The quicklook PNG (and HTML) of the instance layers, from a decimated read of the scene."""
+    paths = quicklook_paths(plan)
+    if not paths:
+        return []
+    from geoseg.quicklook import render, write_html, write_png
+
+    outlined = {info.name: layers[info.name] for info in plan.models if info.kind == "instance"}
+    canvas = render(plan.scene, outlined, plan.spec.name)
+    written = [write_png(canvas, paths[0], overwrite)] if plan.spec.output.quicklook else []
+    if plan.spec.output.quicklook_html:
+        written.append(write_html(canvas, outlined, paths[-1], plan.spec.name, overwrite))
+    return written

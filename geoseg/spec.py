@@ -288,6 +288,8 @@ class OutputSpec(StrictModel):
     formats: list[Literal["parquet", "fgb"]] = Field(
         default_factory=list, description="Extra vector formats written beside the GeoPackage."
     )
+    quicklook: bool = Field(True, description="Write <name>_quicklook.png: false colour, fields by verdict.")
+    quicklook_html: bool = Field(False, description="Also write <name>_quicklook.html (self-contained map).")
     simplify: float = Field(0.0, ge=0, description="Simplify tolerance in map units (0: exact pixel edges).")
     min_area_m2: float = Field(0.0, ge=0, description="Drop polygons smaller than this.")
     fill_holes_m2: float = Field(0.0, ge=0, description="Fill holes smaller than this.")
