@@ -89,7 +89,10 @@ def draw_fields(canvas: Canvas, layers: Mapping[str, gpd.GeoDataFrame]) -> None:
                 draw.line([*ring, ring[0]], fill=_outline_color(row), width=2)
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+
+def _font(size: int) -> Font:
     return ImageFont.load_default(size=size)
 
 
@@ -111,7 +114,7 @@ def draw_legend(canvas: Canvas, counts: Mapping[str, int], title: str) -> None:
     _scale_bar(draw, canvas, font, size)
 
 
-def _scale_bar(draw: ImageDraw.ImageDraw, canvas: Canvas, font: ImageFont.ImageFont, size: int) -> None:
+def _scale_bar(draw: ImageDraw.ImageDraw, canvas: Canvas, font: Font, size: int) -> None:
     """A bar of a round length (1, 2 or 5 x 10^k m) about a fifth of the image wide."""
     target = canvas.image.width / 5 * canvas.metres_per_pixel
     exponent = 10 ** math.floor(math.log10(target))
