@@ -28,6 +28,7 @@ from geoseg.export import (
     write_geopackage,
     write_vector_formats,
 )
+from geoseg.fiboa import fiboa_path, write_fiboa
 from geoseg.models import ModelInfo
 from geoseg.models.catalog import HEALTH_CLASSES
 from geoseg.plan import JobPlan
@@ -73,7 +74,10 @@ def output_paths(plan: JobPlan) -> list[Path]:
     if plan.spec.output.masks:
         paths += [mask_path(plan, m.name) for m in plan.models]
     names = [m.name for m in plan.models] + [TILES_LAYER]
-    paths += [vector_format_path(out, name, fmt) for fmt in plan.spec.output.formats for name in names]
+    formats = plan.spec.output.formats
+    paths += [vector_format_path(out, name, fmt) for fmt in formats if fmt != "fiboa" for name in names]
+    if "fiboa" in formats:
+        paths += [fiboa_path(out, m.name) for m in plan.models if m.kind == "instance"]
     return paths
 
 
@@ -240,7 +244,14 @@ def export(
     styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)
     out = Path(plan.spec.output.path)
     write_geopackage(out, layers, tables={JOB_TABLE: job_table(plan, meta)}, styles=styles, overwrite=overwrite)
-    extra = write_vector_formats(out, layers, plan.spec.output.formats, overwrite) if plan.spec.output.formats else []
+    formats = [f for f in plan.spec.output.formats if f != "fiboa"]
+    extra = write_vector_formats(out, layers, formats, overwrite) if formats else []
+    if "fiboa" in plan.spec.output.formats:
+        extra += [
+            write_fiboa(layers[m.name], fiboa_path(out, m.name), plan.spec.name, plan.scene.datetime, overwrite)
+            for m in plan.models
+            if m.kind == "instance"
+        ]
     return {
         "geopackage": str(out),
         "layers": {name: len(gdf) for name, gdf in layers.items()},

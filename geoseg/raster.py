@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 
 import numpy as np
@@ -56,6 +57,8 @@ class Scene:
     """Area of interest in the scene CRS; pixels outside it read as invalid."""
     quality_mask: QualityMask | None = None
     """Cloud / quality raster; the pixels it masks read as invalid."""
+    datetime: datetime | None = None
+    """Acquisition time of the imagery, when the inputs say it."""
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -178,6 +181,7 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         resampling=spec.resampling,
         aoi_wkb=None if aoi_scene is None else shapely.to_wkb(aoi_scene),
         quality_mask=quality_mask,
+        datetime=spec.datetime,
     )
 
 

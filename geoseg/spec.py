@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import SpecError
 
@@ -74,6 +74,9 @@ class InputSpec(StrictModel):
     crs: str | None = Field(None, description="Scene CRS; default: the CRS of the finest input.")
     resampling: Resampling = "bilinear"
     mask: QualityMaskSpec | None = Field(None, description="Cloud / quality mask: masked pixels are invalid.")
+    datetime: AwareDatetime | None = Field(
+        None, description="Acquisition time of the imagery, e.g. 2024-06-01T10:30:00Z (fiboa determination:datetime)."
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> InputSpec:
@@ -285,8 +288,10 @@ class OutputSpec(StrictModel):
     path: str = Field(description="GeoPackage path (.gpkg).")
     masks: bool = Field(True, description="Also write one mask COG per model next to the GeoPackage.")
     crs: str | None = Field(None, description="Output CRS of vector layers; default: the scene CRS.")
-    formats: list[Literal["parquet", "fgb"]] = Field(
-        default_factory=list, description="Extra vector formats written beside the GeoPackage."
+    formats: list[Literal["parquet", "fgb", "fiboa"]] = Field(
+        default_factory=list,
+        description="Extra vector formats written beside the GeoPackage; fiboa: the instance layers as fiboa "
+        "GeoParquet (<name>_<layer>.fiboa.parquet).",
     )
     quicklook: bool = Field(True, description="Write <name>_quicklook.png: false colour, fields by verdict.")
     quicklook_html: bool = Field(False, description="Also write <name>_quicklook.html (self-contained map).")

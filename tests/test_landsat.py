@@ -77,3 +77,14 @@ def test_quicklook_png_and_html(landsat_run):
     assert (150, 150, 150) in colours and (225, 225, 235) in colours  # not_observed outlines, masked pixels
     page = (folder / "landsat_quicklook.html").read_text()
     assert page.count("<path ") == len(fields) and "data:image/png;base64," in page
+
+
+def test_fiboa_output_reads_back_with_the_core_columns(landsat_run):
+    folder, _ = landsat_run
+    fields = gpd.read_file(folder / "landsat.gpkg", layer="fields")
+    fiboa = gpd.read_parquet(folder / "landsat_fields.fiboa.parquet")
+    core = ["id", "collection", "metrics:area", "metrics:perimeter", "determination:method", "geometry"]
+    assert set(core) <= set(fiboa.columns) and len(fiboa) == len(fields)
+    assert sorted(fiboa["id"].astype(int)) == sorted(fields["id"])
+    assert set(fiboa["geoseg:verdict"]) == set(fields["verdict"])
+    assert fiboa.crs == fields.crs
