@@ -87,7 +87,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from geoseg.plan import describe, plan_job
     from geoseg.spec import load_spec
 
-    print(describe(plan_job(load_spec(args.job))))
+    print(describe(plan_job(load_spec(args.job), with_stats=False)))
     return 0
 
 

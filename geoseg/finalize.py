@@ -30,9 +30,7 @@ from geoseg.export import (
 )
 from geoseg.fiboa import fiboa_path, write_fiboa
 from geoseg.models import ModelInfo
-from geoseg.models.catalog import HEALTH_CLASSES
 from geoseg.plan import JobPlan
-from geoseg.spec import CropHealthSpec
 from geoseg.stitch import LayerStitcher, StitchedObject
 from geoseg.styles import categorized_qml, outline_qml
 from geoseg.vectorize import Cleaning, objects_frame
@@ -94,11 +92,6 @@ def check_outputs(plan: JobPlan, overwrite: bool) -> None:
             raise OutputError(f"output folder {folder} is not writable; change output.path")
 
 
-def _crop_health(plan: JobPlan) -> CropHealthSpec | None:
-    """The crop-health model whose statistics every instance layer carries (the first one)."""
-    return next((m for m in plan.spec.models if isinstance(m, CropHealthSpec)), None)
-
-
 def build_layers(
     plan: JobPlan, stitchers: dict[str, LayerStitcher]
 ) -> tuple[dict[str, gpd.GeoDataFrame], dict[str, list[StitchedObject]]]:
@@ -107,7 +100,6 @@ def build_layers(
     cleaning = Cleaning(out.simplify, out.min_area_m2, out.fill_holes_m2)
     crs = CRS.from_wkt(plan.scene.crs_wkt)
     layers, objects = {}, {}
-    health = _crop_health(plan)
     for info in plan.models:
         objects[info.name] = stitchers[info.name].objects()
         layers[info.name] = objects_frame(
@@ -116,9 +108,9 @@ def build_layers(
             crs,
             cleaning,
             classes=info.classes,
-            stats_classes=HEALTH_CLASSES if health else (),
+            stats_classes=plan.stats.classes if plan.stats else (),
             instance=info.kind == "instance",
-            verdict_rules=health.verdict if health else None,
+            verdict_rules=plan.stats.verdict if plan.stats else None,
         )
     return layers, objects
 

@@ -11,12 +11,14 @@ import numpy as np
 import shapely
 from rasterio.windows import bounds as window_bounds
 
-from geoseg.errors import InputError
-from geoseg.models import ModelInfo, model_info
+from geoseg.errors import InputError, SpecError
+from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
 from geoseg.models.catalog import bands_for, index_array
+from geoseg.models.table import preflight as models_preflight
+from geoseg.models.table import scene_indices, stats_role, stretch_bands
 from geoseg.raster import Scene, open_scene, read_decimated, scene_percentiles
-from geoseg.spec import AoiSpec, CropHealthSpec, JobSpec, SamSpec
+from geoseg.spec import AoiSpec, JobSpec, halo_problem
 from geoseg.tiling import Tile, TileGrid
 
 
@@ -32,6 +34,10 @@ class JobPlan:
     models: tuple[ModelInfo, ...]
     bands: tuple[str, ...]
     """Bands read per tile: the union of what the models need, in first-use order."""
+    scene_info: SceneInfo
+    """What the models may know of the whole scene (with scene-wide percentiles for the bands some stretch)."""
+    stats: StatsRole | None
+    """The model whose outputs give the other layers per-object statistics, if any."""
 
     @property
     def work_dir(self) -> Path:
@@ -58,46 +64,49 @@ def load_aoi(aoi: AoiSpec) -> tuple[shapely.Geometry, str]:
     return shapely.union_all(frame.geometry.values), frame.crs.to_wkt()
 
 
-def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
-    """Open the scene, lay the grid, pick the tiles, collect model needs."""
+def open_job_scene(spec: JobSpec) -> Scene:
+    """The job's scene: its inputs on one grid, masked to its AOI if it has one."""
     aoi, aoi_crs = load_aoi(spec.aoi) if spec.aoi else (None, None)
-    scene = open_scene(spec.inputs, aoi, aoi_crs)
+    return open_scene(spec.inputs, aoi, aoi_crs)
+
+
+def model_infos(spec: JobSpec) -> tuple[ModelInfo, ...]:
+    """The models' infos, checked against the spec: known variants, readable sidecars, a halo that covers them."""
+    infos = tuple(model_info(m) for m in spec.models)
+    for info in infos:
+        problem = halo_problem(spec.tiling.halo, info.name, info.receptive_field)
+        if problem:
+            raise SpecError(problem)
+    return infos
+
+
+def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
+    """Open the scene, lay the grid, pick the tiles, collect model needs.
+
+    Args:
+        with_stats: compute the scene-wide percentiles some models need (a decimated read of the scene).
+    """
+    infos = model_infos(spec)
+    scene = open_job_scene(spec)
     grid = TileGrid(scene.width, scene.height, spec.tiling.tile_size, spec.tiling.halo)
     tiles = tuple(_tiles_in_aoi(grid, scene))
-    infos = tuple(model_info(m) for m in spec.models)
     bands: list[str] = []
     for info in infos:
         for band in info.bands:
             scene.band(band)  # a clear error for a band the band map lacks
             if band not in bands:
                 bands.append(band)
-    return JobPlan(spec, scene, grid, tiles, infos, tuple(bands))
-
-
-def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
-    if scene.aoi is None:
-        return list(grid)
-    prepared = scene.aoi
-    shapely.prepare(prepared)
-    return [t for t in grid if prepared.intersects(shapely.box(*window_bounds(t.core, scene.transform)))]
-
-
-def scene_info(plan: JobPlan) -> SceneInfo:
-    """What models may know of the scene; percentiles only for bands that a SAM model stretches."""
-    stretch = tuple(dict.fromkeys(b for m in plan.spec.models if isinstance(m, SamSpec) for b in m.rgb))
-    relative = tuple(
-        dict.fromkeys(
-            m.classify_by for m in plan.spec.models if isinstance(m, CropHealthSpec) and m.classes_by == "percentiles"
-        )
+    stretch = stretch_bands(spec.models) if with_stats else ()
+    relative = scene_indices(spec.models) if with_stats else ()
+    scene_info = SceneInfo(
+        band_names=tuple(bands),
+        crs_wkt=scene.crs_wkt,
+        pixel_size=scene.pixel_size,
+        pixel_area_m2=scene.pixel_area_m2,
+        percentiles=scene_percentiles(scene, stretch) if stretch else {},
+        index_percentiles=index_percentiles(scene, relative) if relative else {},
     )
-    return SceneInfo(
-        band_names=plan.bands,
-        crs_wkt=plan.scene.crs_wkt,
-        pixel_size=plan.scene.pixel_size,
-        pixel_area_m2=plan.scene.pixel_area_m2,
-        percentiles=scene_percentiles(plan.scene, stretch) if stretch else {},
-        index_percentiles=index_percentiles(plan.scene, relative) if relative else {},
-    )
+    return JobPlan(spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models))
 
 
 def index_percentiles(scene: Scene, indices: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
@@ -115,13 +124,17 @@ def index_percentiles(scene: Scene, indices: tuple[str, ...], max_size: int = 10
     return out
 
 
-def preflight(plan: JobPlan) -> None:
-    """Fail fast, before Ray starts, on what would make every tile fail: missing weights, unreadable prompts."""
-    for spec in plan.spec.models:
-        if isinstance(spec, SamSpec):
-            from geoseg.models.weights import resolve_checkpoint
+def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
+    if scene.aoi is None:
+        return list(grid)
+    prepared = scene.aoi
+    shapely.prepare(prepared)
+    return [t for t in grid if prepared.intersects(shapely.box(*window_bounds(t.core, scene.transform)))]
 
-            resolve_checkpoint(spec.variant, spec.checkpoint)
+
+def preflight(plan: JobPlan) -> None:
+    """Fail fast, before Ray starts, on what would make every tile fail (missing weights)."""
+    models_preflight(plan.spec.models)
 
 
 def describe(plan: JobPlan) -> str:

@@ -26,7 +26,7 @@ from geoseg import workdir
 from geoseg.errors import GeosegError, TileFailedError
 from geoseg.finalize import TILES_LAYER, TileStatus, check_outputs, export
 from geoseg.models import ModelInfo
-from geoseg.plan import JobPlan, plan_job, preflight, scene_info
+from geoseg.plan import JobPlan, plan_job, preflight
 from geoseg.progress import TileProgress
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher
@@ -108,9 +108,8 @@ def _start_actors(plan: JobPlan, actor_cls: Any) -> list[Any]:
             f"compute.actors={compute.actors} CPU model actors leave no CPU for reading tiles on this "
             f"{cpus:g}-CPU Ray: set compute.actors below {cpus:g} (or give actors GPUs)"
         )
-    info = scene_info(plan)
     options = {"num_gpus": gpus, "num_cpus": 0 if gpus else 1}
-    args = (list(plan.spec.models), list(plan.models), info, plan.bands, "cuda" if gpus else "cpu")
+    args = (list(plan.spec.models), list(plan.models), plan.scene_info, plan.bands, "cuda" if gpus else "cpu")
     actors = [actor_cls.options(**options).remote(*args) for _ in range(compute.actors)]
     try:
         ray.get([actor.device_name.remote() for actor in actors])  # models load once per actor, here
@@ -192,7 +191,7 @@ class _BatchSubmitter:
     def __init__(self, plan: JobPlan, actors: list[Any], read: Any, finish: Any, prompts: dict[str, Any]) -> None:
         self.plan, self.actors, self.read, self.finish, self.prompts = plan, actors, read, finish, prompts
         self.load = [0] * len(actors)
-        self.specs, self.work_dir = list(plan.spec.models), str(plan.work_dir)
+        self.stats, self.work_dir = plan.stats, str(plan.work_dir)
         self.blended = frozenset(m.name for m in plan.models if m.merge != "core")
 
     def __call__(self, batch: list[Tile], status: dict[str, TileStatus]) -> dict[Any, _InFlight]:
@@ -204,7 +203,7 @@ class _BatchSubmitter:
         outs = outs if isinstance(outs, list) else [outs]
         submitted = {}
         for tile, out in zip(batch, outs, strict=True):
-            ref = self.finish.remote(tile, out, self.specs, self.work_dir, self.blended)
+            ref = self.finish.remote(tile, out, self.stats, self.work_dir, self.blended)
             submitted[ref] = _InFlight(tile, slot)
             status[tile.id].attempts += 1
         self.load[slot] += len(batch)

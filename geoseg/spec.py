@@ -208,7 +208,9 @@ class SamSpec(StrictModel):
 
     type: Literal["sam"]
     name: str = "objects"
-    variant: str = Field("vit_b", description="vit_b, vit_l or vit_h (or a variant registered at runtime).")
+    variant: str = Field(
+        "vit_b", description="vit_b, vit_l or vit_h (or a variant registered at runtime); checked by the plan."
+    )
     checkpoint: str | None = Field(None, description="Local .pth path; default: the verified cached download.")
     mode: Literal["automatic", "prompted"] = "automatic"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
@@ -237,15 +239,6 @@ class SamSpec(StrictModel):
         0.5, ge=0, le=1, description="Share of a shared tile edge two fragments must agree on to be merged."
     )
 
-    @field_validator("variant")
-    @classmethod
-    def _known_variant(cls, value: str) -> str:
-        from geoseg.models.weights import VARIANTS  # pure-python table; does not import torch
-
-        if value not in VARIANTS:
-            raise ValueError(f"unknown SAM variant {value!r}: choose one of {', '.join(sorted(VARIANTS))}")
-        return value
-
     @field_validator("stretch_percentiles")
     @classmethod
     def _ascending_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
@@ -265,17 +258,12 @@ class UNetSpec(StrictModel):
 
     type: Literal["unet"]
     name: str = "landcover"
-    checkpoint: str = Field(description="Trained .pt file; its sidecar .json (bands, classes) sits beside it.")
+    checkpoint: str = Field(
+        description="Trained .pt file; its sidecar .json (bands, classes, receptive field) sits beside it."
+    )
     merge: Literal["core", "mean", "linear"] = Field(
         "linear", description="Overlapping tiles: core = each tile's own pixels; mean / linear = blended scores."
     )
-
-    @property
-    def receptive_field(self) -> int:
-        """Halo the model asks for: from the checkpoint's sidecar when it exists, else a default (16 px)."""
-        from geoseg.models.unet_meta import sidecar_receptive_field  # torch-free
-
-        return sidecar_receptive_field(self.checkpoint)
 
 
 ModelSpec = Annotated[CropHealthSpec | FieldRegionsSpec | SamSpec | UNetSpec, Field(discriminator="type")]
@@ -346,14 +334,22 @@ class JobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _halo_covers_models(self) -> JobSpec:
+        """Models whose reach the spec alone tells (a checkpoint's reach is checked by the plan)."""
         for model in self.models:
-            needed = getattr(model, "receptive_field", 0)
-            if self.tiling.halo < needed:
-                raise ValueError(
-                    f"tiling.halo {self.tiling.halo} is smaller than model {model.name!r} sees ({needed} px): "
-                    f"raise tiling.halo to at least {needed}"
-                )
+            problem = halo_problem(self.tiling.halo, model.name, getattr(model, "receptive_field", 0))
+            if problem:
+                raise ValueError(problem)
         return self
+
+
+def halo_problem(halo: int, model: str, receptive_field: int) -> str | None:
+    """What to change when a halo is smaller than a model's receptive field, or None."""
+    if halo >= receptive_field:
+        return None
+    return (
+        f"tiling.halo {halo} is smaller than model {model!r} sees ({receptive_field} px): "
+        f"raise tiling.halo to at least {receptive_field}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- loading
