@@ -29,6 +29,7 @@ from rasterio.windows import Window
 from geoseg.errors import InputError
 from geoseg.qa import QualityMask
 from geoseg.spec import InputSpec, expand_paths
+from geoseg.stac import StacInputs, resolve_stac
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,10 @@ class Scene:
         raise InputError(f"band {name!r} is not in inputs (have: {', '.join(self.band_names)}); add it to the band map")
 
 
-def band_sources(spec: InputSpec) -> tuple[BandSource, ...]:
-    """Normalise the two input forms (band map, or multi-band files + names) into band sources."""
+def band_sources(spec: InputSpec, stac: StacInputs | None = None) -> tuple[BandSource, ...]:
+    """Normalise the input forms (band map, multi-band files + names, STAC assets) into band sources."""
+    if stac is not None:
+        return tuple(BandSource(name, (href,), index) for name, (href, index) in stac.bands.items())
     if spec.bands is not None:
         return tuple(BandSource(name, tuple(expand_paths(ref.path)), ref.band) for name, ref in spec.bands.items())
     files = tuple(expand_paths(spec.files or []))
@@ -141,9 +144,10 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         aoi: optional area of interest, in ``aoi_crs``; the scene is cut to its bounds.
         aoi_crs: CRS of ``aoi`` (any form pyproj understands).
     """
-    sources = band_sources(spec)
+    stac = resolve_stac(spec) if spec.stac is not None else None
+    sources = band_sources(spec, stac)
     infos = {p: _file_info(p) for band in sources for p in band.paths}
-    quality_mask = _quality_mask(spec)
+    quality_mask = _quality_mask(spec, stac)
     for band in sources:
         for path in band.paths:
             if band.index > infos[path].count:
@@ -181,15 +185,20 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         resampling=spec.resampling,
         aoi_wkb=None if aoi_scene is None else shapely.to_wkb(aoi_scene),
         quality_mask=quality_mask,
-        datetime=spec.datetime,
+        datetime=spec.datetime or (stac.datetime if stac else None),
     )
 
 
-def _quality_mask(spec: InputSpec) -> QualityMask | None:
-    """The spec's QA raster, its files checked (headers only)."""
+def _quality_mask(spec: InputSpec, stac: StacInputs | None) -> QualityMask | None:
+    """The spec's QA raster (a file, or a STAC asset), its files checked (headers only)."""
     if spec.mask is None:
         return None
-    paths = tuple(expand_paths(spec.mask.path))
+    if spec.mask.asset is not None:
+        assert stac is not None and stac.mask_href is not None
+        paths: tuple[str, ...] = (stac.mask_href,)
+    else:
+        assert spec.mask.path is not None
+        paths = tuple(expand_paths(spec.mask.path))
     for path in paths:
         info = _file_info(path)
         if spec.mask.band > info.count:

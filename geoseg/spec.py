@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import SpecError
+from geoseg.spec_product import (
+    CropHealthPercentiles,
+    QualityMaskSpec,
+    StacAssetRef,
+    StrictModel,
+    VerdictRules,
+)
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
-
-
-class StrictModel(BaseModel):
-    """Base for spec sections: unknown keys are errors, values are immutable once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -33,28 +34,6 @@ class BandRef(StrictModel):
 
     path: str | list[str] = Field(description="File, glob, or list of files (a mosaic in one CRS).")
     band: int = Field(1, ge=1, description="1-based band index inside each file.")
-
-
-QualityMaskKind = Literal["landsat_c2_qa_pixel", "landsat_pre_bqa", "s2_scl", "binary"]
-
-
-class QualityMaskSpec(StrictModel):
-    """A cloud / quality raster whose masked pixels become invalid for every model and statistic (geoseg.qa)."""
-
-    path: str | list[str] = Field(description="QA raster (file, glob or list); read with nearest resampling.")
-    band: int = Field(1, ge=1)
-    kind: QualityMaskKind = Field(description="How its values are decoded (see geoseg/qa.py for the bit layouts).")
-    min_confidence: Literal["low", "medium", "high"] = Field(
-        "medium", description="Landsat: mask cloud (and cirrus, shadow, snow if enabled) at this confidence or above."
-    )
-    cirrus: bool = True
-    shadow: bool = Field(True, description="Landsat C2: mask cloud shadow.")
-    snow: bool = False
-    dilated_cloud: bool = Field(True, description="Landsat C2: mask the dilated-cloud bit.")
-    scl_classes: list[int] = Field(
-        default=[0, 1, 3, 8, 9, 10],
-        description="Sentinel-2 SCL classes masked (default: no data, defective, cloud shadow, clouds, cirrus).",
-    )
 
 
 class InputSpec(StrictModel):
@@ -67,6 +46,10 @@ class InputSpec(StrictModel):
         None, description="Multi-band files (paths or globs) covering the region; name bands with band_names."
     )
     band_names: list[str] | None = Field(None, description="Names of the bands of `files`, in file order.")
+    stac: str | None = Field(None, description="A STAC Item (file or URL) whose assets are the bands; see assets.")
+    assets: dict[str, str | StacAssetRef] | None = Field(
+        None, description="With stac: band name -> asset key (or {asset, band}), e.g. {red: B04, nir: B08}."
+    )
     nodata: float | None = Field(None, description="Nodata value; default: each file's own nodata.")
     scale: float = Field(1.0, description="Reflectance = DN * scale + offset (Sentinel-2 L1C: 0.0001).")
     offset: float = 0.0
@@ -80,8 +63,12 @@ class InputSpec(StrictModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> InputSpec:
-        if (self.bands is None) == (self.files is None):
-            raise ValueError("give exactly one of inputs.bands (band name -> file) or inputs.files")
+        if sum(form is not None for form in (self.bands, self.files, self.stac)) != 1:
+            raise ValueError("give exactly one of inputs.bands (band name -> file), inputs.files or inputs.stac")
+        if (self.stac is None) != (self.assets is None):
+            raise ValueError("inputs.stac and inputs.assets go together: assets maps band names to the item's assets")
+        if self.mask is not None and self.mask.asset is not None and self.stac is None:
+            raise ValueError("inputs.mask.asset needs inputs.stac; give inputs.mask.path for a file")
         if self.files is not None and not self.band_names:
             raise ValueError("inputs.files needs inputs.band_names, e.g. [red, green, blue, nir]")
         if self.bands is not None and self.band_names:
@@ -124,35 +111,6 @@ class CropHealthThresholds(StrictModel):
         if not self.non_vegetation < self.stressed < self.moderate:
             raise ValueError("crop-health thresholds must ascend: non_vegetation < stressed < moderate")
         return self
-
-
-class CropHealthPercentiles(StrictModel):
-    """Scene-relative class bounds: percentiles (0-100) of the classifying index over the scene's valid pixels."""
-
-    non_vegetation: float = Field(10.0, ge=0, le=100)
-    stressed: float = Field(30.0, ge=0, le=100)
-    moderate: float = Field(60.0, ge=0, le=100)
-
-    @model_validator(mode="after")
-    def _ascending(self) -> CropHealthPercentiles:
-        if not self.non_vegetation < self.stressed < self.moderate:
-            raise ValueError("crop-health percentiles must ascend: non_vegetation < stressed < moderate")
-        return self
-
-
-class VerdictRules(StrictModel):
-    """A field's verdict: the first rule that holds (shares of the field's observed pixels, see README).
-
-    not_observed: share_masked >= max_masked, or share_edge_masked >= max_edge_masked, or no pixel observed;
-    bare: share_non_vegetation >= bare; stressed: share_stressed >= stressed;
-    watch: share_stressed + share_moderate >= watch; healthy otherwise.
-    """
-
-    max_masked: float = Field(0.3, ge=0, le=1)
-    max_edge_masked: float = Field(0.3, ge=0, le=1)
-    bare: float = Field(0.5, ge=0, le=1)
-    stressed: float = Field(0.25, ge=0, le=1)
-    watch: float = Field(0.4, ge=0, le=1)
 
 
 VegetationIndex = Literal["ndvi", "ndre", "evi", "savi", "gndvi", "ndmi"]
@@ -364,6 +322,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make every file path in the raw spec absolute, relative to the spec's folder."""
     inputs = raw.get("inputs")
     if isinstance(inputs, dict):
+        if isinstance(inputs.get("stac"), str):
+            inputs["stac"] = _absolute(inputs["stac"], base)
         if isinstance(inputs.get("files"), str):
             inputs["files"] = [inputs["files"]]
         if isinstance(inputs.get("files"), list):
