@@ -8,15 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import shapely
 from rasterio.windows import bounds as window_bounds
 
 from geoseg.errors import InputError, SpecError
 from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
-from geoseg.models.table import checkpoint_files, stats_role, stretch_bands
+from geoseg.models.catalog import bands_for, index_array
+from geoseg.models.table import checkpoint_files, scene_indices, stats_role, stretch_bands
 from geoseg.models.table import preflight as models_preflight
-from geoseg.raster import Scene, check_valid_pixels, open_scene, scene_percentiles
+from geoseg.raster import Scene, check_valid_pixels, open_scene, read_decimated, scene_percentiles
 from geoseg.spec import AoiSpec, JobSpec, halo_problem
 from geoseg.tiling import Tile, TileGrid
 
@@ -97,14 +99,31 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
                 bands.append(band)
     check_valid_pixels(scene, tuple(bands))
     stretch = stretch_bands(spec.models) if with_stats else ()
+    relative = scene_indices(spec.models) if with_stats else ()
     scene_info = SceneInfo(
         band_names=tuple(bands),
         crs_wkt=scene.crs_wkt,
         pixel_size=scene.pixel_size,
         pixel_area_m2=scene.pixel_area_m2,
         percentiles=scene_percentiles(scene, stretch) if stretch else {},
+        index_percentiles=index_percentiles(scene, relative) if relative else {},
     )
     return JobPlan(spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models))
+
+
+def index_percentiles(scene: Scene, indices: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of vegetation indices over a decimated whole-scene read (masked pixels left out)."""
+    needed = bands_for(indices)
+    pixels, valid = read_decimated(scene, needed, max_size)
+    bands = {name: pixels[i] for i, name in enumerate(needed)}
+    out = {}
+    for name in indices:
+        values = index_array(name, bands)[valid]
+        values = values[~np.isnan(values)]
+        if not values.size:
+            raise InputError(f"no valid {name} pixels in the scene for scene-relative crop-health classes")
+        out[name] = np.percentile(values, np.arange(101))
+    return out
 
 
 def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:

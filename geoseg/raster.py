@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 
 import numpy as np
@@ -28,7 +29,9 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoseg.errors import InputError
+from geoseg.qa import QualityMask
 from geoseg.spec import InputSpec, expand_paths
+from geoseg.stac import StacInputs, resolve_stac
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,10 @@ class Scene:
     resampling: str = "bilinear"
     aoi_wkb: bytes | None = None
     """Area of interest in the scene CRS; pixels outside it read as invalid."""
+    quality_mask: QualityMask | None = None
+    """Cloud / quality raster; the pixels it masks read as invalid."""
+    datetime: datetime | None = None
+    """Acquisition time of the imagery, when the inputs say it."""
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -92,8 +99,10 @@ class Scene:
         raise InputError(f"band {name!r} is not in inputs (have: {', '.join(self.band_names)}); add it to the band map")
 
 
-def band_sources(spec: InputSpec) -> tuple[BandSource, ...]:
-    """Normalise the two input forms (band map, or multi-band files + names) into band sources."""
+def band_sources(spec: InputSpec, stac: StacInputs | None = None) -> tuple[BandSource, ...]:
+    """Normalise the input forms (band map, multi-band files + names, STAC assets) into band sources."""
+    if stac is not None:
+        return tuple(BandSource(name, (href,), index) for name, (href, index) in stac.bands.items())
     if spec.bands is not None:
         return tuple(BandSource(name, tuple(expand_paths(ref.path)), ref.band) for name, ref in spec.bands.items())
     files = tuple(expand_paths(spec.files or []))
@@ -140,8 +149,10 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         aoi: optional area of interest, in ``aoi_crs``; the scene is cut to its bounds.
         aoi_crs: CRS of ``aoi`` (any form pyproj understands).
     """
-    sources = band_sources(spec)
+    stac = resolve_stac(spec) if spec.stac is not None else None
+    sources = band_sources(spec, stac)
     infos = {p: _file_info(p) for band in sources for p in band.paths}
+    quality_mask = _quality_mask(spec, stac)
     for band in sources:
         for path in band.paths:
             if band.index > infos[path].count:
@@ -173,6 +184,8 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         offset=spec.offset,
         resampling=spec.resampling,
         aoi_wkb=None if aoi_scene is None else shapely.to_wkb(aoi_scene),
+        quality_mask=quality_mask,
+        datetime=spec.datetime or (stac.datetime if stac else None),
     )
 
 
@@ -206,6 +219,23 @@ def _common_area(sources: tuple[BandSource, ...], infos: dict[str, _FileInfo], c
             )
     assert area is not None  # a spec has at least one band
     return area
+
+
+def _quality_mask(spec: InputSpec, stac: StacInputs | None) -> QualityMask | None:
+    """The spec's QA raster (a file, or a STAC asset), its files checked (headers only)."""
+    if spec.mask is None:
+        return None
+    if spec.mask.asset is not None:
+        assert stac is not None and stac.mask_href is not None
+        paths: tuple[str, ...] = (stac.mask_href,)
+    else:
+        assert spec.mask.path is not None
+        paths = tuple(expand_paths(spec.mask.path))
+    for path in paths:
+        info = _file_info(path)
+        if spec.mask.band > info.count:
+            raise InputError(f"{path} has {info.count} band(s); inputs.mask asks for band {spec.mask.band}")
+    return QualityMask(paths, spec.mask.band, spec.mask)
 
 
 def _native_res(info: _FileInfo, crs: CRS) -> float:
@@ -333,12 +363,39 @@ def read_window(
         pixels[i] = data
         valid &= ok
     valid &= _inside_scene(scene, window, (rows, cols))
+    if scene.quality_mask is not None:
+        valid &= ~_read_quality_mask(scene.quality_mask, scene, transform, (rows, cols))
     if scene.aoi is not None:
         valid &= geometry_mask([scene.aoi], (rows, cols), transform, invert=True, all_touched=False)
     if scene.scale != 1.0 or scene.offset != 0.0:
         pixels = pixels * np.float32(scene.scale) + np.float32(scene.offset)
     pixels[:, ~valid] = 0.0
     return pixels, valid
+
+
+def _read_quality_mask(mask: QualityMask, scene: Scene, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """Masked pixels of the window: the QA raster resampled by nearest neighbour (bit fields must not blend)."""
+    masked = np.zeros(shape, bool)
+    for path in mask.paths:
+        try:
+            with (
+                rasterio.open(path) as src,
+                WarpedVRT(
+                    src,
+                    crs=scene.crs,
+                    transform=transform,
+                    width=shape[1],
+                    height=shape[0],
+                    resampling=Resampling.nearest,
+                    add_alpha=ColorInterp.alpha not in src.colorinterp,
+                ) as vrt,
+            ):
+                qa = vrt.read(mask.band)
+                covered = vrt.read_masks(mask.band) > 0
+        except rasterio.RasterioIOError as err:
+            raise InputError(f"cannot read quality mask {path}: {err}") from None
+        masked |= covered & mask.masked(qa)
+    return masked
 
 
 def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.ndarray:
@@ -348,11 +405,16 @@ def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.nd
     return ((rows >= 0) & (rows < scene.height))[:, None] & ((cols >= 0) & (cols < scene.width))[None, :]
 
 
-def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
-    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+def read_decimated(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The whole scene read at most ``max_size`` pixels a side (overviews, previews, scene-wide statistics)."""
     factor = max(1.0, max(scene.width, scene.height) / max_size)
     shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
-    pixels, valid = read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)
+    return read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)
+
+
+def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+    pixels, valid = read_decimated(scene, bands, max_size)
     if not valid.any():
         raise InputError("the inputs hold no valid pixels inside the scene/AOI: check nodata and the AOI")
     return {name: np.percentile(pixels[i][valid], np.arange(101)) for i, name in enumerate(bands)}

@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import SpecError
+from geoseg.spec_product import (
+    CropHealthPercentiles,
+    QualityMaskSpec,
+    StacAssetRef,
+    StrictModel,
+    VerdictRules,
+)
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
-
-
-class StrictModel(BaseModel):
-    """Base for spec sections: unknown keys are errors, values are immutable once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -46,17 +47,29 @@ class InputSpec(StrictModel):
         None, description="Multi-band files (paths or globs) covering the region; name bands with band_names."
     )
     band_names: list[str] | None = Field(None, description="Names of the bands of `files`, in file order.")
+    stac: str | None = Field(None, description="A STAC Item (file or URL) whose assets are the bands; see assets.")
+    assets: dict[str, str | StacAssetRef] | None = Field(
+        None, description="With stac: band name -> asset key (or {asset, band}), e.g. {red: B04, nir: B08}."
+    )
     nodata: float | None = Field(None, description="Nodata value; default: each file's own nodata.")
     scale: float = Field(1.0, description="Reflectance = DN * scale + offset (Sentinel-2 L1C: 0.0001).")
     offset: float = 0.0
     resolution: float | None = Field(None, gt=0, description="Output pixel size; default: the finest input.")
     crs: str | None = Field(None, description="Scene CRS; default: the CRS of the finest input.")
     resampling: Resampling = "bilinear"
+    mask: QualityMaskSpec | None = Field(None, description="Cloud / quality mask: masked pixels are invalid.")
+    datetime: AwareDatetime | None = Field(
+        None, description="Acquisition time of the imagery, e.g. 2024-06-01T10:30:00Z (fiboa determination:datetime)."
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> InputSpec:
-        if (self.bands is None) == (self.files is None):
-            raise ValueError("give exactly one of inputs.bands (band name -> file) or inputs.files")
+        if sum(form is not None for form in (self.bands, self.files, self.stac)) != 1:
+            raise ValueError("give exactly one of inputs.bands (band name -> file), inputs.files or inputs.stac")
+        if (self.stac is None) != (self.assets is None):
+            raise ValueError("inputs.stac and inputs.assets go together: assets maps band names to the item's assets")
+        if self.mask is not None and self.mask.asset is not None and self.stac is None:
+            raise ValueError("inputs.mask.asset needs inputs.stac; give inputs.mask.path for a file")
         if self.files is not None and not self.band_names:
             raise ValueError("inputs.files needs inputs.band_names, e.g. [red, green, blue, nir]")
         if self.bands is not None and self.band_names:
@@ -111,7 +124,12 @@ class CropHealthSpec(StrictModel):
     name: str = "crop_health"
     indices: list[VegetationIndex] = Field(default=["ndvi"])
     classify_by: VegetationIndex = "ndvi"
+    classes_by: Literal["thresholds", "percentiles"] = Field(
+        "thresholds", description="Health classes by absolute index thresholds or scene-relative percentiles."
+    )
     thresholds: CropHealthThresholds = CropHealthThresholds()
+    percentiles: CropHealthPercentiles = CropHealthPercentiles()
+    verdict: VerdictRules = VerdictRules()
     smoothing_px: int = Field(
         1, ge=0, le=16, description="Majority filter radius on the classes (0: per-pixel classes)."
     )
@@ -259,9 +277,13 @@ class OutputSpec(StrictModel):
     path: str = Field(description="GeoPackage path (.gpkg).")
     masks: bool = Field(True, description="Also write one mask COG per model next to the GeoPackage.")
     crs: str | None = Field(None, description="Output CRS of vector layers; default: the scene CRS.")
-    formats: list[Literal["parquet", "fgb"]] = Field(
-        default_factory=list, description="Extra vector formats written beside the GeoPackage."
+    formats: list[Literal["parquet", "fgb", "fiboa"]] = Field(
+        default_factory=list,
+        description="Extra vector formats written beside the GeoPackage; fiboa: the instance layers as fiboa "
+        "GeoParquet (<name>_<layer>.fiboa.parquet).",
     )
+    quicklook: bool = Field(True, description="Write <name>_quicklook.png: false colour, fields by verdict.")
+    quicklook_html: bool = Field(False, description="Also write <name>_quicklook.html (self-contained map).")
     simplify: float = Field(0.0, ge=0, description="Simplify tolerance in map units (0: exact pixel edges).")
     min_area_m2: float = Field(0.0, ge=0, description="Drop polygons smaller than this.")
     fill_holes_m2: float = Field(0.0, ge=0, description="Fill holes smaller than this.")
@@ -358,6 +380,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make every file path in the raw spec absolute, relative to the spec's folder."""
     inputs = raw.get("inputs")
     if isinstance(inputs, dict):
+        if isinstance(inputs.get("stac"), str):
+            inputs["stac"] = _absolute(inputs["stac"], base)
         if isinstance(inputs.get("files"), str):
             inputs["files"] = [inputs["files"]]
         if isinstance(inputs.get("files"), list):
@@ -367,6 +391,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
                 ref["path"] = _absolute(ref["path"], base)
             elif isinstance(ref, dict) and isinstance(ref.get("path"), list):
                 ref["path"] = [_absolute(p, base) for p in ref["path"]]
+        mask = inputs.get("mask")
+        if isinstance(mask, dict) and isinstance(mask.get("path"), str):
+            mask["path"] = _absolute(mask["path"], base)
+        elif isinstance(mask, dict) and isinstance(mask.get("path"), list):
+            mask["path"] = [_absolute(p, base) for p in mask["path"]]
     for section, key in (("aoi", "path"), ("output", "path"), ("output", "work_dir")):
         part = raw.get(section)
         if isinstance(part, dict) and isinstance(part.get(key), str):

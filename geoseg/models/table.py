@@ -12,6 +12,7 @@ Each :class:`ModelType` entry says:
 - ``preflight``: checks run before Ray starts (weights present ...), so that no tile fails on them;
 - ``stats``: for a model whose output gives per-object statistics to the other layers, its role;
 - ``stretch_bands``: bands the model stretches with scene-wide percentiles (computed once by the plan);
+- ``scene_indices``: vegetation indices whose scene-wide percentiles the model needs (computed once by the plan);
 - ``checkpoint_files``: the weights files the model loads (what ``--resume`` hashes); preflight checks they exist.
 
 Adding a model type:
@@ -58,6 +59,7 @@ class ModelType:
     preflight: Callable[[Any], None] = _no_checks
     stats: Callable[[Any], StatsRole] | None = None
     stretch_bands: Callable[[Any], tuple[str, ...]] = _no_bands
+    scene_indices: Callable[[Any], tuple[str, ...]] = _no_bands
     checkpoint_files: Callable[[Any], tuple[Path, ...]] = _no_checkpoint
 
 
@@ -69,7 +71,12 @@ def _crop_health_info(spec: CropHealthSpec) -> ModelInfo:
 
 
 def _crop_health_stats(spec: CropHealthSpec) -> StatsRole:
-    return StatsRole(spec.name, HEALTH_CLASSES, hist_layers=(spec.classify_by,))
+    hists = tuple(dict.fromkeys(i for i in (spec.classify_by, "ndvi", "ndre") if i in spec.all_indices))
+    return StatsRole(spec.name, HEALTH_CLASSES, hist_layers=hists, verdict=spec.verdict)
+
+
+def _crop_health_scene_indices(spec: CropHealthSpec) -> tuple[str, ...]:
+    return (spec.classify_by,) if spec.classes_by == "percentiles" else ()
 
 
 def _field_regions_info(spec: FieldRegionsSpec) -> ModelInfo:
@@ -106,7 +113,10 @@ def _unet_info(spec: UNetSpec) -> ModelInfo:
 
 MODEL_TYPES: dict[type, ModelType] = {
     CropHealthSpec: ModelType(
-        builder="geoseg.models.crop_health:build_crop_health", info=_crop_health_info, stats=_crop_health_stats
+        builder="geoseg.models.crop_health:build_crop_health",
+        info=_crop_health_info,
+        stats=_crop_health_stats,
+        scene_indices=_crop_health_scene_indices,
     ),
     FieldRegionsSpec: ModelType(builder="geoseg.models.field_regions:build_field_regions", info=_field_regions_info),
     FieldDelineatorSpec: ModelType(
@@ -161,6 +171,11 @@ def stats_role(specs: list[ModelSpec]) -> StatsRole | None:
 def stretch_bands(specs: list[ModelSpec]) -> tuple[str, ...]:
     """Bands some model stretches with scene-wide percentiles, each once, in first-use order."""
     return tuple(dict.fromkeys(band for spec in specs for band in model_type(spec).stretch_bands(spec)))
+
+
+def scene_indices(specs: list[ModelSpec]) -> tuple[str, ...]:
+    """Vegetation indices some model needs scene-wide percentiles of, each once."""
+    return tuple(dict.fromkeys(index for spec in specs for index in model_type(spec).scene_indices(spec)))
 
 
 def preflight(specs: list[ModelSpec]) -> None:
