@@ -23,6 +23,7 @@ from geoseg.atomic import check_output_absent
 from geoseg.cog import CogWriter
 from geoseg.errors import OutputError
 from geoseg.export import reproject_layers, write_geopackage, write_vector_formats
+from geoseg.fiboa import write_fiboa
 from geoseg.models import ModelInfo
 from geoseg.plan import TILES_LAYER, JobPlan
 from geoseg.stitch import LayerStitcher, StitchedObject
@@ -52,6 +53,16 @@ def check_outputs(plan: JobPlan, overwrite: bool) -> None:
     """Fail before any work when an output exists and ``--overwrite`` was not given, or its folder is unusable."""
     for path in plan.outputs.files():
         check_output_absent(path, overwrite)
+    if plan.spec.output.crs:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            CRS.from_user_input(plan.spec.output.crs)
+        except CRSError:
+            raise OutputError(
+                f"output.crs {plan.spec.output.crs!r} is not a known CRS: use an EPSG code, e.g. EPSG:4326"
+            ) from None
     for folder in {plan.outputs.geopackage.parent, plan.outputs.work_dir.parent}:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -79,6 +90,7 @@ def build_layers(
             classes=info.classes,
             stats_classes=plan.stats.classes if plan.stats else (),
             instance=info.kind == "instance",
+            verdict_rules=plan.stats.verdict if plan.stats else None,
         )
     return layers, objects
 
@@ -196,6 +208,7 @@ def export(
     masks = []
     if plan.spec.output.masks:
         masks = write_masks(plan, objects, {k: set(v["id"]) for k, v in layers.items()}, overwrite)
+    looks = write_quicklooks(plan, layers, overwrite)
     layers[TILES_LAYER] = tiles_layer(plan, status)
     if plan.spec.output.crs:
         layers = reproject_layers(layers, plan.spec.output.crs)
@@ -203,5 +216,27 @@ def export(
     styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)
     out = plan.outputs.geopackage
     write_geopackage(out, layers, tables={JOB_TABLE: job_table(plan, meta)}, styles=styles, overwrite=overwrite)
-    extra = write_vector_formats(out, layers, plan.spec.output.formats, overwrite) if plan.spec.output.formats else []
-    return ExportSummary(out, {name: len(gdf) for name, gdf in layers.items()}, masks, extra)
+    formats = [f for f in plan.spec.output.formats if f != "fiboa"]
+    extra = write_vector_formats(out, layers, formats, overwrite) if formats else []
+    if "fiboa" in plan.spec.output.formats:
+        extra += [
+            write_fiboa(layers[name], path, plan.spec.name, plan.scene.datetime, overwrite)
+            for name, path in plan.outputs.fiboa.items()
+        ]
+    summary = {name: len(gdf) for name, gdf in layers.items()}
+    return ExportSummary(out, summary, masks, [*extra, *looks])
+
+
+def write_quicklooks(plan: JobPlan, layers: dict[str, gpd.GeoDataFrame], overwrite: bool) -> list[Path]:
+    """The quicklook PNG (and HTML) of the instance layers, from a decimated read of the scene."""
+    png, page = plan.outputs.quicklook_png, plan.outputs.quicklook_html
+    if png is None and page is None:
+        return []
+    from geoseg.quicklook import render, write_html, write_png
+
+    outlined = {info.name: layers[info.name] for info in plan.models if info.kind == "instance"}
+    canvas = render(plan.scene, outlined, plan.spec.name)
+    written = [write_png(canvas, png, overwrite)] if png is not None else []
+    if page is not None:
+        written.append(write_html(canvas, outlined, page, plan.spec.name, overwrite))
+    return written

@@ -1,5 +1,6 @@
-"""Planning a job: the scene grid, the tiles to run, what the models need. No pixels are read but for SAM's
-scene-wide stretch (a decimated overview)."""
+"""Planning a job: the scene grid, the tiles to run, what the models need, and the inputs checked once, up front
+(CRS, common extent, valid pixels). Pixels are read only from decimated overviews (the valid-pixel check, SAM's
+scene-wide stretch)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import shapely
 from rasterio.windows import bounds as window_bounds
 
 from geoseg.errors import InputError, SpecError
 from geoseg.export import vector_format_path
+from geoseg.fiboa import fiboa_path
 from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
+from geoseg.models.catalog import bands_for, index_array
+from geoseg.models.table import checkpoint_files, scene_indices, stats_role, stretch_bands
 from geoseg.models.table import preflight as models_preflight
-from geoseg.models.table import stats_role, stretch_bands
-from geoseg.raster import Scene, open_scene, scene_percentiles
+from geoseg.raster import Scene, check_valid_pixels, open_scene, read_decimated, scene_percentiles
 from geoseg.spec import AoiSpec, JobSpec, halo_problem
 from geoseg.tiling import Tile, TileGrid
 
@@ -33,23 +37,34 @@ class OutputPaths:
     """Model name -> its mask COG (empty when ``output.masks`` is off)."""
     vectors: tuple[Path, ...]
     """Extra vector formats (GeoParquet, FlatGeobuf), one file per layer and format."""
+    fiboa: dict[str, Path]
+    """Instance layer -> its fiboa GeoParquet (empty unless ``formats`` holds ``fiboa``)."""
+    quicklook_png: Path | None
+    quicklook_html: Path | None
     work_dir: Path
-    """Per-tile results (``--resume``): ``output.work_dir``, default ``<output>.work/`` beside the GeoPackage."""
+    """Per-tile results (``--resume``): ``output.work_dir``, default ``<output stem>.work/`` beside the GeoPackage."""
 
     def files(self) -> list[Path]:
         """Every file the job will write (not the work dir)."""
-        return [self.geopackage, *self.masks.values(), *self.vectors]
+        looks = [p for p in (self.quicklook_png, self.quicklook_html) if p is not None]
+        return [self.geopackage, *looks, *self.masks.values(), *self.vectors, *self.fiboa.values()]
 
 
-def output_paths(spec: JobSpec) -> OutputPaths:
-    """The paths a spec's job writes."""
-    out = Path(spec.output.path)
-    names = [m.name for m in spec.models]
-    masks = {name: out.with_name(f"{out.stem}_{name}.tif") for name in names} if spec.output.masks else {}
-    layers = [*names, TILES_LAYER]
-    vectors = tuple(vector_format_path(out, name, fmt) for fmt in spec.output.formats for name in layers)
-    work_dir = Path(spec.output.work_dir) if spec.output.work_dir else out.with_suffix(".work")
-    return OutputPaths(out, masks, vectors, work_dir)
+def output_paths(spec: JobSpec, models: tuple[ModelInfo, ...]) -> OutputPaths:
+    """The paths a job writes."""
+    out, options = Path(spec.output.path), spec.output
+    names = [m.name for m in models]
+    masks = {name: out.with_name(f"{out.stem}_{name}.tif") for name in names} if options.masks else {}
+    formats = [fmt for fmt in options.formats if fmt != "fiboa"]
+    vectors = tuple(vector_format_path(out, name, fmt) for fmt in formats for name in [*names, TILES_LAYER])
+    fiboa = (
+        {m.name: fiboa_path(out, m.name) for m in models if m.kind == "instance"} if "fiboa" in options.formats else {}
+    )
+    look = out.with_name(f"{out.stem}_quicklook")
+    png = look.with_suffix(".png") if options.quicklook else None
+    page = look.with_suffix(".html") if options.quicklook_html else None
+    work_dir = Path(options.work_dir) if options.work_dir else out.with_suffix(".work")
+    return OutputPaths(out, masks, vectors, fiboa, png, page, work_dir)
 
 
 @dataclass(frozen=True)
@@ -122,17 +137,35 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
             scene.band(band)  # a clear error for a band the band map lacks
             if band not in bands:
                 bands.append(band)
+    check_valid_pixels(scene, tuple(bands))
     stretch = stretch_bands(spec.models) if with_stats else ()
+    relative = scene_indices(spec.models) if with_stats else ()
     scene_info = SceneInfo(
         band_names=tuple(bands),
         crs_wkt=scene.crs_wkt,
         pixel_size=scene.pixel_size,
         pixel_area_m2=scene.pixel_area_m2,
         percentiles=scene_percentiles(scene, stretch) if stretch else {},
+        index_percentiles=index_percentiles(scene, relative) if relative else {},
     )
     return JobPlan(
-        spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models), output_paths(spec)
+        spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models), output_paths(spec, infos)
     )
+
+
+def index_percentiles(scene: Scene, indices: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of vegetation indices over a decimated whole-scene read (masked pixels left out)."""
+    needed = bands_for(indices)
+    pixels, valid = read_decimated(scene, needed, max_size)
+    bands = {name: pixels[i] for i, name in enumerate(needed)}
+    out = {}
+    for name in indices:
+        values = index_array(name, bands)[valid]
+        values = values[~np.isnan(values)]
+        if not values.size:
+            raise InputError(f"no valid {name} pixels in the scene for scene-relative crop-health classes")
+        out[name] = np.percentile(values, np.arange(101))
+    return out
 
 
 def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
@@ -143,9 +176,20 @@ def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
     return [t for t in grid if prepared.intersects(shapely.box(*window_bounds(t.core, scene.transform)))]
 
 
-def preflight(plan: JobPlan) -> None:
-    """Fail fast, before Ray starts, on what would make every tile fail (missing weights)."""
+def preflight(plan: JobPlan) -> list[Path]:
+    """Fail fast, before Ray starts, on what would make every tile fail (missing weights); returns the job's
+    checkpoint files (what ``--resume`` hashes)."""
     models_preflight(plan.spec.models)
+    return checkpoint_files(plan.spec.models)
+
+
+def input_files(plan: JobPlan) -> list[str]:
+    """Every file the tiles' results depend on: the bands' files, the AOI, the prompt layers."""
+    files = list(dict.fromkeys(p for band in plan.scene.bands for p in band.paths))
+    if plan.spec.aoi is not None and plan.spec.aoi.path:
+        files.append(plan.spec.aoi.path)
+    files += [info.prompts for info in plan.models if info.prompts]
+    return files
 
 
 def describe(plan: JobPlan) -> str:

@@ -1,4 +1,4 @@
-"""Ray orchestration: the only module that imports ``ray``.
+"""Ray orchestration: the tile pipeline on Ray (model actors are placed by :mod:`geoseg.placement`).
 
 Tiles stream through three stages with a bounded number in flight:
 
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,11 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from geoseg import workdir
-from geoseg.errors import GeosegError, TileFailedError, error_gist
+from geoseg.errors import GeosegError, TileFailedError, error_gist, raise_job_terminated
 from geoseg.finalize import ExportSummary, check_outputs, export
 from geoseg.models import ModelInfo
-from geoseg.plan import TILES_LAYER, JobPlan, plan_job, preflight
-from geoseg.progress import TileProgress
+from geoseg.placement import place_actors
+from geoseg.plan import TILES_LAYER, JobPlan, input_files, plan_job, preflight
+from geoseg.progress import ProgressMode, TileProgress
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher, LayerTile
 from geoseg.tileloop import RetryPolicy, TileStatus, run_tiles
@@ -73,13 +76,22 @@ def ray_session(address: str | None, spec: JobSpec) -> Iterator[None]:
         ray.init(address=address or "local", **kwargs)
     except ConnectionError as err:
         raise GeosegError(f"cannot reach the Ray cluster at {address}: {err}") from None
+    previous = _on_sigterm(raise_job_terminated)  # ray.init set its own (sys.exit(15))
     try:
         yield
     finally:
         ray.shutdown()
+        _on_sigterm(previous)
 
 
-class _ModelRunnerActor(ModelRunner):
+def _on_sigterm(handler: Any) -> Any:
+    """Install a SIGTERM handler (main thread only); returns the previous one."""
+    if threading.current_thread() is not threading.main_thread() or handler is None:
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
+class ModelRunnerActor(ModelRunner):
     """The model actor: :class:`~geoseg.tilework.ModelRunner` shaped for Ray's ``num_returns``."""
 
     def run_batch(self, *args: Any) -> Any:
@@ -93,33 +105,18 @@ def _remote_functions() -> tuple[Any, Any, Any]:
 
     read = ray.remote(num_cpus=1, max_retries=1)(read_tile)
     finish = ray.remote(num_cpus=1, max_retries=1)(finish_tile)
-    actor = ray.remote(max_restarts=2, max_task_retries=1)(_ModelRunnerActor)
+    # a killed actor always restarts (its models reload); a batch it held is rerun there, then by the driver
+    actor = ray.remote(max_restarts=-1, max_task_retries=2)(ModelRunnerActor)
     return read, finish, actor
 
 
 def _start_actors(plan: JobPlan, actor_cls: Any) -> list[Any]:
-    """Start the model actors: GPU actors hold their GPU share only; CPU actors hold one CPU each and must leave
-    at least one CPU for the read and finish tasks."""
+    """Start the model actors where ``compute.device`` puts them (:mod:`geoseg.placement`)."""
     import ray
 
-    compute = plan.spec.compute
-    resources = ray.cluster_resources()
-    gpus = compute.gpus_per_actor if resources.get("GPU", 0) >= compute.gpus_per_actor > 0 else 0
-    if compute.gpus_per_actor > 0 and not gpus:
-        log.warning(
-            "asked for %s GPU(s) per actor, the cluster has %s: CPU actors",
-            compute.gpus_per_actor,
-            resources.get("GPU", 0),
-        )
-    cpus = resources.get("CPU", 0)
-    if not gpus and compute.actors >= cpus:
-        raise GeosegError(
-            f"compute.actors={compute.actors} CPU model actors leave no CPU for reading tiles on this "
-            f"{cpus:g}-CPU Ray: set compute.actors below {cpus:g} (or give actors GPUs)"
-        )
-    options = {"num_gpus": gpus, "num_cpus": 0 if gpus else 1}
-    args = (list(plan.spec.models), list(plan.models), plan.scene_info, plan.bands, "cuda" if gpus else "cpu")
-    actors = [actor_cls.options(**options).remote(*args) for _ in range(compute.actors)]
+    placement = place_actors(plan.spec.compute)
+    args = (list(plan.spec.models), list(plan.models), plan.scene_info, plan.bands, placement.device)
+    actors = [actor_cls.options(**placement.options(i)).remote(*args) for i in range(plan.spec.compute.actors)]
     try:
         ray.get([actor.device_name.remote() for actor in actors])  # models load once per actor, here
     except ray.exceptions.RayError as err:
@@ -134,7 +131,7 @@ def run_job(
     overwrite: bool = False,
     resume: bool = False,
     address: str | None = None,
-    progress: bool = True,
+    progress: bool | ProgressMode = True,
 ) -> RunResult:
     """Run a job end to end: plan, tiles on Ray, stitch, export.
 
@@ -145,20 +142,26 @@ def run_job(
     start = time.perf_counter()
     plan = plan_job(spec)
     check_outputs(plan, overwrite)
-    preflight(plan)
+    checkpoints = preflight(plan)
     work_dir = plan.outputs.work_dir
-    workdir.prepare(work_dir, spec, resume)
+    fresh_work_dir = not work_dir.exists()
+    workdir.prepare(work_dir, spec, resume, input_files(plan), checkpoints)
     stitchers = {m.name: LayerStitcher(plan.grid, m.merge_min_agreement) for m in plan.models}
     status: dict[str, TileStatus] = {t.id: TileStatus() for t in plan.tiles}
     todo = _resume(plan, stitchers, status) if resume else list(plan.tiles)
     resumed = len(plan.tiles) - len(todo)
     device = "cpu"
-    with ray_session(address or spec.compute.address, spec):
-        if todo:
-            device = _model_pass(plan, todo, stitchers, status, progress)
-        for info in plan.models:
-            if info.merge != "core":
-                _blend_pass(plan, info, stitchers[info.name], status, progress)
+    try:
+        with ray_session(address or spec.compute.address, spec):
+            if todo:
+                device = _model_pass(plan, todo, stitchers, status, progress)
+            for info in plan.models:
+                if info.merge != "core":
+                    _blend_pass(plan, info, stitchers[info.name], status, progress)
+    except GeosegError:
+        if fresh_work_dir:  # failed before any work (Ray, actors): leave nothing behind
+            workdir.discard_if_unused(work_dir)
+        raise
     failed = [tid for tid, s in status.items() if s.status == "failed"]
     meta = {"device": device, "tiles_failed": len(failed), "tiles_resumed": resumed}
     outputs = export(plan, stitchers, status, meta, overwrite)
@@ -220,6 +223,9 @@ class _ModelPass:
         self.load[self.slots.pop(ref)] -= 1
 
     def succeeded(self, tile: Tile, value: TileRecord, attempts: int) -> None:
+        if self.status[tile.id].status == "done":  # never stitch a tile twice
+            log.warning("tile %s came back twice; the second result is ignored", tile.id)
+            return
         for name, layer in value.layers.items():
             self.stitchers[name].add(tile, layer)
         self.status[tile.id] = TileStatus("done", attempts, value.seconds)
@@ -238,7 +244,7 @@ def _model_pass(
     todo: list[Tile],
     stitchers: dict[str, LayerStitcher],
     status: dict[str, TileStatus],
-    show_progress: bool,
+    show_progress: bool | ProgressMode,
 ) -> str:
     """Run the models on the tiles still to do; returns the actors' device."""
     import ray
@@ -248,7 +254,9 @@ def _model_pass(
     compute = plan.spec.compute
     work = _ModelPass(plan, stitchers, status, actors)
     with TileProgress(len(todo), enabled=show_progress) as bar:
-        run_tiles(todo, work, limit=compute.in_flight, batch_size=compute.batch_size, retry=_retry(plan), progress=bar)
+        run_tiles(
+            todo, work, status, limit=compute.in_flight, batch_size=compute.batch_size, retry=_retry(plan), progress=bar
+        )
     return str(ray.get(actors[0].device_name.remote()))
 
 
@@ -283,17 +291,21 @@ class _BlendPass:
 
 
 def _blend_pass(
-    plan: JobPlan, info: ModelInfo, stitcher: LayerStitcher, status: dict[str, TileStatus], show_progress: bool
+    plan: JobPlan,
+    info: ModelInfo,
+    stitcher: LayerStitcher,
+    status: dict[str, TileStatus],
+    show_progress: bool | ProgressMode,
 ) -> None:
     """Blend a layer's tiles that finished the model pass and are not stitched yet (resumed ones may be)."""
     todo = [t for t in plan.tiles if status[t.id].status in ("done", "resumed") and t.id not in stitcher.fragments]
     work = _BlendPass(plan, info, stitcher, status)
     with TileProgress(len(todo), enabled=show_progress, label=f"blend {info.name}") as bar:
-        run_tiles(todo, work, limit=plan.spec.compute.in_flight, batch_size=1, retry=_retry(plan), progress=bar)
+        run_tiles(todo, work, status, limit=plan.spec.compute.in_flight, batch_size=1, retry=_retry(plan), progress=bar)
 
 
 def _retry(plan: JobPlan) -> RetryPolicy:
-    return RetryPolicy(plan.spec.compute.max_retries)
+    return RetryPolicy(plan.spec.compute.max_retries, plan.spec.compute.max_failed_tiles)
 
 
 def _prompt_tables(plan: JobPlan) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The model pass and the blend pass of :mod:`geoseg.runner` both run here. A pass is a :class:`TilePass` (submit a
 batch, hear of each result or failure); :func:`run_tiles` keeps at most ``limit`` tiles in flight, waits for the
-next one to settle, and retries a failing tile as :class:`RetryPolicy` says. Ray is imported when a loop runs.
+next one to settle, retries a failing tile as :class:`RetryPolicy` says, and stops the job once more tiles failed
+than the policy allows. Ray is imported when a loop runs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from geoseg.errors import GeosegError, error_gist
+from geoseg.errors import GeosegError, TooManyFailedTilesError, error_gist
 from geoseg.progress import TileProgress
 from geoseg.tiling import Tile
 from geoseg.workdir import StageSeconds
@@ -38,13 +39,19 @@ class TileStatus:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """A tile that fails is submitted again until it has failed ``1 + max_retries`` times."""
+    """A tile that fails is submitted again until it has failed ``1 + max_retries`` times; the job stops once
+    more than ``max_failed_tiles`` tiles failed for good (None: never)."""
 
     max_retries: int = 2
+    max_failed_tiles: int | None = None
 
     def retries(self, attempts: int) -> bool:
         """Whether a tile that failed on its ``attempts``-th try goes again."""
         return attempts <= self.max_retries
+
+    def stops(self, failed: int) -> bool:
+        """Whether ``failed`` tiles failed for good are more than the job may lose."""
+        return self.max_failed_tiles is not None and failed > self.max_failed_tiles
 
 
 class TilePass(Protocol):
@@ -66,13 +73,18 @@ class TilePass(Protocol):
 def run_tiles(
     tiles: Iterable[Tile],
     work: TilePass,
+    status: dict[str, TileStatus],
     *,
     limit: int,
     batch_size: int,
     retry: RetryPolicy,
     progress: TileProgress,
 ) -> None:
-    """Push tiles through ``work`` with at most ``limit`` in flight, batches of up to ``batch_size``."""
+    """Push tiles through ``work`` with at most ``limit`` in flight, batches of up to ``batch_size``.
+
+    Raises:
+        TooManyFailedTilesError: more tiles in ``status`` failed than ``retry`` allows (in-flight work cancelled).
+    """
     import ray
 
     pending: deque[Tile] = deque(tiles)
@@ -94,8 +106,24 @@ def run_tiles(
                 work.failed(tile, error_gist(err, ERROR_CHARS), attempts[tile.id], retrying)
                 if retrying:
                     pending.append(tile)
-                else:
-                    progress.advance("failed")
+                    continue
+                progress.advance("failed")
+                _stop_if_over_budget(retry, status, list(in_flight))
                 continue
             work.succeeded(tile, value, attempts[tile.id])
             progress.advance("done")
+
+
+def _stop_if_over_budget(retry: RetryPolicy, status: dict[str, TileStatus], in_flight: list[Any]) -> None:
+    """Stop the job once more tiles failed than the policy allows (finished tiles are kept in the work dir)."""
+    import ray
+
+    failed = [tid for tid, s in status.items() if s.status == "failed"]
+    if not retry.stops(len(failed)):
+        return
+    for ref in in_flight:
+        ray.cancel(ref)
+    raise TooManyFailedTilesError(
+        f"stopped after {len(failed)} failed tiles (compute.max_failed_tiles={retry.max_failed_tiles}; first: "
+        f"{failed[0]}: {status[failed[0]].error}); fix the cause and rerun with --resume to keep the finished tiles"
+    )

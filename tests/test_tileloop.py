@@ -6,16 +6,16 @@ from typing import Any
 
 import pytest
 
-from geoseg.errors import InputError, error_gist
+from geoseg.errors import InputError, TooManyFailedTilesError, error_gist
 from geoseg.progress import TileProgress
-from geoseg.tileloop import RetryPolicy, run_tiles
+from geoseg.tileloop import RetryPolicy, TileStatus, run_tiles
 from geoseg.tiling import Tile, TileGrid
 
 
 class _Recorder:
     """A pass whose tile ``r0000_c0000`` fails its first ``fail_until`` attempts; counts in-flight refs."""
 
-    def __init__(self, ray: Any, fail_until: int) -> None:
+    def __init__(self, ray: Any, fail_until: int, status: dict[str, TileStatus]) -> None:
         def flaky(tile_id: str, attempt: int, fail_until: int) -> str:  # local: pickled by value for the workers
             if attempt <= fail_until:
                 raise InputError(f"tile {tile_id} unreadable (attempt {attempt})")
@@ -28,6 +28,7 @@ class _Recorder:
         self.most_in_flight = 0
         self.done: list[str] = []
         self.failures: list[tuple[str, str, int, bool]] = []
+        self.status = status
 
     def submit(self, batch: list[Tile]) -> list[Any]:
         refs = []
@@ -48,13 +49,18 @@ class _Recorder:
 
     def failed(self, tile: Tile, error: str, attempts: int, retrying: bool) -> None:
         self.failures.append((tile.id, error, attempts, retrying))
+        if not retrying:
+            self.status[tile.id] = TileStatus("failed", attempts, error=error)
 
 
 @pytest.mark.parametrize(("fail_until", "finished"), [(2, True), (3, False)])
 def test_retries_then_gives_up(ray_local, fail_until, finished):
     tiles = list(TileGrid(40, 40, 10, 2))
-    work = _Recorder(ray_local, fail_until)
-    run_tiles(tiles, work, limit=5, batch_size=2, retry=RetryPolicy(max_retries=2), progress=TileProgress(16, False))
+    status = {t.id: TileStatus() for t in tiles}
+    work = _Recorder(ray_local, fail_until, status)
+    run_tiles(
+        tiles, work, status, limit=5, batch_size=2, retry=RetryPolicy(max_retries=2), progress=TileProgress(16, False)
+    )
     assert work.most_in_flight <= 5 and work.in_flight == 0
     assert ("r0000_c0000" in work.done) == finished
     assert sorted(work.done) == sorted(t.id for t in tiles if finished or t.id != "r0000_c0000")
@@ -63,9 +69,20 @@ def test_retries_then_gives_up(ray_local, fail_until, finished):
     assert work.failures[0][1] == "InputError: tile r0000_c0000 unreadable (attempt 1)"  # the remote error's gist
 
 
+def test_failure_budget_stops_the_loop(ray_local):
+    tiles = list(TileGrid(40, 40, 10, 2))
+    status = {t.id: TileStatus() for t in tiles}
+    work = _Recorder(ray_local, 5, status)
+    policy = RetryPolicy(max_retries=0, max_failed_tiles=0)
+    with pytest.raises(TooManyFailedTilesError, match=r"stopped after 1 failed tiles .*first: r0000_c0000"):
+        run_tiles(tiles, work, status, limit=4, batch_size=2, retry=policy, progress=TileProgress(16, False))
+    assert len(work.done) < len(tiles) - 1  # stopped early, not at the end
+
+
 def test_retry_policy():
     assert [RetryPolicy(1).retries(a) for a in (1, 2)] == [True, False]
     assert not RetryPolicy(0).retries(1)
+    assert not RetryPolicy().stops(1000) and RetryPolicy(max_failed_tiles=2).stops(3)
 
 
 def test_error_gist_of_tracebacks_and_plain_errors():

@@ -325,7 +325,7 @@ def test_cli_train_end_to_end(scene_dir, tmp_path, capsys):
     assert main(args) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["checkpoint"] == str(out) and 0 <= metrics["val_accuracy"] <= 1
-    assert read_unet_metadata(out)["bands"] == ["red", "nir"]
+    assert read_unet_metadata(out).bands == ["red", "nir"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "exists" in err and "--overwrite" in err and err.count("\n") == 1
