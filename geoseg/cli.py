@@ -1,15 +1,23 @@
-"""Command line: parses arguments and hands over to the library. User mistakes print one line and exit 2."""
+"""Command line: parses arguments and hands over to the library.
+
+Exit codes: 0 done; 1 the environment failed (disk full, permissions); 2 a mistake to fix (one line on stderr),
+or tiles failed after their retries (outputs written); 3 stopped early by ``compute.max_failed_tiles``;
+130 / 143 interrupted by SIGINT / SIGTERM (Ray shut down, finished tiles kept for ``--resume``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from geoseg import __version__
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, JobTerminated, raise_job_terminated
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -145,7 +153,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from geoseg.plan import describe, plan_job
     from geoseg.spec import load_spec
 
-    print(describe(plan_job(load_spec(args.job))))
+    print(describe(plan_job(load_spec(args.job), with_stats=False)))
     return 0
 
 
@@ -224,19 +232,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geoseg`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_job_terminated)
     try:
         return COMMANDS[args.command](args)
     except GeosegError as err:
         print(f"geoseg: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except OSError as err:  # the environment, not geoseg: disk full, permissions, a file vanished
         if args.verbose:
             raise
-        print(f"geoseg: error: {err} (run with -v for details)", file=sys.stderr)
+        hint = "; free space there and rerun with --resume --overwrite" if err.errno == errno.ENOSPC else ""
+        print(f"geoseg: error: {err}{hint} (run with -v for details)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("geoseg: interrupted; rerun with --resume to keep finished tiles", file=sys.stderr)
         return 130
+    except JobTerminated:
+        print("geoseg: terminated; rerun with --resume to keep finished tiles", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":
