@@ -84,6 +84,16 @@ def check_outputs(plan: JobPlan, overwrite: bool) -> None:
     """Fail before any work when an output exists and ``--overwrite`` was not given, or its folder is unusable."""
     for path in output_paths(plan):
         check_output_absent(path, overwrite)
+    if plan.spec.output.crs:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            CRS.from_user_input(plan.spec.output.crs)
+        except CRSError:
+            raise OutputError(
+                f"output.crs {plan.spec.output.crs!r} is not a known CRS: use an EPSG code, e.g. EPSG:4326"
+            ) from None
     for folder in {Path(plan.spec.output.path).parent, plan.work_dir.parent}:
         try:
             folder.mkdir(parents=True, exist_ok=True)

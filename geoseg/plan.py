@@ -1,5 +1,6 @@
-"""Planning a job: the scene grid, the tiles to run, what the models need. No pixels are read but for SAM's
-scene-wide stretch (a decimated overview)."""
+"""Planning a job: the scene grid, the tiles to run, what the models need, and the inputs checked once, up front
+(CRS, common extent, valid pixels). Pixels are read only from decimated overviews (the valid-pixel check, SAM's
+scene-wide stretch)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from geoseg.errors import InputError, SpecError
 from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
 from geoseg.models.catalog import bands_for, index_array
+from geoseg.models.table import checkpoint_files, scene_indices, stats_role, stretch_bands
 from geoseg.models.table import preflight as models_preflight
-from geoseg.models.table import scene_indices, stats_role, stretch_bands
-from geoseg.raster import Scene, open_scene, read_decimated, scene_percentiles
+from geoseg.raster import Scene, check_valid_pixels, open_scene, read_decimated, scene_percentiles
 from geoseg.spec import AoiSpec, JobSpec, halo_problem
 from geoseg.tiling import Tile, TileGrid
 
@@ -96,6 +97,7 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
             scene.band(band)  # a clear error for a band the band map lacks
             if band not in bands:
                 bands.append(band)
+    check_valid_pixels(scene, tuple(bands))
     stretch = stretch_bands(spec.models) if with_stats else ()
     relative = scene_indices(spec.models) if with_stats else ()
     scene_info = SceneInfo(
@@ -132,9 +134,20 @@ def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
     return [t for t in grid if prepared.intersects(shapely.box(*window_bounds(t.core, scene.transform)))]
 
 
-def preflight(plan: JobPlan) -> None:
-    """Fail fast, before Ray starts, on what would make every tile fail (missing weights)."""
+def preflight(plan: JobPlan) -> list[Path]:
+    """Fail fast, before Ray starts, on what would make every tile fail (missing weights); returns the job's
+    checkpoint files (what ``--resume`` hashes)."""
     models_preflight(plan.spec.models)
+    return checkpoint_files(plan.spec.models)
+
+
+def input_files(plan: JobPlan) -> list[str]:
+    """Every file the tiles' results depend on: the bands' files, the AOI, the prompt layers."""
+    files = list(dict.fromkeys(p for band in plan.scene.bands for p in band.paths))
+    if plan.spec.aoi is not None and plan.spec.aoi.path:
+        files.append(plan.spec.aoi.path)
+    files += [info.prompts for info in plan.models if info.prompts]
+    return files
 
 
 def describe(plan: JobPlan) -> str:

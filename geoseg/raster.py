@@ -1,7 +1,8 @@
 """Inputs as one band stack on one grid, read window by window.
 
 :func:`open_scene` looks at every input file once (headers only) and fixes the scene grid: the CRS and pixel size of
-the finest band, the union of all files' extents (cut to the AOI), aligned to the finest file's pixel grid.
+the finest band (or ``inputs.crs``; other files are reprojected on the fly), where every band has data (a band's
+files unioned, the bands intersected, cut to the AOI), aligned to the finest file's pixel grid.
 :func:`read_window` reads any window of that grid, including windows that reach past the scene: each band from each
 file that covers it, resampled onto the window's grid when the file's grid differs, nodata and masks honoured.
 """
@@ -21,6 +22,7 @@ from pyproj import CRS as ProjCRS
 from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import CRSError
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -139,6 +141,9 @@ def _aligned_grid(ref: _FileInfo, res: float, bounds: tuple[float, float, float,
 def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: str | None = None) -> Scene:
     """Fix the scene grid from the inputs' headers (no pixels are read).
 
+    The scene is where every band has data: the files of one band form a mosaic (their extents are unioned), the
+    bands' extents are intersected, then cut to the AOI. Files in another CRS are reprojected on the fly.
+
     Args:
         spec: the job's inputs.
         aoi: optional area of interest, in ``aoi_crs``; the scene is cut to its bounds.
@@ -154,24 +159,19 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
                 raise InputError(
                     f"{path} has {infos[path].count} band(s); band {band.name!r} asks for band {band.index}"
                 )
-    finest = min(infos.values(), key=lambda i: abs(i.transform.a))
-    crs = CRS.from_user_input(spec.crs) if spec.crs else finest.crs
-    res = spec.resolution or (abs(finest.transform.a) if finest.crs == crs else _native_res(finest, crs))
-    boxes = [transform_bounds(i.crs, crs, *i.bounds) if i.crs != crs else i.bounds for i in infos.values()]
-    bounds = (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )
+    crs = _scene_crs(spec.crs, infos)
+    in_crs = [i for i in infos.values() if i.crs == crs]
+    res = spec.resolution or min(abs(i.transform.a) if i.crs == crs else _native_res(i, crs) for i in infos.values())
+    area = _common_area(sources, infos, crs)
     aoi_scene = None
     if aoi is not None:
         aoi_scene = _to_crs(aoi, aoi_crs or "EPSG:4326", crs)
-        cut = shapely.box(*bounds).intersection(aoi_scene)
-        if cut.is_empty:
+        area = area.intersection(aoi_scene)
+        if area.is_empty:
             raise InputError("the AOI does not overlap the inputs: check aoi and its crs")
-        bounds = cut.bounds
-    ref = finest if finest.crs == crs else _FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
+    bounds = area.bounds
+    finest = min(in_crs, key=lambda i: abs(i.transform.a)) if in_crs else None
+    ref = finest or _FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
     transform, width, height = _aligned_grid(ref, res, bounds)
     return Scene(
         bands=sources,
@@ -187,6 +187,38 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         quality_mask=quality_mask,
         datetime=spec.datetime or (stac.datetime if stac else None),
     )
+
+
+def _scene_crs(chosen: str | None, infos: dict[str, _FileInfo]) -> CRS:
+    """``inputs.crs`` if given, else the CRS of the finest file (pixel sizes compared in one CRS)."""
+    if chosen:
+        try:
+            return CRS.from_user_input(chosen)
+        except CRSError:
+            raise InputError(f"inputs.crs {chosen!r} is not a known CRS: use an EPSG code, e.g. EPSG:32633") from None
+    files = list(infos.values())
+    common = files[0].crs
+    return min(files, key=lambda i: abs(i.transform.a) if i.crs == common else _native_res(i, common)).crs
+
+
+def _footprint(info: _FileInfo, crs: CRS) -> shapely.Geometry:
+    return shapely.box(*(transform_bounds(info.crs, crs, *info.bounds) if info.crs != crs else info.bounds))
+
+
+def _common_area(sources: tuple[BandSource, ...], infos: dict[str, _FileInfo], crs: CRS) -> shapely.Geometry:
+    """Where every band has data: each band's files unioned (a mosaic), the bands intersected."""
+    area: shapely.Geometry | None = None
+    for i, band in enumerate(sources):
+        covered = shapely.union_all([_footprint(infos[p], crs) for p in band.paths])
+        area = covered if area is None else area.intersection(covered)
+        if area.area <= 0:
+            others = ", ".join(repr(b.name) for b in sources[:i])
+            raise InputError(
+                f"band {band.name!r} ({', '.join(band.paths)}) does not overlap band(s) {others}: the scene is "
+                "where every band has data; give files that cover the same area (check their CRS)"
+            )
+    assert area is not None  # a spec has at least one band
+    return area
 
 
 def _quality_mask(spec: InputSpec, stac: StacInputs | None) -> QualityMask | None:
@@ -217,8 +249,13 @@ def _native_res(info: _FileInfo, crs: CRS) -> float:
 
 def _to_crs(geom: shapely.Geometry, src: str, dst: CRS) -> shapely.Geometry:
     from pyproj import Transformer
+    from pyproj.exceptions import CRSError as ProjCRSError
 
-    transformer = Transformer.from_crs(ProjCRS.from_user_input(src), ProjCRS.from_wkt(dst.to_wkt()), always_xy=True)
+    try:
+        src_crs = ProjCRS.from_user_input(src)
+    except ProjCRSError:
+        raise InputError(f"aoi.crs {src!r} is not a known CRS: use an EPSG code, e.g. EPSG:4326") from None
+    transformer = Transformer.from_crs(src_crs, ProjCRS.from_wkt(dst.to_wkt()), always_xy=True)
     return shapely.transform(geom, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 
 
@@ -263,8 +300,8 @@ def _read_band_file(
             valid = vrt.read_masks(index) > 0
     if nodata is not None and not np.isnan(nodata):
         valid &= data != nodata
-    elif nodata is not None:
-        valid &= ~np.isnan(data)
+    if data.dtype.kind == "f":  # NaN and inf are nodata, whatever the file says
+        valid &= np.isfinite(data)
     return data.astype(np.float32, copy=False), valid
 
 
@@ -381,3 +418,47 @@ def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024
     if not valid.any():
         raise InputError("the inputs hold no valid pixels inside the scene/AOI: check nodata and the AOI")
     return {name: np.percentile(pixels[i][valid], np.arange(101)) for i, name in enumerate(bands)}
+
+
+def check_valid_pixels(scene: Scene, bands: tuple[str, ...], max_size: int = 1024, block: int = 512) -> None:
+    """Fail with one line when no pixel of the scene/AOI is valid in every band (nodata, NaN and inf are invalid).
+
+    A decimated overview answers at once for any real scene; only when it finds nothing is the scene scanned at
+    full resolution (a few valid pixels must not be missed), and then each band is checked to name the empty one.
+    Unreadable blocks are not judged here: they fail their own tiles, which the run reports.
+    """
+    factor = max(1.0, max(scene.width, scene.height) / max_size)
+    shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
+    try:
+        if read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)[1].any():
+            return
+    except InputError:
+        pass  # a corrupt block somewhere: look block by block
+    found, unreadable = _any_valid(scene, bands, block)
+    if found or unreadable:  # unreadable blocks may hold data: their tiles fail and are reported instead
+        return
+    for name in bands:
+        if not _any_valid(scene, (name,), block)[0]:
+            band = scene.band(name)
+            raise InputError(
+                f"band {name!r} ({', '.join(band.paths)}) holds no valid pixel in the scene/AOI (all nodata, NaN "
+                f"or inf): check the file, inputs.nodata (now {scene.nodata}) and the AOI"
+            )
+    raise InputError(
+        f"bands {', '.join(map(repr, bands))} never hold valid pixels at the same place in the scene/AOI: "
+        "give bands whose valid areas overlap"
+    )
+
+
+def _any_valid(scene: Scene, bands: tuple[str, ...], block: int) -> tuple[bool, bool]:
+    """Whether a full-resolution block holds a pixel valid in every band, and whether a block could not be read."""
+    unreadable = False
+    for row in range(0, scene.height, block):
+        for col in range(0, scene.width, block):
+            win = Window(col, row, min(block, scene.width - col), min(block, scene.height - row))
+            try:
+                if read_window(scene, win, bands)[1].any():
+                    return True, unreadable
+            except InputError:
+                unreadable = True
+    return False, unreadable

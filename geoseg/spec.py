@@ -7,6 +7,7 @@ against the spec's folder. Unknown keys are errors everywhere (``extra="forbid"`
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -161,6 +162,46 @@ class FieldRegionsSpec(StrictModel):
         return 2 * self.erode_px
 
 
+class FieldDelineatorSpec(StrictModel):
+    """Field delineator (no weights): multi-band regions, then a documented field / not-field rule per region.
+
+    See :mod:`geoseg.models.field_delineator` for the rules; every threshold below is in reflectance (or index)
+    units and works on Sentinel-2 and Landsat 8 top-of-atmosphere reflectance without editing.
+    """
+
+    type: Literal["field_delineator"]
+    name: str = "fields"
+    use_swir: bool = Field(True, description="Read swir16 (Sentinel-2 B11, Landsat 8 B6); false: visible rule only.")
+    smoothing_sigma: float = Field(1.0, ge=0, le=4, description="Gaussian smoothing (px) before gradients.")
+    edge_threshold: float = Field(
+        0.01, gt=0, description="Multi-band gradient (reflectance per px) below which a pixel may seed a field."
+    )
+    seed_erode_px: int = Field(1, ge=0, le=8, description="Erosion of seed areas: cuts leaks through gaps.")
+    min_seed_px: int = Field(20, ge=1, description="Smaller seed areas are dropped (their pixels join neighbours).")
+    water_ndwi: float = Field(0.0, description="Pixels with NDWI (green - NIR) above this are water.")
+    bare_ndvi_min: float = Field(0.08, description="Pixels with NDVI below this are sand, roofs, roads or water.")
+    swir_min: float = Field(0.15, description="Pixels darker in SWIR are woods, marsh or water (with use_swir).")
+    visible_min: float = Field(
+        0.068, description="Without SWIR: pixels with mean(green, red) below this are woods, marsh or water."
+    )
+    texture_max: float = Field(0.03, gt=0, description="Pixels with a NIR std (5 x 5) above this are woods, town.")
+    region_texture_max: float = Field(0.02, gt=0, description="Regions with a mean NIR std above this are dropped.")
+    merge_min_agreement: float = Field(
+        0.3, ge=0, le=1, description="Share of a shared tile edge two fragments must agree on to be merged."
+    )
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        """Bands it reads, in channel order."""
+        return ("green", "red", "nir", "swir16") if self.use_swir else ("green", "red", "nir")
+
+    @property
+    def receptive_field(self) -> int:
+        """Halo it asks for: its local steps (smoothing, gradient, texture, erosion) plus room for the watershed
+        and region rule to see a field's surroundings (24 px), so that tile sizes agree."""
+        return int(4 * self.smoothing_sigma) + 3 + self.seed_erode_px + 24
+
+
 class SamSpec(StrictModel):
     """Segment Anything, automatic or prompted by points/boxes from a vector layer."""
 
@@ -224,7 +265,9 @@ class UNetSpec(StrictModel):
     )
 
 
-ModelSpec = Annotated[CropHealthSpec | FieldRegionsSpec | SamSpec | UNetSpec, Field(discriminator="type")]
+ModelSpec = Annotated[
+    CropHealthSpec | FieldRegionsSpec | FieldDelineatorSpec | SamSpec | UNetSpec, Field(discriminator="type")
+]
 
 
 # --------------------------------------------------------------------------------------------- output, compute
@@ -261,10 +304,25 @@ class ComputeSpec(StrictModel):
     num_cpus: int | None = Field(None, ge=1, description="CPUs for the embedded Ray; default: all.")
     actors: int = Field(1, ge=1, description="Model actors (each loads the models once).")
     gpus_per_actor: float = Field(0.0, ge=0, description="0 = CPU; fractions share a GPU between actors.")
+    device: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
+        description="auto: GPU actors if the cluster has GPUs when the job starts, else CPU; gpu: request "
+        "gpus_per_actor and wait for them (autoscaling) up to gpu_wait_s, never fall back; cpu: CPU actors.",
+    )
+    gpu_wait_s: float = Field(600.0, gt=0, description="With device gpu: how long to wait for the GPUs.")
     batch_size: int = Field(4, ge=1, description="Tiles per model call.")
     max_in_flight: int | None = Field(None, ge=1, description="Tiles in flight; default: 2 batches per actor.")
     max_retries: int = Field(2, ge=0, description="Retries of a failing tile before it is reported failed.")
+    max_failed_tiles: int | None = Field(
+        None, ge=0, description="Stop the job (exit code 3) once more tiles than this failed; default: never."
+    )
     object_store_mb: int = Field(512, ge=64)
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> ComputeSpec:
+        if self.device == "gpu" and self.gpus_per_actor == 0:
+            raise ValueError("compute.device 'gpu' needs compute.gpus_per_actor > 0 (e.g. 1, or 0.5 to share)")
+        return self
 
     @property
     def in_flight(self) -> int:
@@ -369,18 +427,50 @@ def parse_spec(raw: Any, base: Path = Path("."), source: str = "spec") -> JobSpe
         raise SpecError(_format_validation_error(err, source)) from None
 
 
-def load_spec(path: str | Path) -> JobSpec:
-    """Read and validate a YAML job spec (``yaml.safe_load``: a spec never executes code)."""
+def read_spec_yaml(path: str | Path) -> Any:
+    """The parsed YAML of a spec file, not yet validated (``yaml.safe_load``: a spec never executes code)."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise SpecError(f"cannot read job spec {path}: {err.strerror or err}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
-    return parse_spec(raw, path.parent, str(path))
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read and validate a YAML job spec."""
+    path = Path(path)
+    return parse_spec(read_spec_yaml(path), path.parent, str(path))
+
+
+_RELATIVE_MARKER = "/geoseg-relative-base/"
+_RELATIVE_BASE = Path(_RELATIVE_MARKER).joinpath(*["d"] * 64)  # deep enough for any "../"
+
+
+def relative_paths(raw: Any, source: str = "spec") -> list[tuple[str, str]]:
+    """Validate a raw spec and list its relative paths as (key, path) pairs, e.g. ("inputs.bands.red.path", ...).
+
+    Found by resolving the spec against a marker folder: whatever lands under it was relative, so every path key
+    the spec knows is covered. URIs and ``/vsi...`` paths are not relative.
+    """
+    spec = parse_spec(copy.deepcopy(raw), _RELATIVE_BASE, source)
+    found: list[tuple[str, str]] = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, f"{key}.{name}" if key else str(name))
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{key}.{i}")
+        elif isinstance(value, str) and value.startswith(_RELATIVE_MARKER):
+            found.append((key, os.path.relpath(value, _RELATIVE_BASE)))
+
+    walk(spec.model_dump(), "")
+    return found
 
 
 def expand_paths(path: str | list[str]) -> list[str]:

@@ -59,7 +59,7 @@ class ModelRunner:
         self.device = resolve_device(device)
         if self.device != device:
             log.warning("no CUDA device visible to the model actor: running on CPU")
-        self.models: list[Model] = [build_model(spec, scene, device) for spec in specs]
+        self.models: list[Model] = [build_model(spec, scene, self.device) for spec in specs]
         self.indices = [[bands.index(b) for b in info.bands] for info in infos]
 
     def device_name(self) -> str:
