@@ -60,7 +60,7 @@ class FieldDelineator(Model):
         bands = dict(zip(self.bands, pixels.astype(np.float32), strict=True))
         smooth = {name: _smooth(band, valid, self.spec.smoothing_sigma) for name, band in bands.items()}
         gradient = _gradient(smooth)
-        texture = _local_std(bands["nir"], _TEXTURE_SIZE)
+        texture = _local_std(bands["nir"], valid, _TEXTURE_SIZE)
         fieldlike = self._fieldlike(smooth, texture) & valid
         seeds = self._seeds(fieldlike & (gradient < self.spec.edge_threshold))
         labels = watershed(gradient, seeds, mask=fieldlike).astype(np.int32)
@@ -114,9 +114,14 @@ def _gradient(smooth: dict[str, np.ndarray]) -> np.ndarray:
     return np.sqrt(total) / 8
 
 
-def _local_std(band: np.ndarray, size: int) -> np.ndarray:
-    mean = ndimage.uniform_filter(band, size)
-    return np.sqrt(np.maximum(ndimage.uniform_filter(band * band, size) - mean * mean, 0))
+def _local_std(band: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
+    """Standard deviation over the valid pixels of a size x size window: masked pixels (clouds, nodata, read as 0)
+    are not texture, so a field beside a cloud stays field-like."""
+    weight = ndimage.uniform_filter(valid.astype(np.float32), size)
+    values = np.where(valid, band, 0).astype(np.float32)
+    mean = ndimage.uniform_filter(values, size) / np.maximum(weight, 1e-6)
+    square = ndimage.uniform_filter(values * values, size) / np.maximum(weight, 1e-6)
+    return np.where(weight > 1e-6, np.sqrt(np.maximum(square - mean * mean, 0)), 0).astype(np.float32)
 
 
 def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
