@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -154,6 +155,10 @@ def test_real_sample_outputs(sample_run):
     assert (fields["ndvi_p10"] <= fields["ndvi_median"]).all()
     assert set(fields["verdict"]) <= {"healthy", "watch", "stressed", "bare", "not_observed"}
     assert fields["verdict"].nunique() >= 2
+    with sqlite3.connect(tmp_path / "sample.gpkg") as db:
+        (qml,) = db.execute("SELECT styleQML FROM layer_styles WHERE f_table_name = 'fields'").fetchone()
+    assert 'attr="verdict"' in qml and 'value="not_observed"' in qml  # outlines coloured by verdict
+    assert (tmp_path / "sample_quicklook.png").stat().st_size > 10_000
     with rasterio.open(REPO / "jobs/sample/B04.tif") as ref, rasterio.open(tmp_path / "sample_crop_health.tif") as cog:
         assert cog.crs == ref.crs and cog.transform == ref.transform and cog.shape == ref.shape
         assert cog.colormap(1)[4][:3] == (26, 152, 80)

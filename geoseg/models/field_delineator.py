@@ -61,7 +61,7 @@ class FieldDelineator(Model):
         bands = dict(zip(self.bands, pixels.astype(np.float32), strict=True))
         smooth = {name: _smooth(band, valid, self.spec.smoothing_sigma) for name, band in bands.items()}
         gradient = _gradient(smooth)
-        texture = _local_variation(bands["nir"], _TEXTURE_SIZE)
+        texture = _local_variation(bands["nir"], valid, _TEXTURE_SIZE)
         fieldlike = self._fieldlike(smooth, texture) & valid
         seeds = self._seeds(fieldlike & (gradient < self.spec.edge_threshold))
         labels = watershed(gradient, seeds, mask=fieldlike).astype(np.int32)
@@ -115,12 +115,16 @@ def _gradient(smooth: dict[str, np.ndarray]) -> np.ndarray:
     return np.sqrt(total) / 8
 
 
-def _local_variation(band: np.ndarray, size: int) -> np.ndarray:
-    """Coefficient of variation (standard deviation / mean) in a size x size window: texture that does not grow
-    with brightness, so bright green crops read as smooth as bare soil."""
-    mean = ndimage.uniform_filter(band, size)
-    std = np.sqrt(np.maximum(ndimage.uniform_filter(band * band, size) - mean * mean, 0))
-    return std / np.maximum(mean, 0.01)
+def _local_variation(band: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
+    """Coefficient of variation (std / mean) over the valid pixels of a size x size window: texture that does not
+    grow with brightness, so bright green crops read as smooth as bare soil; masked pixels (clouds, nodata, read
+    as 0) are not texture, so a field beside a cloud stays field-like."""
+    weight = ndimage.uniform_filter(valid.astype(np.float32), size)
+    values = np.where(valid, band, 0).astype(np.float32)
+    mean = ndimage.uniform_filter(values, size) / np.maximum(weight, 1e-6)
+    square = ndimage.uniform_filter(values * values, size) / np.maximum(weight, 1e-6)
+    std = np.sqrt(np.maximum(square - mean * mean, 0))
+    return np.where(weight > 1e-6, std / np.maximum(mean, 0.01), 0).astype(np.float32)
 
 
 def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
