@@ -8,6 +8,7 @@ or tiles failed after their retries (outputs written); 3 stopped early by ``comp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import logging
@@ -31,7 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     run.add_argument("--resume", action="store_true", help="keep tiles finished by an earlier run of the same job")
     run.add_argument("--address", help="Ray address (e.g. auto, ray://head:10001); default: the spec's, else embedded")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--progress",
+        choices=["bar", "lines", "off"],
+        default="bar",
+        help="a progress bar, plain progress lines for logs (what `geoseg status` reads), or none",
+    )
+    run.add_argument("--no-progress", action="store_const", const="off", dest="progress", help="same as --progress off")
 
     sub.add_parser("validate", help="check a job spec").add_argument("job")
     plan = sub.add_parser("plan", help="print the tile grid, tile count and expected memory")
@@ -55,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
 
+    _cluster_parsers(sub)
+
     models = sub.add_parser("models", help="SAM checkpoints: list, download")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("list", help="known checkpoints and whether they are cached")
@@ -62,6 +71,56 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("name", help="checkpoint name, e.g. vit_b")
     download.add_argument("--url", help="download from this URL instead (a mirror); the sha256 is still checked")
     return parser
+
+
+def _cluster_parsers(sub: argparse._SubParsersAction) -> None:
+    address_help = "the head's dashboard, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS)"
+    submit = sub.add_parser("submit", help="run a job spec on a Ray cluster (Ray Jobs API); prints the job id")
+    submit.add_argument("job", help="job spec (YAML) whose paths are absolute or URIs; only this file is uploaded")
+    submit.add_argument("--address", help=address_help)
+    submit.add_argument("--submission-id", help="your own job id (default: one chosen by Ray)")
+    submit.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    submit.add_argument("--resume", action="store_true", help="keep tiles finished by an earlier run (same work dir)")
+    status = sub.add_parser("status", help="a cluster job's state and tiles done / total")
+    logs = sub.add_parser("logs", help="a cluster job's log")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    stop = sub.add_parser("stop", help="stop a cluster job")
+    for parser in (status, logs, stop):
+        parser.add_argument("id", help="submission id (from `geoseg submit`)")
+        parser.add_argument("--address", help=address_help)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from geoseg.submit import submit_job
+
+    print(
+        submit_job(
+            args.job, args.address, submission_id=args.submission_id, overwrite=args.overwrite, resume=args.resume
+        )
+    )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from geoseg.submit import job_state
+
+    state = job_state(args.id, args.address)
+    print(state.summary())
+    return {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}.get(state.status, 0)
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from geoseg.submit import job_logs
+
+    job_logs(args.id, args.address, follow=args.follow)
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from geoseg.submit import stop_job
+
+    print(f"{args.id}: {'stopping' if stop_job(args.id, args.address) else 'already ended'}")
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -74,11 +133,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         address=args.address,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
-    layers = ", ".join(f"{name}: {n}" for name, n in result.outputs["layers"].items())
-    print(f"wrote {result.outputs['geopackage']} ({layers}) in {result.seconds:.1f} s on {result.device}")
-    for path in result.outputs["masks"] + result.outputs["extra"]:
+    layers = ", ".join(f"{name}: {n}" for name, n in result.outputs.layers.items())
+    print(f"wrote {result.outputs.geopackage} ({layers}) in {result.seconds:.1f} s on {result.device}")
+    for path in result.outputs.masks + result.outputs.extra:
         print(f"wrote {path}")
     return 0
 
@@ -114,7 +173,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from geoseg.spec import load_spec
     from geoseg.train import train_unet
 
-    metrics = train_unet(
+    result = train_unet(
         load_spec(args.job),
         args.labels,
         args.out,
@@ -131,15 +190,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         width=args.width,
         overwrite=args.overwrite,
     )
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(dataclasses.asdict(result), indent=2))
     return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from geoseg.models import weights
+    from geoseg.models import checkpoints
 
     if args.models_command == "list":
-        rows = weights.registry_table()
+        rows = checkpoints.registry_table()
         for row in rows:
             cached = "cached" if row["cached"] else "-"
             print(f"{row['name']:<8} {row['variant']:<8} {row['size'] / 2**20:>8.0f} MiB  {cached:<7} {row['url']}")
@@ -149,7 +208,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("download")
-        path = weights.download_checkpoint(
+        path = checkpoints.download_checkpoint(
             args.name, url=args.url, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
     print(json.dumps({"name": args.name, "path": str(path)}))
@@ -163,6 +222,10 @@ COMMANDS = {
     "schema": _cmd_schema,
     "models": _cmd_models,
     "train": _cmd_train,
+    "submit": _cmd_submit,
+    "status": _cmd_status,
+    "logs": _cmd_logs,
+    "stop": _cmd_stop,
 }
 
 

@@ -8,18 +8,64 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import shapely
 from rasterio.windows import bounds as window_bounds
 
-from geoseg.errors import InputError, SpecError, WeightsError
+from geoseg.errors import InputError, SpecError
+from geoseg.export import vector_format_path
+from geoseg.fiboa import fiboa_path
 from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
+from geoseg.models.catalog import bands_for, index_array
+from geoseg.models.table import checkpoint_files, scene_indices, stats_role, stretch_bands
 from geoseg.models.table import preflight as models_preflight
-from geoseg.models.table import stats_role, stretch_bands
-from geoseg.raster import Scene, open_scene, scene_percentiles
-from geoseg.spec import AoiSpec, JobSpec, SamSpec, UNetSpec, halo_problem
+from geoseg.raster import Scene, open_scene, read_decimated, scene_percentiles
+from geoseg.spec import AoiSpec, JobSpec, halo_problem
 from geoseg.tiling import Tile, TileGrid
 from geoseg.validity import check_valid_pixels
+
+TILES_LAYER = "tiles"
+"""The tile index layer (beside one layer per model)."""
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where a job writes: every path, decided once by the plan."""
+
+    geopackage: Path
+    masks: dict[str, Path]
+    """Model name -> its mask COG (empty when ``output.masks`` is off)."""
+    vectors: tuple[Path, ...]
+    """Extra vector formats (GeoParquet, FlatGeobuf), one file per layer and format."""
+    fiboa: dict[str, Path]
+    """Instance layer -> its fiboa GeoParquet (empty unless ``formats`` holds ``fiboa``)."""
+    quicklook_png: Path | None
+    quicklook_html: Path | None
+    work_dir: Path
+    """Per-tile results (``--resume``): ``output.work_dir``, default ``<output stem>.work/`` beside the GeoPackage."""
+
+    def files(self) -> list[Path]:
+        """Every file the job will write (not the work dir)."""
+        looks = [p for p in (self.quicklook_png, self.quicklook_html) if p is not None]
+        return [self.geopackage, *looks, *self.masks.values(), *self.vectors, *self.fiboa.values()]
+
+
+def output_paths(spec: JobSpec, models: tuple[ModelInfo, ...]) -> OutputPaths:
+    """The paths a job writes."""
+    out, options = Path(spec.output.path), spec.output
+    names = [m.name for m in models]
+    masks = {name: out.with_name(f"{out.stem}_{name}.tif") for name in names} if options.masks else {}
+    formats = [fmt for fmt in options.formats if fmt != "fiboa"]
+    vectors = tuple(vector_format_path(out, name, fmt) for fmt in formats for name in [*names, TILES_LAYER])
+    fiboa = (
+        {m.name: fiboa_path(out, m.name) for m in models if m.kind == "instance"} if "fiboa" in options.formats else {}
+    )
+    look = out.with_name(f"{out.stem}_quicklook")
+    png = look.with_suffix(".png") if options.quicklook else None
+    page = look.with_suffix(".html") if options.quicklook_html else None
+    work_dir = Path(options.work_dir) if options.work_dir else out.with_suffix(".work")
+    return OutputPaths(out, masks, vectors, fiboa, png, page, work_dir)
 
 
 @dataclass(frozen=True)
@@ -38,11 +84,7 @@ class JobPlan:
     """What the models may know of the whole scene (with scene-wide percentiles for the bands some stretch)."""
     stats: StatsRole | None
     """The model whose outputs give the other layers per-object statistics, if any."""
-
-    @property
-    def work_dir(self) -> Path:
-        out = Path(self.spec.output.path)
-        return Path(self.spec.output.work_dir) if self.spec.output.work_dir else out.with_suffix(".work")
+    outputs: OutputPaths
 
     def band_indices(self, info: ModelInfo) -> list[int]:
         return [self.bands.index(b) for b in info.bands]
@@ -98,14 +140,33 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
                 bands.append(band)
     check_valid_pixels(scene, tuple(bands))
     stretch = stretch_bands(spec.models) if with_stats else ()
+    relative = scene_indices(spec.models) if with_stats else ()
     scene_info = SceneInfo(
         band_names=tuple(bands),
         crs_wkt=scene.crs_wkt,
         pixel_size=scene.pixel_size,
         pixel_area_m2=scene.pixel_area_m2,
         percentiles=scene_percentiles(scene, stretch) if stretch else {},
+        index_percentiles=index_percentiles(scene, relative) if relative else {},
     )
-    return JobPlan(spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models))
+    return JobPlan(
+        spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models), output_paths(spec, infos)
+    )
+
+
+def index_percentiles(scene: Scene, indices: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of vegetation indices over a decimated whole-scene read (masked pixels left out)."""
+    needed = bands_for(indices)
+    pixels, valid = read_decimated(scene, needed, max_size)
+    bands = {name: pixels[i] for i, name in enumerate(needed)}
+    out = {}
+    for name in indices:
+        values = index_array(name, bands)[valid]
+        values = values[~np.isnan(values)]
+        if not values.size:
+            raise InputError(f"no valid {name} pixels in the scene for scene-relative crop-health classes")
+        out[name] = np.percentile(values, np.arange(101))
+    return out
 
 
 def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
@@ -118,22 +179,9 @@ def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
 
 def preflight(plan: JobPlan) -> list[Path]:
     """Fail fast, before Ray starts, on what would make every tile fail (missing weights); returns the job's
-    checkpoint files (what ``--resume`` hashes): each model's weights and, for a U-Net, its sidecar."""
+    checkpoint files (what ``--resume`` hashes)."""
     models_preflight(plan.spec.models)
-    checkpoints: list[Path] = []
-    for spec in plan.spec.models:
-        if isinstance(spec, SamSpec):  # without a path: the verified cached download
-            from geoseg.models.weights import resolve_checkpoint
-
-            checkpoints.append(resolve_checkpoint(spec.variant, spec.checkpoint))
-        elif isinstance(spec, UNetSpec):
-            from geoseg.models.unet_meta import sidecar_path
-
-            checkpoints += [Path(spec.checkpoint), sidecar_path(spec.checkpoint)]
-    for path in checkpoints:
-        if not path.is_file():
-            raise WeightsError(f"checkpoint {path} not found: fix `checkpoint:` in the model spec")
-    return checkpoints
+    return checkpoint_files(plan.spec.models)
 
 
 def input_files(plan: JobPlan) -> list[str]:
@@ -141,7 +189,7 @@ def input_files(plan: JobPlan) -> list[str]:
     files = list(dict.fromkeys(p for band in plan.scene.bands for p in band.paths))
     if plan.spec.aoi is not None and plan.spec.aoi.path:
         files.append(plan.spec.aoi.path)
-    files += [m.prompts for m in plan.spec.models if isinstance(m, SamSpec) and m.prompts]
+    files += [info.prompts for info in plan.models if info.prompts]
     return files
 
 

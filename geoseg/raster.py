@@ -9,8 +9,8 @@ file that covers it, resampled onto the window's grid when the file's grid diffe
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 
 import numpy as np
@@ -21,23 +21,25 @@ from pyproj import CRS as ProjCRS
 from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import CRSError
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoseg.errors import InputError
+from geoseg.qa import QualityMask
+from geoseg.scenegrid import (
+    BandSource,
+    FileInfo,
+    aligned_grid,
+    common_area,
+    file_info,
+    native_res,
+    scene_crs,
+    to_crs,
+)
 from geoseg.spec import InputSpec, expand_paths
-
-
-@dataclass(frozen=True)
-class BandSource:
-    """A named band: band ``index`` of each file in ``paths`` (several files form a mosaic)."""
-
-    name: str
-    paths: tuple[str, ...]
-    index: int
+from geoseg.stac import StacInputs, resolve_stac
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class Scene:
     resampling: str = "bilinear"
     aoi_wkb: bytes | None = None
     """Area of interest in the scene CRS; pixels outside it read as invalid."""
+    quality_mask: QualityMask | None = None
+    """Cloud / quality raster; the pixels it masks read as invalid."""
+    datetime: datetime | None = None
+    """Acquisition time of the imagery, when the inputs say it."""
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -92,41 +98,14 @@ class Scene:
         raise InputError(f"band {name!r} is not in inputs (have: {', '.join(self.band_names)}); add it to the band map")
 
 
-def band_sources(spec: InputSpec) -> tuple[BandSource, ...]:
-    """Normalise the two input forms (band map, or multi-band files + names) into band sources."""
+def band_sources(spec: InputSpec, stac: StacInputs | None = None) -> tuple[BandSource, ...]:
+    """Normalise the input forms (band map, multi-band files + names, STAC assets) into band sources."""
+    if stac is not None:
+        return tuple(BandSource(name, (href,), index) for name, (href, index) in stac.bands.items())
     if spec.bands is not None:
         return tuple(BandSource(name, tuple(expand_paths(ref.path)), ref.band) for name, ref in spec.bands.items())
     files = tuple(expand_paths(spec.files or []))
     return tuple(BandSource(name, files, i + 1) for i, name in enumerate(spec.band_names or []))
-
-
-@dataclass(frozen=True)
-class _FileInfo:
-    path: str
-    crs: CRS
-    transform: Affine
-    bounds: tuple[float, float, float, float]
-    count: int
-
-
-def _file_info(path: str) -> _FileInfo:
-    try:
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise InputError(f"{path} has no CRS: assign one (gdal_edit.py -a_srs EPSG:...) before running")
-            return _FileInfo(path, src.crs, src.transform, tuple(src.bounds), src.count)
-    except rasterio.RasterioIOError as err:
-        raise InputError(f"cannot open input raster {path}: {err}") from None
-
-
-def _aligned_grid(ref: _FileInfo, res: float, bounds: tuple[float, float, float, float]) -> tuple[Affine, int, int]:
-    """A north-up grid of pixel size ``res`` covering ``bounds``, aligned to the reference file's pixel edges."""
-    x0, y0 = ref.transform.c, ref.transform.f
-    left = x0 + math.floor((bounds[0] - x0) / res + 1e-9) * res
-    top = y0 - math.floor((y0 - bounds[3]) / res + 1e-9) * res
-    width = math.ceil((bounds[2] - left) / res - 1e-9)
-    height = math.ceil((top - bounds[1]) / res - 1e-9)
-    return Affine(res, 0, left, 0, -res, top), width, height
 
 
 def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: str | None = None) -> Scene:
@@ -140,28 +119,30 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         aoi: optional area of interest, in ``aoi_crs``; the scene is cut to its bounds.
         aoi_crs: CRS of ``aoi`` (any form pyproj understands).
     """
-    sources = band_sources(spec)
-    infos = {p: _file_info(p) for band in sources for p in band.paths}
+    stac = resolve_stac(spec) if spec.stac is not None else None
+    sources = band_sources(spec, stac)
+    infos = {p: file_info(p) for band in sources for p in band.paths}
+    quality_mask = _quality_mask(spec, stac)
     for band in sources:
         for path in band.paths:
             if band.index > infos[path].count:
                 raise InputError(
                     f"{path} has {infos[path].count} band(s); band {band.name!r} asks for band {band.index}"
                 )
-    crs = _scene_crs(spec.crs, infos)
+    crs = scene_crs(spec.crs, infos)
     in_crs = [i for i in infos.values() if i.crs == crs]
-    res = spec.resolution or min(abs(i.transform.a) if i.crs == crs else _native_res(i, crs) for i in infos.values())
-    area = _common_area(sources, infos, crs)
+    res = spec.resolution or min(abs(i.transform.a) if i.crs == crs else native_res(i, crs) for i in infos.values())
+    area = common_area(sources, infos, crs)
     aoi_scene = None
     if aoi is not None:
-        aoi_scene = _to_crs(aoi, aoi_crs or "EPSG:4326", crs)
+        aoi_scene = to_crs(aoi, aoi_crs or "EPSG:4326", crs)
         area = area.intersection(aoi_scene)
         if area.is_empty:
             raise InputError("the AOI does not overlap the inputs: check aoi and its crs")
     bounds = area.bounds
     finest = min(in_crs, key=lambda i: abs(i.transform.a)) if in_crs else None
-    ref = finest or _FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
-    transform, width, height = _aligned_grid(ref, res, bounds)
+    ref = finest or FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
+    transform, width, height = aligned_grid(ref, res, bounds)
     return Scene(
         bands=sources,
         crs_wkt=crs.to_wkt(),
@@ -173,60 +154,26 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         offset=spec.offset,
         resampling=spec.resampling,
         aoi_wkb=None if aoi_scene is None else shapely.to_wkb(aoi_scene),
+        quality_mask=quality_mask,
+        datetime=spec.datetime or (stac.datetime if stac else None),
     )
 
 
-def _scene_crs(chosen: str | None, infos: dict[str, _FileInfo]) -> CRS:
-    """``inputs.crs`` if given, else the CRS of the finest file (pixel sizes compared in one CRS)."""
-    if chosen:
-        try:
-            return CRS.from_user_input(chosen)
-        except CRSError:
-            raise InputError(f"inputs.crs {chosen!r} is not a known CRS: use an EPSG code, e.g. EPSG:32633") from None
-    files = list(infos.values())
-    common = files[0].crs
-    return min(files, key=lambda i: abs(i.transform.a) if i.crs == common else _native_res(i, common)).crs
-
-
-def _footprint(info: _FileInfo, crs: CRS) -> shapely.Geometry:
-    return shapely.box(*(transform_bounds(info.crs, crs, *info.bounds) if info.crs != crs else info.bounds))
-
-
-def _common_area(sources: tuple[BandSource, ...], infos: dict[str, _FileInfo], crs: CRS) -> shapely.Geometry:
-    """Where every band has data: each band's files unioned (a mosaic), the bands intersected."""
-    area: shapely.Geometry | None = None
-    for i, band in enumerate(sources):
-        covered = shapely.union_all([_footprint(infos[p], crs) for p in band.paths])
-        area = covered if area is None else area.intersection(covered)
-        if area.area <= 0:
-            others = ", ".join(repr(b.name) for b in sources[:i])
-            raise InputError(
-                f"band {band.name!r} ({', '.join(band.paths)}) does not overlap band(s) {others}: the scene is "
-                "where every band has data; give files that cover the same area (check their CRS)"
-            )
-    assert area is not None  # a spec has at least one band
-    return area
-
-
-def _native_res(info: _FileInfo, crs: CRS) -> float:
-    from rasterio.warp import calculate_default_transform
-
-    w = round((info.bounds[2] - info.bounds[0]) / abs(info.transform.a))
-    h = round((info.bounds[3] - info.bounds[1]) / abs(info.transform.e))
-    transform, _, _ = calculate_default_transform(info.crs, crs, w, h, *info.bounds)
-    return abs(transform.a)
-
-
-def _to_crs(geom: shapely.Geometry, src: str, dst: CRS) -> shapely.Geometry:
-    from pyproj import Transformer
-    from pyproj.exceptions import CRSError as ProjCRSError
-
-    try:
-        src_crs = ProjCRS.from_user_input(src)
-    except ProjCRSError:
-        raise InputError(f"aoi.crs {src!r} is not a known CRS: use an EPSG code, e.g. EPSG:4326") from None
-    transformer = Transformer.from_crs(src_crs, ProjCRS.from_wkt(dst.to_wkt()), always_xy=True)
-    return shapely.transform(geom, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+def _quality_mask(spec: InputSpec, stac: StacInputs | None) -> QualityMask | None:
+    """The spec's QA raster (a file, or a STAC asset), its files checked (headers only)."""
+    if spec.mask is None:
+        return None
+    if spec.mask.asset is not None:
+        assert stac is not None and stac.mask_href is not None
+        paths: tuple[str, ...] = (stac.mask_href,)
+    else:
+        assert spec.mask.path is not None
+        paths = tuple(expand_paths(spec.mask.path))
+    for path in paths:
+        info = file_info(path)
+        if spec.mask.band > info.count:
+            raise InputError(f"{path} has {info.count} band(s); inputs.mask asks for band {spec.mask.band}")
+    return QualityMask(paths, spec.mask.band, spec.mask)
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -333,12 +280,39 @@ def read_window(
         pixels[i] = data
         valid &= ok
     valid &= _inside_scene(scene, window, (rows, cols))
+    if scene.quality_mask is not None:
+        valid &= ~_read_quality_mask(scene.quality_mask, scene, transform, (rows, cols))
     if scene.aoi is not None:
         valid &= geometry_mask([scene.aoi], (rows, cols), transform, invert=True, all_touched=False)
     if scene.scale != 1.0 or scene.offset != 0.0:
         pixels = pixels * np.float32(scene.scale) + np.float32(scene.offset)
     pixels[:, ~valid] = 0.0
     return pixels, valid
+
+
+def _read_quality_mask(mask: QualityMask, scene: Scene, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """Masked pixels of the window: the QA raster resampled by nearest neighbour (bit fields must not blend)."""
+    masked = np.zeros(shape, bool)
+    for path in mask.paths:
+        try:
+            with (
+                rasterio.open(path) as src,
+                WarpedVRT(
+                    src,
+                    crs=scene.crs,
+                    transform=transform,
+                    width=shape[1],
+                    height=shape[0],
+                    resampling=Resampling.nearest,
+                    add_alpha=ColorInterp.alpha not in src.colorinterp,
+                ) as vrt,
+            ):
+                qa = vrt.read(mask.band)
+                covered = vrt.read_masks(mask.band) > 0
+        except rasterio.RasterioIOError as err:
+            raise InputError(f"cannot read quality mask {path}: {err}") from None
+        masked |= covered & mask.masked(qa)
+    return masked
 
 
 def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.ndarray:
@@ -348,11 +322,27 @@ def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.nd
     return ((rows >= 0) & (rows < scene.height))[:, None] & ((cols >= 0) & (cols < scene.width))[None, :]
 
 
-def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
-    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+def overview_shape(scene: Scene, max_size: int = 1024) -> tuple[int, int]:
+    """(rows, cols) of a decimated whole-scene read of at most ``max_size`` px a side."""
     factor = max(1.0, max(scene.width, scene.height) / max_size)
-    shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
-    pixels, valid = read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)
+    return max(1, round(scene.height / factor)), max(1, round(scene.width / factor))
+
+
+def read_decimated(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The whole scene read at most ``max_size`` pixels a side (overviews, previews, scene-wide statistics)."""
+    window = Window(0, 0, scene.width, scene.height)
+    return read_window(scene, window, bands, out_shape=overview_shape(scene, max_size))
+
+
+def read_overview(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_decimated`, with an InputError when no pixel is valid (statistics need some)."""
+    pixels, valid = read_decimated(scene, bands, max_size)
     if not valid.any():
         raise InputError("the inputs hold no valid pixels inside the scene/AOI: check nodata and the AOI")
+    return pixels, valid
+
+
+def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+    pixels, valid = read_overview(scene, bands, max_size)
     return {name: np.percentile(pixels[i][valid], np.arange(101)) for i, name in enumerate(bands)}

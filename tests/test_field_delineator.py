@@ -1,0 +1,112 @@
+"""The field delineator on a synthetic farmland scene with a known answer, and its tile-size property."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio.features
+from affine import Affine
+
+from geoseg.errors import SpecError
+from geoseg.models.field_delineator import FieldDelineator
+from geoseg.spec import FieldDelineatorSpec, parse_spec
+from geoseg.stitch import LayerStitcher, tile_layer
+from geoseg.testutils.farmland import Farmland, farmland
+from geoseg.tiling import Tile, TileGrid
+
+HALO = FieldDelineatorSpec(type="field_delineator").receptive_field
+
+
+@pytest.fixture(scope="module")
+def scene() -> Farmland:
+    return farmland()
+
+
+def _model(**params: object) -> FieldDelineator:
+    return FieldDelineator(FieldDelineatorSpec(type="field_delineator", **params))  # type: ignore[arg-type]
+
+
+def _best_iou(truth: np.ndarray, labels: np.ndarray) -> tuple[int, float]:
+    ids, counts = np.unique(labels[truth], return_counts=True)
+    best = int(ids[np.argmax(counts)])
+    if best == 0:
+        return 0, 0.0
+    found = labels == best
+    return best, float((truth & found).sum() / (truth | found).sum())
+
+
+def test_every_field_found_once_woods_and_pond_left_out(scene: Farmland) -> None:
+    labels = _model().delineate(scene.pixels, np.ones(scene.fields.shape, bool)).labels
+    matched = []
+    for field in range(1, int(scene.fields.max()) + 1):
+        label, iou = _best_iou(scene.fields == field, labels)
+        assert iou >= 0.85, f"field {field}: IoU {iou:.2f}"
+        matched.append(label)
+    assert len(set(matched)) == len(matched), "two true fields share one region (the hedge-less pair fused?)"
+    assert set(np.unique(labels)) - {0} == set(matched), "a region that is no field"
+    assert (labels[scene.woods] > 0).mean() < 0.02
+    assert (labels[scene.pond] > 0).mean() < 0.02
+
+
+def test_without_swir_the_visible_rule_keeps_woods_and_water_out(scene: Farmland) -> None:
+    labels = _model(use_swir=False).delineate(scene.pixels[:3], np.ones(scene.fields.shape, bool)).labels
+    for field in range(1, int(scene.fields.max()) + 1):
+        assert _best_iou(scene.fields == field, labels)[1] >= 0.85
+    assert (labels[scene.woods | scene.pond] > 0).mean() < 0.02
+
+
+def _window(pixels: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """A read window of a (C, H, W) stack, zero and invalid past the scene."""
+    _, h, w = pixels.shape
+    size = int(tile.read.height)
+    out = np.zeros((pixels.shape[0], size, size), np.float32)
+    valid = np.zeros((size, size), bool)
+    r0, c0 = int(tile.read.row_off), int(tile.read.col_off)
+    rs, cs, re_, ce = max(r0, 0), max(c0, 0), min(r0 + size, h), min(c0 + size, w)
+    out[:, rs - r0 : re_ - r0, cs - c0 : ce - c0] = pixels[:, rs:re_, cs:ce]
+    valid[rs - r0 : re_ - r0, cs - c0 : ce - c0] = True
+    return out, valid
+
+
+def _tiled_fields(scene: Farmland, tile_size: int) -> list[np.ndarray]:
+    """Field masks after tiling and stitching, as the pipeline does it (tile_layer + LayerStitcher)."""
+    model = _model()
+    shape = scene.fields.shape
+    grid = TileGrid(shape[1], shape[0], tile_size, HALO)
+    stitcher = LayerStitcher(grid, model.merge_min_agreement)
+    for tile in grid:
+        pixels, valid = _window(scene.pixels, tile)
+        layer, _ = tile_layer(model.delineate(pixels, valid), tile)
+        stitcher.add(tile, layer)
+    return [
+        rasterio.features.geometry_mask([obj.geometry], shape, Affine.identity(), invert=True)
+        for obj in stitcher.objects()
+    ]
+
+
+def test_same_fields_for_tile_sizes_256_512_1024(scene: Farmland) -> None:
+    """Tolerance: the same number of fields, and each field of one tiling matches one of every other with
+    IoU >= 0.97 (graph steps near tile edges may move a boundary pixel; no field is split or fused)."""
+    tilings = {size: _tiled_fields(scene, size) for size in (256, 512, 1024)}
+    reference = tilings[1024]
+    assert len(reference) == int(scene.fields.max())
+    for size in (256, 512):
+        assert len(tilings[size]) == len(reference), f"tile size {size}: {len(tilings[size])} fields"
+        for mask in reference:
+            best = max(float((mask & other).sum() / (mask | other).sum()) for other in tilings[size])
+            assert best >= 0.97, f"tile size {size}: a field matches at IoU {best:.3f}"
+
+
+def test_spec_defaults_and_halo_check() -> None:
+    spec = FieldDelineatorSpec(type="field_delineator")
+    assert spec.bands == ("green", "red", "nir", "swir16")
+    assert FieldDelineatorSpec(type="field_delineator", use_swir=False).bands == ("green", "red", "nir")
+    job = {
+        "name": "x",
+        "inputs": {"bands": {b: {"path": f"{b}.tif"} for b in spec.bands}},
+        "tiling": {"tile_size": 256, "halo": 8},
+        "models": [{"type": "field_delineator"}],
+        "output": {"path": "out.gpkg"},
+    }
+    with pytest.raises(SpecError, match=r"raise tiling\.halo"):
+        parse_spec(job)
