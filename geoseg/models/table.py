@@ -17,7 +17,7 @@ Each :class:`ModelType` entry says:
 
 Adding a model type:
 
-1. its spec class in :mod:`geoseg.spec` (a ``type: Literal[...]`` field, added to ``ModelSpec``);
+1. its spec class in :mod:`geoseg.spec_models` (a ``type: Literal[...]`` field, added to ``ModelSpec``);
 2. its model in ``geoseg/models/<type>.py`` with a builder ``build_<type>(spec, scene, device)``;
 3. one entry in :data:`MODEL_TYPES` below (and a row in README's model table).
 """
