@@ -30,6 +30,7 @@ from geoseg.stitch import LayerStitcher, StitchedObject
 from geoseg.styles import categorized_qml, outline_qml
 from geoseg.tileloop import TileStatus
 from geoseg.vectorize import Cleaning, objects_frame
+from geoseg.verdict import VERDICT_COLORS, VERDICTS
 from geoseg.workdir import load_core
 
 MASK_CACHE_MB = 128
@@ -133,9 +134,12 @@ def job_table(plan: JobPlan, meta: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame({"key": list(values), "value": list(values.values())})
 
 
-def layer_style(info: ModelInfo) -> str:
+def layer_style(info: ModelInfo, verdicts: bool = False) -> str:
+    """QGIS style: classes filled; instances outlined, in their verdict's colour when they have one."""
     if info.kind == "semantic":
         return categorized_qml("class", [(c.value, c.name, c.color) for c in info.classes])
+    if verdicts:
+        return categorized_qml("verdict", [(v, v, VERDICT_COLORS[v]) for v in VERDICTS], outline_only=True)
     return outline_qml((255, 220, 0, 255), 0.5)
 
 
@@ -212,7 +216,7 @@ def export(
     layers[TILES_LAYER] = tiles_layer(plan, status)
     if plan.spec.output.crs:
         layers = reproject_layers(layers, plan.spec.output.crs)
-    styles = {info.name: layer_style(info) for info in plan.models}
+    styles = {info.name: layer_style(info, "verdict" in layers[info.name]) for info in plan.models}
     styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)
     out = plan.outputs.geopackage
     write_geopackage(out, layers, tables={JOB_TABLE: job_table(plan, meta)}, styles=styles, overwrite=overwrite)

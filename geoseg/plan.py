@@ -20,9 +20,10 @@ from geoseg.models.base import SceneInfo
 from geoseg.models.catalog import bands_for, index_array
 from geoseg.models.table import checkpoint_files, scene_indices, stats_role, stretch_bands
 from geoseg.models.table import preflight as models_preflight
-from geoseg.raster import Scene, check_valid_pixels, open_scene, read_decimated, scene_percentiles
+from geoseg.raster import Scene, open_scene, read_decimated, scene_percentiles
 from geoseg.spec import AoiSpec, JobSpec, halo_problem
 from geoseg.tiling import Tile, TileGrid
+from geoseg.validity import check_valid_pixels
 
 TILES_LAYER = "tiles"
 """The tile index layer (beside one layer per model)."""

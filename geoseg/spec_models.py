@@ -94,8 +94,10 @@ class FieldDelineatorSpec(StrictModel):
     visible_min: float = Field(
         0.068, description="Without SWIR: pixels with mean(green, red) below this are woods, marsh or water."
     )
-    texture_max: float = Field(0.03, gt=0, description="Pixels with a NIR std (5 x 5) above this are woods, town.")
-    region_texture_max: float = Field(0.02, gt=0, description="Regions with a mean NIR std above this are dropped.")
+    texture_max: float = Field(
+        0.12, gt=0, description="Pixels whose NIR std / mean (3 x 3) is above this are woods, town or a hedge."
+    )
+    region_texture_max: float = Field(0.08, gt=0, description="Regions with a mean texture above this are dropped.")
     merge_min_agreement: float = Field(
         0.3, ge=0, le=1, description="Share of a shared tile edge two fragments must agree on to be merged."
     )

@@ -25,8 +25,8 @@ _OUTLINE_RGBA: RGBA = (35, 35, 35, 255)
 _OUTLINE_WIDTH_MM = 0.26
 
 
-def categorized_qml(field: str, categories: Sequence[tuple[object, str, RGBA]]) -> str:
-    """Fill polygons with one colour per class value.
+def categorized_qml(field: str, categories: Sequence[tuple[object, str, RGBA]], outline_only: bool = False) -> str:
+    """Fill polygons with one colour per class value (or, ``outline_only``, draw their outlines in it).
 
     Args:
         field: Attribute holding the class (e.g. ``"class"``).
@@ -44,7 +44,8 @@ def categorized_qml(field: str, categories: Sequence[tuple[object, str, RGBA]]) 
     symbols = ET.SubElement(renderer, "symbols")
     for index, (value, label, rgba) in enumerate(categories):
         ET.SubElement(cats, "category", value=str(value), symbol=str(index), label=str(label), render="true")
-        symbols.append(_fill_symbol(str(index), fill=rgba))
+        symbol = _fill_symbol(str(index), fill=None, outline=rgba, outline_width_mm=0.6) if outline_only else None
+        symbols.append(symbol if symbol is not None else _fill_symbol(str(index), fill=rgba))
     return _document(renderer)
 
 

@@ -31,7 +31,7 @@ VERDICT_COLORS: dict[Verdict, tuple[int, int, int, int]] = {
     "watch": (254, 224, 80, 255),
     "stressed": (215, 48, 39, 255),
     "bare": (166, 110, 60, 255),
-    "not_observed": (150, 150, 150, 255),
+    "not_observed": (70, 70, 70, 255),
 }
 """Outline colours of the verdicts (QGIS style and quicklook)."""
 

@@ -140,3 +140,34 @@ def _seen(masked=0.0, edge=0.0, **shares) -> FieldObservation:
 )
 def test_verdict_rules(seen, expected):
     assert verdict(seen, VerdictRules(max_masked=0.5, max_edge_masked=0.5)) == expected
+
+
+def test_scene_relative_classes_use_the_scene_percentiles_of_unmasked_pixels(tmp_path):
+    from geoseg.models.crop_health import class_bounds
+    from geoseg.plan import plan_job
+    from geoseg.spec import parse_spec
+    from geoseg.testutils.rasters import write_raster
+
+    rng = np.random.default_rng(5)
+    red = rng.integers(500, 3000, (60, 80)).astype(np.uint16)
+    nir = rng.integers(1000, 6000, (60, 80)).astype(np.uint16)
+    cloud = np.zeros((60, 80), np.uint8)
+    cloud[:, :30] = 1
+    for name, array in (("red", red), ("nir", nir), ("cloud", cloud)):
+        write_raster(tmp_path / f"{name}.tif", array)
+    spec = parse_spec(
+        {
+            "inputs": {
+                "bands": {"red": {"path": "red.tif"}, "nir": {"path": "nir.tif"}},
+                "mask": {"path": "cloud.tif", "kind": "binary"},
+            },
+            "models": [{"type": "crop_health", "classes_by": "percentiles"}],
+            "output": {"path": "out.gpkg"},
+        },
+        base=tmp_path,
+    )
+    plan = plan_job(spec)
+    ndvi = ((nir.astype(float) - red) / (nir.astype(float) + red))[:, 30:]  # the unmasked part only
+    np.testing.assert_allclose(plan.scene_info.index_percentiles["ndvi"], np.percentile(ndvi, np.arange(101)), 1e-5)
+    expected = np.percentile(ndvi, [10, 30, 60])
+    np.testing.assert_allclose(class_bounds(spec.models[0], plan.scene_info), expected, rtol=1e-5)

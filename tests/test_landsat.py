@@ -45,7 +45,7 @@ def _cloud_share(polygons: gpd.GeoSeries) -> float:
 
 def test_the_crop_is_cloudy():
     high, _ = _high_cloud()
-    assert high.mean() > 0.10
+    assert high.mean() > 0.05
 
 
 def test_no_fields_and_no_stressed_zones_under_high_confidence_cloud(landsat_run):
@@ -64,8 +64,9 @@ def test_fields_hidden_by_clouds_are_not_observed(landsat_run):
     hidden = fields[fields["verdict"] == "not_observed"]
     seen = fields[fields["verdict"] != "not_observed"]
     assert len(hidden) > 0 and len(seen) > 0
-    assert (hidden["share_edge_masked"] >= 0.3).all()
+    assert ((hidden["share_edge_masked"] >= 0.3) | (hidden["share_masked"] >= 0.3)).all()
     assert (seen["share_edge_masked"] < 0.3).all() and (seen["share_masked"] < 0.3).all()
+    assert (hidden["share_edge_masked"] > 0).sum() >= 3  # fields that run on under a cloud
 
 
 def test_quicklook_png_and_html(landsat_run):
@@ -74,7 +75,7 @@ def test_quicklook_png_and_html(landsat_run):
     with Image.open(folder / "landsat_quicklook.png") as image:
         assert image.size[0] >= 800 and image.mode == "RGB"
         colours = {c for _, c in image.getcolors(1 << 20) or []}
-    assert (150, 150, 150) in colours and (225, 225, 235) in colours  # not_observed outlines, masked pixels
+    assert (70, 70, 70) in colours and (225, 225, 235) in colours  # not_observed outlines, masked pixels
     page = (folder / "landsat_quicklook.html").read_text()
     assert page.count("<path ") == len(fields) and "data:image/png;base64," in page
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -145,7 +146,8 @@ def test_real_sample_outputs(sample_run):
     assert len(layers["fields"]) > 50 and len(layers["crop_health"]) > 50
     assert set(layers["tiles"]["status"]) == {"done"}
     fields = layers["fields"]
-    assert fields["ndvi_mean"].between(0.45, 1.0).all()  # fields are where NDVI >= 0.45
+    assert fields["ndvi_mean"].between(0.08, 1.0).all()  # the delineator's fields: bare soil to green crops
+    assert (fields["ndvi_mean"] < 0.3).sum() > 10 and (fields["ndvi_mean"] > 0.5).sum() > 10
     shares = fields[[f"share_{c}" for c in ("non_vegetation", "stressed", "moderate", "healthy")]].sum(axis=1)
     assert np.allclose(shares, 1.0, atol=1e-3)
     for column in ("ndvi_median", "ndvi_p10", "ndre_mean", "ndre_median", "ndre_p10", "share_masked", "verdict"):
@@ -153,6 +155,10 @@ def test_real_sample_outputs(sample_run):
     assert (fields["ndvi_p10"] <= fields["ndvi_median"]).all()
     assert set(fields["verdict"]) <= {"healthy", "watch", "stressed", "bare", "not_observed"}
     assert fields["verdict"].nunique() >= 2
+    with sqlite3.connect(tmp_path / "sample.gpkg") as db:
+        (qml,) = db.execute("SELECT styleQML FROM layer_styles WHERE f_table_name = 'fields'").fetchone()
+    assert 'attr="verdict"' in qml and 'value="not_observed"' in qml  # outlines coloured by verdict
+    assert (tmp_path / "sample_quicklook.png").stat().st_size > 10_000
     with rasterio.open(REPO / "jobs/sample/B04.tif") as ref, rasterio.open(tmp_path / "sample_crop_health.tif") as cog:
         assert cog.crs == ref.crs and cog.transform == ref.transform and cog.shape == ref.shape
         assert cog.colormap(1)[4][:3] == (26, 152, 80)
