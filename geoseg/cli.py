@@ -1,15 +1,23 @@
-"""Command line: parses arguments and hands over to the library. User mistakes print one line and exit 2."""
+"""Command line: parses arguments and hands over to the library.
+
+Exit codes: 0 done; 1 the environment failed (disk full, permissions); 2 a mistake to fix (one line on stderr),
+or tiles failed after their retries (outputs written); 3 stopped early by ``compute.max_failed_tiles``;
+130 / 143 interrupted by SIGINT / SIGTERM (Ray shut down, finished tiles kept for ``--resume``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from geoseg import __version__
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, JobTerminated, raise_job_terminated
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,7 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     run.add_argument("--resume", action="store_true", help="keep tiles finished by an earlier run of the same job")
     run.add_argument("--address", help="Ray address (e.g. auto, ray://head:10001); default: the spec's, else embedded")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--progress",
+        choices=["bar", "lines", "off"],
+        default="bar",
+        help="a progress bar, plain progress lines for logs (what `geoseg status` reads), or none",
+    )
+    run.add_argument("--no-progress", action="store_const", const="off", dest="progress", help="same as --progress off")
 
     sub.add_parser("validate", help="check a job spec").add_argument("job")
     plan = sub.add_parser("plan", help="print the tile grid, tile count and expected memory")
@@ -47,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
 
+    _cluster_parsers(sub)
+
     models = sub.add_parser("models", help="SAM checkpoints: list, download")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("list", help="known checkpoints and whether they are cached")
@@ -54,6 +70,56 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("name", help="checkpoint name, e.g. vit_b")
     download.add_argument("--url", help="download from this URL instead (a mirror); the sha256 is still checked")
     return parser
+
+
+def _cluster_parsers(sub: argparse._SubParsersAction) -> None:
+    address_help = "the head's dashboard, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS)"
+    submit = sub.add_parser("submit", help="run a job spec on a Ray cluster (Ray Jobs API); prints the job id")
+    submit.add_argument("job", help="job spec (YAML) whose paths are absolute or URIs; only this file is uploaded")
+    submit.add_argument("--address", help=address_help)
+    submit.add_argument("--submission-id", help="your own job id (default: one chosen by Ray)")
+    submit.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    submit.add_argument("--resume", action="store_true", help="keep tiles finished by an earlier run (same work dir)")
+    status = sub.add_parser("status", help="a cluster job's state and tiles done / total")
+    logs = sub.add_parser("logs", help="a cluster job's log")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    stop = sub.add_parser("stop", help="stop a cluster job")
+    for parser in (status, logs, stop):
+        parser.add_argument("id", help="submission id (from `geoseg submit`)")
+        parser.add_argument("--address", help=address_help)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from geoseg.submit import submit_job
+
+    print(
+        submit_job(
+            args.job, args.address, submission_id=args.submission_id, overwrite=args.overwrite, resume=args.resume
+        )
+    )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from geoseg.submit import job_state
+
+    state = job_state(args.id, args.address)
+    print(state.summary())
+    return {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}.get(state.status, 0)
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from geoseg.submit import job_logs
+
+    job_logs(args.id, args.address, follow=args.follow)
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from geoseg.submit import stop_job
+
+    print(f"{args.id}: {'stopping' if stop_job(args.id, args.address) else 'already ended'}")
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -66,7 +132,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         address=args.address,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     layers = ", ".join(f"{name}: {n}" for name, n in result.outputs["layers"].items())
     print(f"wrote {result.outputs['geopackage']} ({layers}) in {result.seconds:.1f} s on {result.device}")
@@ -87,7 +153,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from geoseg.plan import describe, plan_job
     from geoseg.spec import load_spec
 
-    print(describe(plan_job(load_spec(args.job))))
+    print(describe(plan_job(load_spec(args.job), with_stats=False)))
     return 0
 
 
@@ -155,6 +221,10 @@ COMMANDS = {
     "schema": _cmd_schema,
     "models": _cmd_models,
     "train": _cmd_train,
+    "submit": _cmd_submit,
+    "status": _cmd_status,
+    "logs": _cmd_logs,
+    "stop": _cmd_stop,
 }
 
 
@@ -162,19 +232,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geoseg`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_job_terminated)
     try:
         return COMMANDS[args.command](args)
     except GeosegError as err:
         print(f"geoseg: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except OSError as err:  # the environment, not geoseg: disk full, permissions, a file vanished
         if args.verbose:
             raise
-        print(f"geoseg: error: {err} (run with -v for details)", file=sys.stderr)
+        hint = "; free space there and rerun with --resume --overwrite" if err.errno == errno.ENOSPC else ""
+        print(f"geoseg: error: {err}{hint} (run with -v for details)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("geoseg: interrupted; rerun with --resume to keep finished tiles", file=sys.stderr)
         return 130
+    except JobTerminated:
+        print("geoseg: terminated; rerun with --resume to keep finished tiles", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ from __future__ import annotations
 class GeosegError(Exception):
     """Root of geoseg's errors: a message that says what to change."""
 
+    exit_code = 2
+    """The CLI's exit status for this error."""
+
 
 class SpecError(GeosegError, ValueError):
     """The job spec is invalid (unknown key, wrong type, inconsistent settings)."""
@@ -37,6 +40,21 @@ class MissingDependencyError(GeosegError, ImportError):
 
 class TileFailedError(GeosegError, RuntimeError):
     """One or more tiles failed after their retries; the tile index layer names them."""
+
+
+class TooManyFailedTilesError(TileFailedError):
+    """More tiles failed than ``compute.max_failed_tiles`` allows: the job stopped early, no outputs written."""
+
+    exit_code = 3
+
+
+class JobTerminated(BaseException):
+    """SIGTERM arrived: unwinds like KeyboardInterrupt (Ray shut down, finished tiles kept); the CLI exits 143."""
+
+
+def raise_job_terminated(signum: int, frame: object) -> None:
+    """SIGTERM handler: unwind like Ctrl-C, so that Ray shuts down and finished tiles stay in the work dir."""
+    raise JobTerminated()
 
 
 def error_gist(err: BaseException, limit: int = 200) -> str:

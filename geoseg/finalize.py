@@ -28,10 +28,9 @@ from geoseg.export import (
     write_geopackage,
     write_vector_formats,
 )
+from geoseg.fiboa import fiboa_path, write_fiboa
 from geoseg.models import ModelInfo
-from geoseg.models.catalog import HEALTH_CLASSES
 from geoseg.plan import JobPlan
-from geoseg.spec import CropHealthSpec
 from geoseg.stitch import LayerStitcher, StitchedObject
 from geoseg.styles import categorized_qml, outline_qml
 from geoseg.vectorize import Cleaning, objects_frame
@@ -59,14 +58,24 @@ def mask_path(plan: JobPlan, model: str) -> Path:
     return out.with_name(f"{out.stem}_{model}.tif")
 
 
+def quicklook_paths(plan: JobPlan) -> list[Path]:
+    """The quicklook PNG and, when asked for, its HTML page."""
+    out, spec = Path(plan.spec.output.path), plan.spec.output
+    stem = out.with_name(f"{out.stem}_quicklook")
+    return [stem.with_suffix(".png")] * spec.quicklook + [stem.with_suffix(".html")] * spec.quicklook_html
+
+
 def output_paths(plan: JobPlan) -> list[Path]:
     """Every file the job will write."""
     out = Path(plan.spec.output.path)
-    paths = [out]
+    paths = [out, *quicklook_paths(plan)]
     if plan.spec.output.masks:
         paths += [mask_path(plan, m.name) for m in plan.models]
     names = [m.name for m in plan.models] + [TILES_LAYER]
-    paths += [vector_format_path(out, name, fmt) for fmt in plan.spec.output.formats for name in names]
+    formats = plan.spec.output.formats
+    paths += [vector_format_path(out, name, fmt) for fmt in formats if fmt != "fiboa" for name in names]
+    if "fiboa" in formats:
+        paths += [fiboa_path(out, m.name) for m in plan.models if m.kind == "instance"]
     return paths
 
 
@@ -74,6 +83,16 @@ def check_outputs(plan: JobPlan, overwrite: bool) -> None:
     """Fail before any work when an output exists and ``--overwrite`` was not given, or its folder is unusable."""
     for path in output_paths(plan):
         check_output_absent(path, overwrite)
+    if plan.spec.output.crs:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            CRS.from_user_input(plan.spec.output.crs)
+        except CRSError:
+            raise OutputError(
+                f"output.crs {plan.spec.output.crs!r} is not a known CRS: use an EPSG code, e.g. EPSG:4326"
+            ) from None
     for folder in {Path(plan.spec.output.path).parent, plan.work_dir.parent}:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -81,10 +100,6 @@ def check_outputs(plan: JobPlan, overwrite: bool) -> None:
             raise OutputError(f"cannot create output folder {folder}: {err.strerror}; change output.path") from None
         if not os.access(folder, os.W_OK):
             raise OutputError(f"output folder {folder} is not writable; change output.path")
-
-
-def _stats_classes(plan: JobPlan) -> tuple:
-    return HEALTH_CLASSES if any(isinstance(m, CropHealthSpec) for m in plan.spec.models) else ()
 
 
 def build_layers(
@@ -103,8 +118,9 @@ def build_layers(
             crs,
             cleaning,
             classes=info.classes,
-            stats_classes=_stats_classes(plan),
+            stats_classes=plan.stats.classes if plan.stats else (),
             instance=info.kind == "instance",
+            verdict_rules=plan.stats.verdict if plan.stats else None,
         )
     return layers, objects
 
@@ -222,6 +238,7 @@ def export(
     masks = []
     if plan.spec.output.masks:
         masks = write_masks(plan, objects, {k: set(v["id"]) for k, v in layers.items()}, overwrite)
+    looks = write_quicklooks(plan, layers, overwrite)
     layers[TILES_LAYER] = tiles_layer(plan, status)
     if plan.spec.output.crs:
         layers = reproject_layers(layers, plan.spec.output.crs)
@@ -229,10 +246,32 @@ def export(
     styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)
     out = Path(plan.spec.output.path)
     write_geopackage(out, layers, tables={JOB_TABLE: job_table(plan, meta)}, styles=styles, overwrite=overwrite)
-    extra = write_vector_formats(out, layers, plan.spec.output.formats, overwrite) if plan.spec.output.formats else []
+    formats = [f for f in plan.spec.output.formats if f != "fiboa"]
+    extra = write_vector_formats(out, layers, formats, overwrite) if formats else []
+    if "fiboa" in plan.spec.output.formats:
+        extra += [
+            write_fiboa(layers[m.name], fiboa_path(out, m.name), plan.spec.name, plan.scene.datetime, overwrite)
+            for m in plan.models
+            if m.kind == "instance"
+        ]
     return {
         "geopackage": str(out),
         "layers": {name: len(gdf) for name, gdf in layers.items()},
         "masks": [str(p) for p in masks],
-        "extra": [str(p) for p in extra],
+        "extra": [str(p) for p in [*extra, *looks]],
     }
+
+
+def write_quicklooks(plan: JobPlan, layers: dict[str, gpd.GeoDataFrame], overwrite: bool) -> list[Path]:
+    """The quicklook PNG (and HTML) of the instance layers, from a decimated read of the scene."""
+    paths = quicklook_paths(plan)
+    if not paths:
+        return []
+    from geoseg.quicklook import render, write_html, write_png
+
+    outlined = {info.name: layers[info.name] for info in plan.models if info.kind == "instance"}
+    canvas = render(plan.scene, outlined, plan.spec.name)
+    written = [write_png(canvas, paths[0], overwrite)] if plan.spec.output.quicklook else []
+    if plan.spec.output.quicklook_html:
+        written.append(write_html(canvas, outlined, paths[-1], plan.spec.name, overwrite))
+    return written

@@ -1,5 +1,6 @@
-"""Planning a job: the scene grid, the tiles to run, what the models need. No pixels are read but for SAM's
-scene-wide stretch (a decimated overview)."""
+"""Planning a job: the scene grid, the tiles to run, what the models need, and the inputs checked once, up front
+(CRS, common extent, valid pixels). Pixels are read only from decimated overviews (the valid-pixel check, SAM's
+scene-wide stretch)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import shapely
 from rasterio.windows import bounds as window_bounds
 
-from geoseg.errors import InputError
-from geoseg.models import ModelInfo, model_info
+from geoseg.errors import InputError, SpecError
+from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
-from geoseg.raster import Scene, open_scene, scene_percentiles
-from geoseg.spec import AoiSpec, JobSpec, SamSpec
+from geoseg.models.catalog import bands_for, index_array
+from geoseg.models.table import checkpoint_files, scene_indices, stats_role, stretch_bands
+from geoseg.models.table import preflight as models_preflight
+from geoseg.raster import Scene, check_valid_pixels, open_scene, read_decimated, scene_percentiles
+from geoseg.spec import AoiSpec, JobSpec, halo_problem
 from geoseg.tiling import Tile, TileGrid
 
 
@@ -30,6 +35,10 @@ class JobPlan:
     models: tuple[ModelInfo, ...]
     bands: tuple[str, ...]
     """Bands read per tile: the union of what the models need, in first-use order."""
+    scene_info: SceneInfo
+    """What the models may know of the whole scene (with scene-wide percentiles for the bands some stretch)."""
+    stats: StatsRole | None
+    """The model whose outputs give the other layers per-object statistics, if any."""
 
     @property
     def work_dir(self) -> Path:
@@ -56,20 +65,65 @@ def load_aoi(aoi: AoiSpec) -> tuple[shapely.Geometry, str]:
     return shapely.union_all(frame.geometry.values), frame.crs.to_wkt()
 
 
-def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
-    """Open the scene, lay the grid, pick the tiles, collect model needs."""
+def open_job_scene(spec: JobSpec) -> Scene:
+    """The job's scene: its inputs on one grid, masked to its AOI if it has one."""
     aoi, aoi_crs = load_aoi(spec.aoi) if spec.aoi else (None, None)
-    scene = open_scene(spec.inputs, aoi, aoi_crs)
+    return open_scene(spec.inputs, aoi, aoi_crs)
+
+
+def model_infos(spec: JobSpec) -> tuple[ModelInfo, ...]:
+    """The models' infos, checked against the spec: known variants, readable sidecars, a halo that covers them."""
+    infos = tuple(model_info(m) for m in spec.models)
+    for info in infos:
+        problem = halo_problem(spec.tiling.halo, info.name, info.receptive_field)
+        if problem:
+            raise SpecError(problem)
+    return infos
+
+
+def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
+    """Open the scene, lay the grid, pick the tiles, collect model needs.
+
+    Args:
+        with_stats: compute the scene-wide percentiles some models need (a decimated read of the scene).
+    """
+    infos = model_infos(spec)
+    scene = open_job_scene(spec)
     grid = TileGrid(scene.width, scene.height, spec.tiling.tile_size, spec.tiling.halo)
     tiles = tuple(_tiles_in_aoi(grid, scene))
-    infos = tuple(model_info(m) for m in spec.models)
     bands: list[str] = []
     for info in infos:
         for band in info.bands:
             scene.band(band)  # a clear error for a band the band map lacks
             if band not in bands:
                 bands.append(band)
-    return JobPlan(spec, scene, grid, tiles, infos, tuple(bands))
+    check_valid_pixels(scene, tuple(bands))
+    stretch = stretch_bands(spec.models) if with_stats else ()
+    relative = scene_indices(spec.models) if with_stats else ()
+    scene_info = SceneInfo(
+        band_names=tuple(bands),
+        crs_wkt=scene.crs_wkt,
+        pixel_size=scene.pixel_size,
+        pixel_area_m2=scene.pixel_area_m2,
+        percentiles=scene_percentiles(scene, stretch) if stretch else {},
+        index_percentiles=index_percentiles(scene, relative) if relative else {},
+    )
+    return JobPlan(spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models))
+
+
+def index_percentiles(scene: Scene, indices: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of vegetation indices over a decimated whole-scene read (masked pixels left out)."""
+    needed = bands_for(indices)
+    pixels, valid = read_decimated(scene, needed, max_size)
+    bands = {name: pixels[i] for i, name in enumerate(needed)}
+    out = {}
+    for name in indices:
+        values = index_array(name, bands)[valid]
+        values = values[~np.isnan(values)]
+        if not values.size:
+            raise InputError(f"no valid {name} pixels in the scene for scene-relative crop-health classes")
+        out[name] = np.percentile(values, np.arange(101))
+    return out
 
 
 def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
@@ -80,25 +134,20 @@ def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
     return [t for t in grid if prepared.intersects(shapely.box(*window_bounds(t.core, scene.transform)))]
 
 
-def scene_info(plan: JobPlan) -> SceneInfo:
-    """What models may know of the scene; percentiles only for bands that a SAM model stretches."""
-    stretch = tuple(dict.fromkeys(b for m in plan.spec.models if isinstance(m, SamSpec) for b in m.rgb))
-    return SceneInfo(
-        band_names=plan.bands,
-        crs_wkt=plan.scene.crs_wkt,
-        pixel_size=plan.scene.pixel_size,
-        pixel_area_m2=plan.scene.pixel_area_m2,
-        percentiles=scene_percentiles(plan.scene, stretch) if stretch else {},
-    )
+def preflight(plan: JobPlan) -> list[Path]:
+    """Fail fast, before Ray starts, on what would make every tile fail (missing weights); returns the job's
+    checkpoint files (what ``--resume`` hashes)."""
+    models_preflight(plan.spec.models)
+    return checkpoint_files(plan.spec.models)
 
 
-def preflight(plan: JobPlan) -> None:
-    """Fail fast, before Ray starts, on what would make every tile fail: missing weights, unreadable prompts."""
-    for spec in plan.spec.models:
-        if isinstance(spec, SamSpec):
-            from geoseg.models.weights import resolve_checkpoint
-
-            resolve_checkpoint(spec.variant, spec.checkpoint)
+def input_files(plan: JobPlan) -> list[str]:
+    """Every file the tiles' results depend on: the bands' files, the AOI, the prompt layers."""
+    files = list(dict.fromkeys(p for band in plan.scene.bands for p in band.paths))
+    if plan.spec.aoi is not None and plan.spec.aoi.path:
+        files.append(plan.spec.aoi.path)
+    files += [info.prompts for info in plan.models if info.prompts]
+    return files
 
 
 def describe(plan: JobPlan) -> str:

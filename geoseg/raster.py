@@ -1,7 +1,8 @@
 """Inputs as one band stack on one grid, read window by window.
 
 :func:`open_scene` looks at every input file once (headers only) and fixes the scene grid: the CRS and pixel size of
-the finest band, the union of all files' extents (cut to the AOI), aligned to the finest file's pixel grid.
+the finest band (or ``inputs.crs``; other files are reprojected on the fly), where every band has data (a band's
+files unioned, the bands intersected, cut to the AOI), aligned to the finest file's pixel grid.
 :func:`read_window` reads any window of that grid, including windows that reach past the scene: each band from each
 file that covers it, resampled onto the window's grid when the file's grid differs, nodata and masks honoured.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 
 import numpy as np
@@ -20,13 +22,16 @@ from pyproj import CRS as ProjCRS
 from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import CRSError
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoseg.errors import InputError
+from geoseg.qa import QualityMask
 from geoseg.spec import InputSpec, expand_paths
+from geoseg.stac import StacInputs, resolve_stac
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ class Scene:
     resampling: str = "bilinear"
     aoi_wkb: bytes | None = None
     """Area of interest in the scene CRS; pixels outside it read as invalid."""
+    quality_mask: QualityMask | None = None
+    """Cloud / quality raster; the pixels it masks read as invalid."""
+    datetime: datetime | None = None
+    """Acquisition time of the imagery, when the inputs say it."""
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -90,8 +99,10 @@ class Scene:
         raise InputError(f"band {name!r} is not in inputs (have: {', '.join(self.band_names)}); add it to the band map")
 
 
-def band_sources(spec: InputSpec) -> tuple[BandSource, ...]:
-    """Normalise the two input forms (band map, or multi-band files + names) into band sources."""
+def band_sources(spec: InputSpec, stac: StacInputs | None = None) -> tuple[BandSource, ...]:
+    """Normalise the input forms (band map, multi-band files + names, STAC assets) into band sources."""
+    if stac is not None:
+        return tuple(BandSource(name, (href,), index) for name, (href, index) in stac.bands.items())
     if spec.bands is not None:
         return tuple(BandSource(name, tuple(expand_paths(ref.path)), ref.band) for name, ref in spec.bands.items())
     files = tuple(expand_paths(spec.files or []))
@@ -130,37 +141,37 @@ def _aligned_grid(ref: _FileInfo, res: float, bounds: tuple[float, float, float,
 def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: str | None = None) -> Scene:
     """Fix the scene grid from the inputs' headers (no pixels are read).
 
+    The scene is where every band has data: the files of one band form a mosaic (their extents are unioned), the
+    bands' extents are intersected, then cut to the AOI. Files in another CRS are reprojected on the fly.
+
     Args:
         spec: the job's inputs.
         aoi: optional area of interest, in ``aoi_crs``; the scene is cut to its bounds.
         aoi_crs: CRS of ``aoi`` (any form pyproj understands).
     """
-    sources = band_sources(spec)
+    stac = resolve_stac(spec) if spec.stac is not None else None
+    sources = band_sources(spec, stac)
     infos = {p: _file_info(p) for band in sources for p in band.paths}
+    quality_mask = _quality_mask(spec, stac)
     for band in sources:
         for path in band.paths:
             if band.index > infos[path].count:
                 raise InputError(
                     f"{path} has {infos[path].count} band(s); band {band.name!r} asks for band {band.index}"
                 )
-    finest = min(infos.values(), key=lambda i: abs(i.transform.a))
-    crs = CRS.from_user_input(spec.crs) if spec.crs else finest.crs
-    res = spec.resolution or (abs(finest.transform.a) if finest.crs == crs else _native_res(finest, crs))
-    boxes = [transform_bounds(i.crs, crs, *i.bounds) if i.crs != crs else i.bounds for i in infos.values()]
-    bounds = (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )
+    crs = _scene_crs(spec.crs, infos)
+    in_crs = [i for i in infos.values() if i.crs == crs]
+    res = spec.resolution or min(abs(i.transform.a) if i.crs == crs else _native_res(i, crs) for i in infos.values())
+    area = _common_area(sources, infos, crs)
     aoi_scene = None
     if aoi is not None:
         aoi_scene = _to_crs(aoi, aoi_crs or "EPSG:4326", crs)
-        cut = shapely.box(*bounds).intersection(aoi_scene)
-        if cut.is_empty:
+        area = area.intersection(aoi_scene)
+        if area.is_empty:
             raise InputError("the AOI does not overlap the inputs: check aoi and its crs")
-        bounds = cut.bounds
-    ref = finest if finest.crs == crs else _FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
+    bounds = area.bounds
+    finest = min(in_crs, key=lambda i: abs(i.transform.a)) if in_crs else None
+    ref = finest or _FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
     transform, width, height = _aligned_grid(ref, res, bounds)
     return Scene(
         bands=sources,
@@ -173,7 +184,58 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         offset=spec.offset,
         resampling=spec.resampling,
         aoi_wkb=None if aoi_scene is None else shapely.to_wkb(aoi_scene),
+        quality_mask=quality_mask,
+        datetime=spec.datetime or (stac.datetime if stac else None),
     )
+
+
+def _scene_crs(chosen: str | None, infos: dict[str, _FileInfo]) -> CRS:
+    """``inputs.crs`` if given, else the CRS of the finest file (pixel sizes compared in one CRS)."""
+    if chosen:
+        try:
+            return CRS.from_user_input(chosen)
+        except CRSError:
+            raise InputError(f"inputs.crs {chosen!r} is not a known CRS: use an EPSG code, e.g. EPSG:32633") from None
+    files = list(infos.values())
+    common = files[0].crs
+    return min(files, key=lambda i: abs(i.transform.a) if i.crs == common else _native_res(i, common)).crs
+
+
+def _footprint(info: _FileInfo, crs: CRS) -> shapely.Geometry:
+    return shapely.box(*(transform_bounds(info.crs, crs, *info.bounds) if info.crs != crs else info.bounds))
+
+
+def _common_area(sources: tuple[BandSource, ...], infos: dict[str, _FileInfo], crs: CRS) -> shapely.Geometry:
+    """Where every band has data: each band's files unioned (a mosaic), the bands intersected."""
+    area: shapely.Geometry | None = None
+    for i, band in enumerate(sources):
+        covered = shapely.union_all([_footprint(infos[p], crs) for p in band.paths])
+        area = covered if area is None else area.intersection(covered)
+        if area.area <= 0:
+            others = ", ".join(repr(b.name) for b in sources[:i])
+            raise InputError(
+                f"band {band.name!r} ({', '.join(band.paths)}) does not overlap band(s) {others}: the scene is "
+                "where every band has data; give files that cover the same area (check their CRS)"
+            )
+    assert area is not None  # a spec has at least one band
+    return area
+
+
+def _quality_mask(spec: InputSpec, stac: StacInputs | None) -> QualityMask | None:
+    """The spec's QA raster (a file, or a STAC asset), its files checked (headers only)."""
+    if spec.mask is None:
+        return None
+    if spec.mask.asset is not None:
+        assert stac is not None and stac.mask_href is not None
+        paths: tuple[str, ...] = (stac.mask_href,)
+    else:
+        assert spec.mask.path is not None
+        paths = tuple(expand_paths(spec.mask.path))
+    for path in paths:
+        info = _file_info(path)
+        if spec.mask.band > info.count:
+            raise InputError(f"{path} has {info.count} band(s); inputs.mask asks for band {spec.mask.band}")
+    return QualityMask(paths, spec.mask.band, spec.mask)
 
 
 def _native_res(info: _FileInfo, crs: CRS) -> float:
@@ -187,8 +249,13 @@ def _native_res(info: _FileInfo, crs: CRS) -> float:
 
 def _to_crs(geom: shapely.Geometry, src: str, dst: CRS) -> shapely.Geometry:
     from pyproj import Transformer
+    from pyproj.exceptions import CRSError as ProjCRSError
 
-    transformer = Transformer.from_crs(ProjCRS.from_user_input(src), ProjCRS.from_wkt(dst.to_wkt()), always_xy=True)
+    try:
+        src_crs = ProjCRS.from_user_input(src)
+    except ProjCRSError:
+        raise InputError(f"aoi.crs {src!r} is not a known CRS: use an EPSG code, e.g. EPSG:4326") from None
+    transformer = Transformer.from_crs(src_crs, ProjCRS.from_wkt(dst.to_wkt()), always_xy=True)
     return shapely.transform(geom, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 
 
@@ -233,8 +300,8 @@ def _read_band_file(
             valid = vrt.read_masks(index) > 0
     if nodata is not None and not np.isnan(nodata):
         valid &= data != nodata
-    elif nodata is not None:
-        valid &= ~np.isnan(data)
+    if data.dtype.kind == "f":  # NaN and inf are nodata, whatever the file says
+        valid &= np.isfinite(data)
     return data.astype(np.float32, copy=False), valid
 
 
@@ -296,12 +363,39 @@ def read_window(
         pixels[i] = data
         valid &= ok
     valid &= _inside_scene(scene, window, (rows, cols))
+    if scene.quality_mask is not None:
+        valid &= ~_read_quality_mask(scene.quality_mask, scene, transform, (rows, cols))
     if scene.aoi is not None:
         valid &= geometry_mask([scene.aoi], (rows, cols), transform, invert=True, all_touched=False)
     if scene.scale != 1.0 or scene.offset != 0.0:
         pixels = pixels * np.float32(scene.scale) + np.float32(scene.offset)
     pixels[:, ~valid] = 0.0
     return pixels, valid
+
+
+def _read_quality_mask(mask: QualityMask, scene: Scene, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """Masked pixels of the window: the QA raster resampled by nearest neighbour (bit fields must not blend)."""
+    masked = np.zeros(shape, bool)
+    for path in mask.paths:
+        try:
+            with (
+                rasterio.open(path) as src,
+                WarpedVRT(
+                    src,
+                    crs=scene.crs,
+                    transform=transform,
+                    width=shape[1],
+                    height=shape[0],
+                    resampling=Resampling.nearest,
+                    add_alpha=ColorInterp.alpha not in src.colorinterp,
+                ) as vrt,
+            ):
+                qa = vrt.read(mask.band)
+                covered = vrt.read_masks(mask.band) > 0
+        except rasterio.RasterioIOError as err:
+            raise InputError(f"cannot read quality mask {path}: {err}") from None
+        masked |= covered & mask.masked(qa)
+    return masked
 
 
 def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.ndarray:
@@ -311,11 +405,60 @@ def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.nd
     return ((rows >= 0) & (rows < scene.height))[:, None] & ((cols >= 0) & (cols < scene.width))[None, :]
 
 
-def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
-    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+def read_decimated(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The whole scene read at most ``max_size`` pixels a side (overviews, previews, scene-wide statistics)."""
     factor = max(1.0, max(scene.width, scene.height) / max_size)
     shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
-    pixels, valid = read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)
+    return read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)
+
+
+def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
+    """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
+    pixels, valid = read_decimated(scene, bands, max_size)
     if not valid.any():
         raise InputError("the inputs hold no valid pixels inside the scene/AOI: check nodata and the AOI")
     return {name: np.percentile(pixels[i][valid], np.arange(101)) for i, name in enumerate(bands)}
+
+
+def check_valid_pixels(scene: Scene, bands: tuple[str, ...], max_size: int = 1024, block: int = 512) -> None:
+    """Fail with one line when no pixel of the scene/AOI is valid in every band (nodata, NaN and inf are invalid).
+
+    A decimated overview answers at once for any real scene; only when it finds nothing is the scene scanned at
+    full resolution (a few valid pixels must not be missed), and then each band is checked to name the empty one.
+    Unreadable blocks are not judged here: they fail their own tiles, which the run reports.
+    """
+    factor = max(1.0, max(scene.width, scene.height) / max_size)
+    shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
+    try:
+        if read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)[1].any():
+            return
+    except InputError:
+        pass  # a corrupt block somewhere: look block by block
+    found, unreadable = _any_valid(scene, bands, block)
+    if found or unreadable:  # unreadable blocks may hold data: their tiles fail and are reported instead
+        return
+    for name in bands:
+        if not _any_valid(scene, (name,), block)[0]:
+            band = scene.band(name)
+            raise InputError(
+                f"band {name!r} ({', '.join(band.paths)}) holds no valid pixel in the scene/AOI (all nodata, NaN "
+                f"or inf): check the file, inputs.nodata (now {scene.nodata}) and the AOI"
+            )
+    raise InputError(
+        f"bands {', '.join(map(repr, bands))} never hold valid pixels at the same place in the scene/AOI: "
+        "give bands whose valid areas overlap"
+    )
+
+
+def _any_valid(scene: Scene, bands: tuple[str, ...], block: int) -> tuple[bool, bool]:
+    """Whether a full-resolution block holds a pixel valid in every band, and whether a block could not be read."""
+    unreadable = False
+    for row in range(0, scene.height, block):
+        for col in range(0, scene.width, block):
+            win = Window(col, row, min(block, scene.width - col), min(block, scene.height - row))
+            try:
+                if read_window(scene, win, bands)[1].any():
+                    return True, unreadable
+            except InputError:
+                unreadable = True
+    return False, unreadable

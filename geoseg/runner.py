@@ -1,4 +1,4 @@
-"""Ray orchestration: the only module that imports ``ray``.
+"""Ray orchestration: the tile pipeline on Ray (model actors are placed by :mod:`geoseg.placement`).
 
 Tiles stream through three stages with a bounded number in flight:
 
@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -23,11 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from geoseg import workdir
-from geoseg.errors import GeosegError, TileFailedError
+from geoseg.errors import GeosegError, TileFailedError, TooManyFailedTilesError, raise_job_terminated
 from geoseg.finalize import TILES_LAYER, TileStatus, check_outputs, export
 from geoseg.models import ModelInfo
-from geoseg.plan import JobPlan, plan_job, preflight, scene_info
-from geoseg.progress import TileProgress
+from geoseg.placement import place_actors
+from geoseg.plan import JobPlan, input_files, plan_job, preflight
+from geoseg.progress import ProgressMode, TileProgress
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher
 from geoseg.tilework import ModelRunner, TileRecord, blend_tile, finish_tile, read_tile
@@ -73,10 +76,19 @@ def ray_session(address: str | None, spec: JobSpec) -> Iterator[None]:
         ray.init(address=address or "local", **kwargs)
     except ConnectionError as err:
         raise GeosegError(f"cannot reach the Ray cluster at {address}: {err}") from None
+    previous = _on_sigterm(raise_job_terminated)  # ray.init set its own (sys.exit(15))
     try:
         yield
     finally:
         ray.shutdown()
+        _on_sigterm(previous)
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install a SIGTERM handler (main thread only); returns the previous one."""
+    if threading.current_thread() is not threading.main_thread() or handler is None:
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _remote_functions() -> tuple[Any, Any, Any]:
@@ -84,34 +96,18 @@ def _remote_functions() -> tuple[Any, Any, Any]:
 
     read = ray.remote(num_cpus=1, max_retries=1)(read_tile)
     finish = ray.remote(num_cpus=1, max_retries=1)(finish_tile)
-    actor = ray.remote(max_restarts=2, max_task_retries=1)(ModelRunner)
+    # a killed actor always restarts (its models reload); a batch it held is rerun there, then by the driver
+    actor = ray.remote(max_restarts=-1, max_task_retries=2)(ModelRunner)
     return read, finish, actor
 
 
 def _start_actors(plan: JobPlan, actor_cls: Any) -> list[Any]:
-    """Start the model actors: GPU actors hold their GPU share only; CPU actors hold one CPU each and must leave
-    at least one CPU for the read and finish tasks."""
+    """Start the model actors where ``compute.device`` puts them (:mod:`geoseg.placement`)."""
     import ray
 
-    compute = plan.spec.compute
-    resources = ray.cluster_resources()
-    gpus = compute.gpus_per_actor if resources.get("GPU", 0) >= compute.gpus_per_actor > 0 else 0
-    if compute.gpus_per_actor > 0 and not gpus:
-        log.warning(
-            "asked for %s GPU(s) per actor, the cluster has %s: CPU actors",
-            compute.gpus_per_actor,
-            resources.get("GPU", 0),
-        )
-    cpus = resources.get("CPU", 0)
-    if not gpus and compute.actors >= cpus:
-        raise GeosegError(
-            f"compute.actors={compute.actors} CPU model actors leave no CPU for reading tiles on this "
-            f"{cpus:g}-CPU Ray: set compute.actors below {cpus:g} (or give actors GPUs)"
-        )
-    info = scene_info(plan)
-    options = {"num_gpus": gpus, "num_cpus": 0 if gpus else 1}
-    args = (list(plan.spec.models), list(plan.models), info, plan.bands, "cuda" if gpus else "cpu")
-    actors = [actor_cls.options(**options).remote(*args) for _ in range(compute.actors)]
+    placement = place_actors(plan.spec.compute)
+    args = (list(plan.spec.models), list(plan.models), plan.scene_info, plan.bands, placement.device)
+    actors = [actor_cls.options(**placement.options(i)).remote(*args) for i in range(plan.spec.compute.actors)]
     try:
         ray.get([actor.device_name.remote() for actor in actors])  # models load once per actor, here
     except ray.exceptions.RayError as err:
@@ -126,7 +122,7 @@ def run_job(
     overwrite: bool = False,
     resume: bool = False,
     address: str | None = None,
-    progress: bool = True,
+    progress: bool | ProgressMode = True,
 ) -> RunResult:
     """Run a job end to end: plan, tiles on Ray, stitch, export.
 
@@ -137,19 +133,25 @@ def run_job(
     start = time.perf_counter()
     plan = plan_job(spec)
     check_outputs(plan, overwrite)
-    preflight(plan)
-    workdir.prepare(plan.work_dir, spec, resume)
+    checkpoints = preflight(plan)
+    fresh_work_dir = not plan.work_dir.exists()
+    workdir.prepare(plan.work_dir, spec, resume, input_files(plan), checkpoints)
     stitchers = {m.name: LayerStitcher(plan.grid, m.merge_min_agreement) for m in plan.models}
     status: dict[str, TileStatus] = {t.id: TileStatus() for t in plan.tiles}
     todo = _resume(plan, stitchers, status) if resume else list(plan.tiles)
     resumed = len(plan.tiles) - len(todo)
     device = "cpu"
-    with ray_session(address or spec.compute.address, spec):
-        if todo:
-            device = _stream_tiles(plan, todo, stitchers, status, progress)
-        for info in plan.models:
-            if info.merge != "core":
-                _blend_pass(plan, info, stitchers[info.name], status, progress)
+    try:
+        with ray_session(address or spec.compute.address, spec):
+            if todo:
+                device = _stream_tiles(plan, todo, stitchers, status, progress)
+            for info in plan.models:
+                if info.merge != "core":
+                    _blend_pass(plan, info, stitchers[info.name], status, progress)
+    except GeosegError:
+        if fresh_work_dir:  # failed before any work (Ray, actors): leave nothing behind
+            workdir.discard_if_unused(plan.work_dir)
+        raise
     failed = [tid for tid, s in status.items() if s.status == "failed"]
     meta = {"device": device, "tiles_failed": len(failed), "tiles_resumed": resumed}
     outputs = export(plan, stitchers, status, meta, overwrite)
@@ -192,7 +194,7 @@ class _BatchSubmitter:
     def __init__(self, plan: JobPlan, actors: list[Any], read: Any, finish: Any, prompts: dict[str, Any]) -> None:
         self.plan, self.actors, self.read, self.finish, self.prompts = plan, actors, read, finish, prompts
         self.load = [0] * len(actors)
-        self.specs, self.work_dir = list(plan.spec.models), str(plan.work_dir)
+        self.stats, self.work_dir = plan.stats, str(plan.work_dir)
         self.blended = frozenset(m.name for m in plan.models if m.merge != "core")
 
     def __call__(self, batch: list[Tile], status: dict[str, TileStatus]) -> dict[Any, _InFlight]:
@@ -204,7 +206,7 @@ class _BatchSubmitter:
         outs = outs if isinstance(outs, list) else [outs]
         submitted = {}
         for tile, out in zip(batch, outs, strict=True):
-            ref = self.finish.remote(tile, out, self.specs, self.work_dir, self.blended)
+            ref = self.finish.remote(tile, out, self.stats, self.work_dir, self.blended)
             submitted[ref] = _InFlight(tile, slot)
             status[tile.id].attempts += 1
         self.load[slot] += len(batch)
@@ -216,7 +218,7 @@ def _stream_tiles(
     todo: list[Tile],
     stitchers: dict[str, LayerStitcher],
     status: dict[str, TileStatus],
-    show_progress: bool,
+    show_progress: bool | ProgressMode,
 ) -> str:
     """Push tiles through read -> model -> finish with at most ``max_in_flight`` tiles between stages."""
     import ray
@@ -237,27 +239,35 @@ def _stream_tiles(
             for ref in ready:
                 job = in_flight.pop(ref)
                 submit.load[job.actor] -= 1
-                _collect(ref, job.tile, stitchers, status, pending, compute.max_retries)
+                if _collect(ref, job.tile, stitchers, status, pending, compute.max_retries):
+                    _stop_if_over_budget(plan, status, list(in_flight))
                 bar.advance(status[job.tile.id].status)
     return ray.get(actors[0].device_name.remote())
 
 
 def _blend_pass(
-    plan: JobPlan, info: ModelInfo, stitcher: LayerStitcher, status: dict[str, TileStatus], show_progress: bool
+    plan: JobPlan,
+    info: ModelInfo,
+    stitcher: LayerStitcher,
+    status: dict[str, TileStatus],
+    show_progress: bool | ProgressMode,
 ) -> None:
-    """Second pass for a blended layer: each finished tile blends its neighbours' saved scores, bounded in flight."""
+    """Second pass for a blended layer: each finished tile blends its neighbours' saved scores, bounded in flight;
+    a failing tile is retried like in the model pass."""
     import ray
 
     blend = ray.remote(num_cpus=1, max_retries=1)(blend_tile)
     values = tuple(c.value for c in info.classes)
     todo = deque(t for t in plan.tiles if status[t.id].status in ("done", "resumed") and t.id not in stitcher.fragments)
-    limit = plan.spec.compute.in_flight
+    limit, max_retries = plan.spec.compute.in_flight, plan.spec.compute.max_retries
+    attempts = dict.fromkeys((t.id for t in todo), 0)
     in_flight: dict[Any, Tile] = {}
     args = (plan.grid, info.name, info.merge, values, str(plan.work_dir))
     with TileProgress(len(todo), enabled=show_progress, label=f"blend {info.name}") as bar:
         while todo or in_flight:
             while todo and len(in_flight) < limit:
                 tile = todo.popleft()
+                attempts[tile.id] += 1
                 in_flight[blend.remote(tile, *args)] = tile
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             tile = in_flight.pop(ready[0])
@@ -265,9 +275,39 @@ def _blend_pass(
                 stitcher.add(tile, ray.get(ready[0]))
             except (ray.exceptions.RayError, GeosegError) as err:
                 state = status[tile.id]
-                state.status, state.error = "failed", f"blend {info.name}: {_short_error(err)}"
-                log.error("tile %s failed: %s", tile.id, state.error)
+                error = f"blend {info.name}: {_short_error(err)}"
+                if _retry_or_fail(tile, state, error, attempts[tile.id], max_retries):
+                    todo.append(tile)
+                    continue
+                state.status = "failed"
+                _stop_if_over_budget(plan, status, list(in_flight))
             bar.advance(status[tile.id].status)
+
+
+def _retry_or_fail(tile: Tile, state: TileStatus, error: str, attempts: int, max_retries: int) -> bool:
+    """The one retry policy of both passes: record the error; True if the tile gets another attempt."""
+    state.error = error
+    if attempts <= max_retries:
+        log.warning("tile %s failed (attempt %d), retrying: %s", tile.id, attempts, error)
+        return True
+    log.error("tile %s failed after %d attempts: %s", tile.id, attempts, error)
+    return False
+
+
+def _stop_if_over_budget(plan: JobPlan, status: dict[str, TileStatus], in_flight: list[Any]) -> None:
+    """Stop the job once more tiles failed than ``compute.max_failed_tiles`` allows (finished tiles are kept)."""
+    import ray
+
+    budget = plan.spec.compute.max_failed_tiles
+    failed = [tid for tid, s in status.items() if s.status == "failed"]
+    if budget is None or len(failed) <= budget:
+        return
+    for ref in in_flight:
+        ray.cancel(ref)
+    raise TooManyFailedTilesError(
+        f"stopped after {len(failed)} failed tiles (compute.max_failed_tiles={budget}; first: {failed[0]}: "
+        f"{status[failed[0]].error}); fix the cause and rerun with --resume to keep the finished tiles"
+    )
 
 
 def _collect(
@@ -277,25 +317,27 @@ def _collect(
     status: dict[str, TileStatus],
     pending: deque[Tile],
     max_retries: int,
-) -> None:
+) -> bool:
+    """Take a tile's result into the stitchers, or retry it; True if the tile failed for good."""
     import ray
 
     state = status[tile.id]
     try:
         record: TileRecord = ray.get(ref)
     except (ray.exceptions.RayError, GeosegError) as err:
-        state.error = _short_error(err)
-        if state.attempts <= max_retries:
-            log.warning("tile %s failed (attempt %d), retrying: %s", tile.id, state.attempts, state.error)
+        if _retry_or_fail(tile, state, _short_error(err), state.attempts, max_retries):
             pending.append(tile)
             state.status = "retrying"
-        else:
-            log.error("tile %s failed after %d attempts: %s", tile.id, state.attempts, state.error)
-            state.status = "failed"
-        return
+            return False
+        state.status = "failed"
+        return True
+    if state.status == "done":  # never stitch a tile twice
+        log.warning("tile %s came back twice; the second result is ignored", tile.id)
+        return False
     for name, layer in record.layers.items():
         stitchers[name].add(tile, layer)
     state.status, state.seconds, state.error = "done", record.seconds, None
+    return False
 
 
 _ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")

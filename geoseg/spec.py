@@ -7,6 +7,7 @@ against the spec's folder. Unknown keys are errors everywhere (``extra="forbid"`
 
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -14,17 +15,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import SpecError
+from geoseg.spec_product import (
+    CropHealthPercentiles,
+    QualityMaskSpec,
+    StacAssetRef,
+    StrictModel,
+    VerdictRules,
+)
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
-
-
-class StrictModel(BaseModel):
-    """Base for spec sections: unknown keys are errors, values are immutable once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -45,17 +47,29 @@ class InputSpec(StrictModel):
         None, description="Multi-band files (paths or globs) covering the region; name bands with band_names."
     )
     band_names: list[str] | None = Field(None, description="Names of the bands of `files`, in file order.")
+    stac: str | None = Field(None, description="A STAC Item (file or URL) whose assets are the bands; see assets.")
+    assets: dict[str, str | StacAssetRef] | None = Field(
+        None, description="With stac: band name -> asset key (or {asset, band}), e.g. {red: B04, nir: B08}."
+    )
     nodata: float | None = Field(None, description="Nodata value; default: each file's own nodata.")
     scale: float = Field(1.0, description="Reflectance = DN * scale + offset (Sentinel-2 L1C: 0.0001).")
     offset: float = 0.0
     resolution: float | None = Field(None, gt=0, description="Output pixel size; default: the finest input.")
     crs: str | None = Field(None, description="Scene CRS; default: the CRS of the finest input.")
     resampling: Resampling = "bilinear"
+    mask: QualityMaskSpec | None = Field(None, description="Cloud / quality mask: masked pixels are invalid.")
+    datetime: AwareDatetime | None = Field(
+        None, description="Acquisition time of the imagery, e.g. 2024-06-01T10:30:00Z (fiboa determination:datetime)."
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> InputSpec:
-        if (self.bands is None) == (self.files is None):
-            raise ValueError("give exactly one of inputs.bands (band name -> file) or inputs.files")
+        if sum(form is not None for form in (self.bands, self.files, self.stac)) != 1:
+            raise ValueError("give exactly one of inputs.bands (band name -> file), inputs.files or inputs.stac")
+        if (self.stac is None) != (self.assets is None):
+            raise ValueError("inputs.stac and inputs.assets go together: assets maps band names to the item's assets")
+        if self.mask is not None and self.mask.asset is not None and self.stac is None:
+            raise ValueError("inputs.mask.asset needs inputs.stac; give inputs.mask.path for a file")
         if self.files is not None and not self.band_names:
             raise ValueError("inputs.files needs inputs.band_names, e.g. [red, green, blue, nir]")
         if self.bands is not None and self.band_names:
@@ -110,7 +124,12 @@ class CropHealthSpec(StrictModel):
     name: str = "crop_health"
     indices: list[VegetationIndex] = Field(default=["ndvi"])
     classify_by: VegetationIndex = "ndvi"
+    classes_by: Literal["thresholds", "percentiles"] = Field(
+        "thresholds", description="Health classes by absolute index thresholds or scene-relative percentiles."
+    )
     thresholds: CropHealthThresholds = CropHealthThresholds()
+    percentiles: CropHealthPercentiles = CropHealthPercentiles()
+    verdict: VerdictRules = VerdictRules()
     smoothing_px: int = Field(
         1, ge=0, le=16, description="Majority filter radius on the classes (0: per-pixel classes)."
     )
@@ -190,7 +209,9 @@ class SamSpec(StrictModel):
 
     type: Literal["sam"]
     name: str = "objects"
-    variant: str = Field("vit_b", description="vit_b, vit_l or vit_h (or a variant registered at runtime).")
+    variant: str = Field(
+        "vit_b", description="vit_b, vit_l or vit_h (or a variant registered at runtime); checked by the plan."
+    )
     checkpoint: str | None = Field(None, description="Local .pth path; default: the verified cached download.")
     mode: Literal["automatic", "prompted"] = "automatic"
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
@@ -219,15 +240,6 @@ class SamSpec(StrictModel):
         0.5, ge=0, le=1, description="Share of a shared tile edge two fragments must agree on to be merged."
     )
 
-    @field_validator("variant")
-    @classmethod
-    def _known_variant(cls, value: str) -> str:
-        from geoseg.models.weights import VARIANTS  # pure-python table; does not import torch
-
-        if value not in VARIANTS:
-            raise ValueError(f"unknown SAM variant {value!r}: choose one of {', '.join(sorted(VARIANTS))}")
-        return value
-
     @field_validator("stretch_percentiles")
     @classmethod
     def _ascending_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
@@ -247,17 +259,12 @@ class UNetSpec(StrictModel):
 
     type: Literal["unet"]
     name: str = "landcover"
-    checkpoint: str = Field(description="Trained .pt file; its sidecar .json (bands, classes) sits beside it.")
+    checkpoint: str = Field(
+        description="Trained .pt file; its sidecar .json (bands, classes, receptive field) sits beside it."
+    )
     merge: Literal["core", "mean", "linear"] = Field(
         "linear", description="Overlapping tiles: core = each tile's own pixels; mean / linear = blended scores."
     )
-
-    @property
-    def receptive_field(self) -> int:
-        """Halo the model asks for: from the checkpoint's sidecar when it exists, else a default (16 px)."""
-        from geoseg.models.unet_meta import sidecar_receptive_field  # torch-free
-
-        return sidecar_receptive_field(self.checkpoint)
 
 
 ModelSpec = Annotated[
@@ -272,9 +279,13 @@ class OutputSpec(StrictModel):
     path: str = Field(description="GeoPackage path (.gpkg).")
     masks: bool = Field(True, description="Also write one mask COG per model next to the GeoPackage.")
     crs: str | None = Field(None, description="Output CRS of vector layers; default: the scene CRS.")
-    formats: list[Literal["parquet", "fgb"]] = Field(
-        default_factory=list, description="Extra vector formats written beside the GeoPackage."
+    formats: list[Literal["parquet", "fgb", "fiboa"]] = Field(
+        default_factory=list,
+        description="Extra vector formats written beside the GeoPackage; fiboa: the instance layers as fiboa "
+        "GeoParquet (<name>_<layer>.fiboa.parquet).",
     )
+    quicklook: bool = Field(True, description="Write <name>_quicklook.png: false colour, fields by verdict.")
+    quicklook_html: bool = Field(False, description="Also write <name>_quicklook.html (self-contained map).")
     simplify: float = Field(0.0, ge=0, description="Simplify tolerance in map units (0: exact pixel edges).")
     min_area_m2: float = Field(0.0, ge=0, description="Drop polygons smaller than this.")
     fill_holes_m2: float = Field(0.0, ge=0, description="Fill holes smaller than this.")
@@ -295,10 +306,25 @@ class ComputeSpec(StrictModel):
     num_cpus: int | None = Field(None, ge=1, description="CPUs for the embedded Ray; default: all.")
     actors: int = Field(1, ge=1, description="Model actors (each loads the models once).")
     gpus_per_actor: float = Field(0.0, ge=0, description="0 = CPU; fractions share a GPU between actors.")
+    device: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
+        description="auto: GPU actors if the cluster has GPUs when the job starts, else CPU; gpu: request "
+        "gpus_per_actor and wait for them (autoscaling) up to gpu_wait_s, never fall back; cpu: CPU actors.",
+    )
+    gpu_wait_s: float = Field(600.0, gt=0, description="With device gpu: how long to wait for the GPUs.")
     batch_size: int = Field(4, ge=1, description="Tiles per model call.")
     max_in_flight: int | None = Field(None, ge=1, description="Tiles in flight; default: 2 batches per actor.")
     max_retries: int = Field(2, ge=0, description="Retries of a failing tile before it is reported failed.")
+    max_failed_tiles: int | None = Field(
+        None, ge=0, description="Stop the job (exit code 3) once more tiles than this failed; default: never."
+    )
     object_store_mb: int = Field(512, ge=64)
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> ComputeSpec:
+        if self.device == "gpu" and self.gpus_per_actor == 0:
+            raise ValueError("compute.device 'gpu' needs compute.gpus_per_actor > 0 (e.g. 1, or 0.5 to share)")
+        return self
 
     @property
     def in_flight(self) -> int:
@@ -326,14 +352,22 @@ class JobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _halo_covers_models(self) -> JobSpec:
+        """Models whose reach the spec alone tells (a checkpoint's reach is checked by the plan)."""
         for model in self.models:
-            needed = getattr(model, "receptive_field", 0)
-            if self.tiling.halo < needed:
-                raise ValueError(
-                    f"tiling.halo {self.tiling.halo} is smaller than model {model.name!r} sees ({needed} px): "
-                    f"raise tiling.halo to at least {needed}"
-                )
+            problem = halo_problem(self.tiling.halo, model.name, getattr(model, "receptive_field", 0))
+            if problem:
+                raise ValueError(problem)
         return self
+
+
+def halo_problem(halo: int, model: str, receptive_field: int) -> str | None:
+    """What to change when a halo is smaller than a model's receptive field, or None."""
+    if halo >= receptive_field:
+        return None
+    return (
+        f"tiling.halo {halo} is smaller than model {model!r} sees ({receptive_field} px): "
+        f"raise tiling.halo to at least {receptive_field}"
+    )
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -348,6 +382,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make every file path in the raw spec absolute, relative to the spec's folder."""
     inputs = raw.get("inputs")
     if isinstance(inputs, dict):
+        if isinstance(inputs.get("stac"), str):
+            inputs["stac"] = _absolute(inputs["stac"], base)
         if isinstance(inputs.get("files"), str):
             inputs["files"] = [inputs["files"]]
         if isinstance(inputs.get("files"), list):
@@ -357,6 +393,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
                 ref["path"] = _absolute(ref["path"], base)
             elif isinstance(ref, dict) and isinstance(ref.get("path"), list):
                 ref["path"] = [_absolute(p, base) for p in ref["path"]]
+        mask = inputs.get("mask")
+        if isinstance(mask, dict) and isinstance(mask.get("path"), str):
+            mask["path"] = _absolute(mask["path"], base)
+        elif isinstance(mask, dict) and isinstance(mask.get("path"), list):
+            mask["path"] = [_absolute(p, base) for p in mask["path"]]
     for section, key in (("aoi", "path"), ("output", "path"), ("output", "work_dir")):
         part = raw.get(section)
         if isinstance(part, dict) and isinstance(part.get(key), str):
@@ -388,18 +429,50 @@ def parse_spec(raw: Any, base: Path = Path("."), source: str = "spec") -> JobSpe
         raise SpecError(_format_validation_error(err, source)) from None
 
 
-def load_spec(path: str | Path) -> JobSpec:
-    """Read and validate a YAML job spec (``yaml.safe_load``: a spec never executes code)."""
+def read_spec_yaml(path: str | Path) -> Any:
+    """The parsed YAML of a spec file, not yet validated (``yaml.safe_load``: a spec never executes code)."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as err:
         raise SpecError(f"cannot read job spec {path}: {err.strerror or err}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
-    return parse_spec(raw, path.parent, str(path))
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Read and validate a YAML job spec."""
+    path = Path(path)
+    return parse_spec(read_spec_yaml(path), path.parent, str(path))
+
+
+_RELATIVE_MARKER = "/geoseg-relative-base/"
+_RELATIVE_BASE = Path(_RELATIVE_MARKER).joinpath(*["d"] * 64)  # deep enough for any "../"
+
+
+def relative_paths(raw: Any, source: str = "spec") -> list[tuple[str, str]]:
+    """Validate a raw spec and list its relative paths as (key, path) pairs, e.g. ("inputs.bands.red.path", ...).
+
+    Found by resolving the spec against a marker folder: whatever lands under it was relative, so every path key
+    the spec knows is covered. URIs and ``/vsi...`` paths are not relative.
+    """
+    spec = parse_spec(copy.deepcopy(raw), _RELATIVE_BASE, source)
+    found: list[tuple[str, str]] = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, f"{key}.{name}" if key else str(name))
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{key}.{i}")
+        elif isinstance(value, str) and value.startswith(_RELATIVE_MARKER):
+            found.append((key, os.path.relpath(value, _RELATIVE_BASE)))
+
+    walk(spec.model_dump(), "")
+    return found
 
 
 def expand_paths(path: str | list[str]) -> list[str]:

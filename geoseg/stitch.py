@@ -22,7 +22,6 @@ Everything here is plain numpy/shapely; the cost of merging is O(edge pixels), n
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,11 +31,9 @@ import shapely
 from affine import Affine
 from scipy import ndimage
 
+from geoseg.fieldstats import StatsSource, index_summary, label_sums
 from geoseg.models.base import InstanceInfo, ModelOutput, SemanticOutput
 from geoseg.tiling import Tile, TileGrid
-
-HIST_BINS = 200
-"""Bins of the index histograms over [-1, 1] (0.01 wide) that give exact-to-a-bin medians of merged objects."""
 
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 _OPPOSITE = {"right": "left", "bottom": "top", "left": "right", "top": "bottom"}
@@ -72,6 +69,12 @@ class Fragment:
     index_sums: dict[str, float] = field(default_factory=dict)
     index_counts: dict[str, int] = field(default_factory=dict)
     index_hists: dict[str, np.ndarray] = field(default_factory=dict)
+    masked_pixels: int = 0
+    """Pixels of the fragment the crop-health model could not see (clouds, nodata)."""
+    edge_sides: int = 0
+    """Pixel sides of the fragment's outline (see :mod:`geoseg.fieldstats`)."""
+    edge_sides_masked: int = 0
+    """Of those, the sides facing a masked pixel."""
 
 
 @dataclass
@@ -133,16 +136,6 @@ def _combine(polys: list[shapely.Geometry]) -> shapely.Geometry:
     return multi if multi.is_valid else shapely.union_all(polys)
 
 
-@dataclass
-class StatsSource:
-    """Per-pixel layers over the read window used for per-object statistics (from a crop-health model)."""
-
-    classes: np.ndarray | None = None
-    n_classes: int = 0
-    layers: dict[str, np.ndarray] = field(default_factory=dict)
-    hist_layers: tuple[str, ...] = ()
-
-
 def tile_layer(output: ModelOutput, tile: Tile, stats: StatsSource | None = None) -> tuple[LayerTile, np.ndarray]:
     """Turn one model output for one tile into its owned fragments, edge strips and core raster.
 
@@ -159,7 +152,7 @@ def tile_layer(output: ModelOutput, tile: Tile, stats: StatsSource | None = None
         core_raster = output.labels[tile.core_in_read]
     core_labels = np.ascontiguousarray(labels[tile.core_in_read], dtype=np.int32)
     polygons = polygons_by_label(core_labels, (int(tile.core.col_off), int(tile.core.row_off)))
-    sums = _label_sums(core_labels, stats, tile)
+    sums = label_sums(labels, stats, tile)
     fragments = []
     for label, geom in polygons.items():
         info = infos.get(label)
@@ -178,37 +171,12 @@ def tile_layer(output: ModelOutput, tile: Tile, stats: StatsSource | None = None
                 index_sums={name: float(v[label]) for name, v in sums["index_sums"].items()},
                 index_counts={name: int(v[label]) for name, v in sums["index_counts"].items()},
                 index_hists={name: v[label] for name, v in sums["index_hists"].items()},
+                masked_pixels=int(sums["masked"][label]) if "masked" in sums else 0,
+                edge_sides=int(sums["edge_sides"][label]) if "edge_sides" in sums else 0,
+                edge_sides_masked=int(sums["edge_masked"][label]) if "edge_masked" in sums else 0,
             )
         )
     return LayerTile(fragments, edge_strips(labels, tile)), core_raster
-
-
-def _label_sums(core_labels: np.ndarray, stats: StatsSource | None, tile: Tile) -> dict[str, Any]:
-    """Per-label pixel counts, class counts, index sums/counts/histograms inside the core."""
-    n = int(core_labels.max()) + 1
-    flat = core_labels.ravel()
-    out: dict[str, Any] = {
-        "pixels": np.bincount(flat, minlength=n),
-        "index_sums": {},
-        "index_counts": {},
-        "index_hists": {},
-    }
-    if stats is None:
-        return out
-    if stats.classes is not None:
-        classes = stats.classes[tile.core_in_read].ravel().astype(np.int64)
-        counts = np.bincount(flat * stats.n_classes + classes, minlength=n * stats.n_classes)
-        out["classes"] = counts.reshape(n, stats.n_classes)
-    for name, layer in stats.layers.items():
-        values = layer[tile.core_in_read].ravel()
-        ok = ~np.isnan(values)
-        out["index_sums"][name] = np.bincount(flat[ok], weights=values[ok], minlength=n)
-        out["index_counts"][name] = np.bincount(flat[ok], minlength=n)
-        if name in stats.hist_layers:
-            bins = np.clip(((values[ok] + 1.0) / 2.0 * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
-            hist = np.bincount(flat[ok] * HIST_BINS + bins, minlength=n * HIST_BINS)
-            out["index_hists"][name] = hist.reshape(n, HIST_BINS)
-    return out
 
 
 # --------------------------------------------------------------------------------------------- across tiles
@@ -280,6 +248,10 @@ class StitchedObject:
     index_medians: dict[str, float]
     fragments: list[tuple[str, int]]
     """(tile id, local label) of each fragment, for the id raster."""
+    index_p10: dict[str, float] = field(default_factory=dict)
+    masked_pixels: int = 0
+    edge_sides: int = 0
+    edge_sides_masked: int = 0
 
 
 class LayerStitcher:
@@ -332,7 +304,7 @@ def _merge(members: list[tuple[str, Fragment]]) -> StitchedObject:
     pixels = sum(f.pixels for f in frags)
     stabilities = [f.stability * f.pixels for f in frags if f.stability is not None]
     counts = [f.class_counts for f in frags if f.class_counts is not None]
-    means, medians = _index_summary(frags)
+    summary = index_summary(frags)
     return StitchedObject(
         id=0,
         geometry=geometry,
@@ -343,30 +315,11 @@ def _merge(members: list[tuple[str, Fragment]]) -> StitchedObject:
         stability=sum(stabilities) / max(pixels, 1) if stabilities else None,
         attrs=frags[0].attrs,
         class_counts=np.sum(counts, axis=0) if counts else None,
-        index_means=means,
-        index_medians=medians,
+        index_means=summary.means,
+        index_medians=summary.medians,
         fragments=[(tile_id, f.label) for tile_id, f in members],
+        index_p10=summary.p10,
+        masked_pixels=sum(f.masked_pixels for f in frags),
+        edge_sides=sum(f.edge_sides for f in frags),
+        edge_sides_masked=sum(f.edge_sides_masked for f in frags),
     )
-
-
-def _index_summary(frags: Iterable[Fragment]) -> tuple[dict[str, float], dict[str, float]]:
-    sums: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    hists: dict[str, np.ndarray] = {}
-    for f in frags:
-        for name, value in f.index_sums.items():
-            sums[name] += value
-            counts[name] += f.index_counts[name]
-        for name, hist in f.index_hists.items():
-            hists[name] = hists[name] + hist if name in hists else hist.copy()
-    means = {name: sums[name] / counts[name] if counts[name] else float("nan") for name in sums}
-    medians = {name: _hist_median(h) for name, h in hists.items()}
-    return means, medians
-
-
-def _hist_median(hist: np.ndarray) -> float:
-    total = hist.sum()
-    if total == 0:
-        return float("nan")
-    bin_index = int(np.searchsorted(np.cumsum(hist), total / 2.0))
-    return -1.0 + (bin_index + 0.5) * 2.0 / HIST_BINS

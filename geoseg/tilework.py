@@ -15,10 +15,9 @@ import numpy as np
 
 from geoseg.blend import blend_classes, ring_tile
 from geoseg.models import ModelInfo, build_model, resolve_device
-from geoseg.models.base import Model, ModelOutput, Prompts, SceneInfo, SemanticOutput, TileContext
-from geoseg.models.catalog import HEALTH_CLASSES
+from geoseg.models.base import Model, ModelOutput, Prompts, SceneInfo, SemanticOutput, StatsRole, TileContext
 from geoseg.raster import Scene, read_window
-from geoseg.spec import CropHealthSpec, ModelSpec
+from geoseg.spec import ModelSpec
 from geoseg.stitch import LayerTile, StatsSource, tile_layer
 from geoseg.tiling import Tile, TileGrid
 from geoseg.workdir import add_layer, load_scores, save_scores, save_tile
@@ -60,7 +59,7 @@ class ModelRunner:
         self.device = resolve_device(device)
         if self.device != device:
             log.warning("no CUDA device visible to the model actor: running on CPU")
-        self.models: list[Model] = [build_model(spec, scene, device) for spec in specs]
+        self.models: list[Model] = [build_model(spec, scene, self.device) for spec in specs]
         self.indices = [[bands.index(b) for b in info.bands] for info in infos]
 
     def device_name(self) -> str:
@@ -89,18 +88,21 @@ class ModelRunner:
         return results[0] if len(results) == 1 else results
 
 
-def stats_source(outputs: dict[str, ModelOutput], specs: list[ModelSpec]) -> StatsSource | None:
-    """Per-object statistics come from the job's first crop-health model, if any."""
-    for spec in specs:
-        if isinstance(spec, CropHealthSpec):
-            out = outputs[spec.name]
-            assert isinstance(out, SemanticOutput)
-            return StatsSource(out.classes, len(HEALTH_CLASSES) + 1, out.layers, hist_layers=(spec.classify_by,))
-    return None
+def stats_source(outputs: dict[str, ModelOutput], role: StatsRole | None) -> StatsSource | None:
+    """Per-object statistics come from the outputs of the model that has the statistics role, if any."""
+    if role is None:
+        return None
+    out = outputs[role.model]
+    assert isinstance(out, SemanticOutput)
+    return StatsSource(out.classes, len(role.classes) + 1, out.layers, hist_layers=role.hist_layers)
 
 
 def finish_tile(
-    tile: Tile, result: ModelResult, specs: list[ModelSpec], work_dir: str, blended: frozenset[str] = frozenset()
+    tile: Tile,
+    result: ModelResult,
+    stats_role: StatsRole | None,
+    work_dir: str,
+    blended: frozenset[str] = frozenset(),
 ) -> TileRecord:
     """Keep what the tile owns, vectorize it, save it to the work dir; return the small record.
 
@@ -113,7 +115,7 @@ def finish_tile(
         scores = outputs.pop(name)
         assert isinstance(scores, SemanticOutput) and scores.scores is not None, f"{name} gives no scores"
         save_scores(Path(work_dir), name, tile.id, scores.scores)
-    stats = stats_source(outputs, specs)
+    stats = stats_source(outputs, stats_role)
     layers: dict[str, LayerTile] = {}
     cores: dict[str, np.ndarray] = {}
     for name, output in outputs.items():

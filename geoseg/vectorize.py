@@ -18,7 +18,9 @@ from affine import Affine
 from pyproj import CRS, Geod
 
 from geoseg.models.base import ClassInfo
+from geoseg.spec import VerdictRules
 from geoseg.stitch import StitchedObject
+from geoseg.verdict import verdict_columns
 
 _GEOD = Geod(ellps="WGS84")
 
@@ -94,6 +96,7 @@ def objects_frame(
     classes: Sequence[ClassInfo] = (),
     stats_classes: Sequence[ClassInfo] = (),
     instance: bool = True,
+    verdict_rules: VerdictRules | None = None,
 ) -> gpd.GeoDataFrame:
     """Build a layer: one row per object, attributes per the object kind.
 
@@ -105,6 +108,7 @@ def objects_frame(
         classes: classes of a semantic layer (gives ``class_name``).
         stats_classes: health classes whose shares are reported per object.
         instance: instance layer (score, holes filled) or semantic zones.
+        verdict_rules: per-object verdict rules (instance layers of a job with a crop-health model).
     """
     geoms = to_map(np.array([o.geometry for o in objects], dtype=object), transform)
     geoms = clean(geoms, cleaning, crs, fill=instance)
@@ -126,6 +130,10 @@ def objects_frame(
     frame["area_m2"] = np.round(area, 2)
     frame["perimeter_m"] = np.round(perimeter, 2)
     _add_stats(frame, objects, stats_classes, medians=instance)
+    if instance and verdict_rules is not None and stats_classes:
+        names = {c.value: c.name for c in stats_classes}
+        for column, values in verdict_columns(objects, names, verdict_rules).items():
+            frame[column] = values
     gdf = gpd.GeoDataFrame(frame, geometry=list(geoms), crs=crs)
     keep = (gdf["area_m2"] >= cleaning.min_area_m2) & ~gdf.geometry.is_empty
     return gdf[keep].reset_index(drop=True)
@@ -139,6 +147,7 @@ def _add_stats(
         frame[f"{name}_mean"] = [round(o.index_means.get(name, np.nan), 4) for o in objects]
         if medians and any(name in o.index_medians for o in objects):
             frame[f"{name}_median"] = [round(o.index_medians.get(name, np.nan), 4) for o in objects]
+            frame[f"{name}_p10"] = [round(o.index_p10.get(name, np.nan), 4) for o in objects]
     if stats_classes and any(o.class_counts is not None for o in objects):
         for info in stats_classes:
             frame[f"share_{info.name}"] = [_share(o, info.value) for o in objects]

@@ -1,4 +1,5 @@
-"""The job's work directory: one file per finished tile (the basis for ``--resume``), and a manifest.
+"""The job's work directory: one file per finished tile (the basis for ``--resume``), and a manifest whose
+fingerprint (spec, input identities, checkpoint hashes) decides whether ``--resume`` may reuse the tiles.
 
 Each tile's result is one ``.npz`` (no pickles): its core rasters, its edge strips and its fragments as JSON.
 Files are written to a temp name and renamed, so a killed job never leaves a half-written tile behind.
@@ -10,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +24,84 @@ from geoseg.stitch import EdgeStrips, Fragment, LayerTile
 MANIFEST = "manifest.json"
 
 
-def fingerprint(spec: JobSpec) -> str:
-    """Hash of everything that decides a tile's result (inputs, AOI, tiling, models), not of output/compute."""
+HEAD_BYTES = 1 << 20
+"""Bytes of a local input hashed for its identity: the header and the first blocks (cheap for any file size)."""
+
+
+def fingerprint(spec: JobSpec, inputs: Iterable[str] = (), checkpoints: Iterable[str | Path] = ()) -> dict[str, Any]:
+    """What decides a tile's result: the spec (inputs, AOI, tiling, models; not output/compute), each input's
+    identity (:func:`file_identity`) and each checkpoint's sha256. Plain JSON, kept in the manifest."""
     parts = spec.model_dump(mode="json", include={"inputs", "aoi", "tiling", "models"})
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "spec": hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16],
+        "inputs": {path: file_identity(path) for path in inputs},
+        "checkpoints": {str(path): _sha256(Path(path)) for path in checkpoints},
+    }
 
 
-def prepare(work_dir: Path, spec: JobSpec, resume: bool) -> None:
-    """Create or check the work dir. Without ``resume`` earlier tiles are discarded."""
+def file_identity(path: str) -> dict[str, Any]:
+    """A local file's size, mtime and a hash of its first MiB; for a URI, what GDAL reads without a download
+    (its header and first block), since GDAL's bindings here expose no ETag."""
+    if "://" in path or path.startswith("/vsi"):
+        return {"remote": _remote_identity(path)}
+    stat = os.stat(path)
+    with open(path, "rb") as f:
+        head = hashlib.sha256(f.read(HEAD_BYTES)).hexdigest()[:16]
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head": head}
+
+
+def _remote_identity(path: str) -> str:
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as src:
+        rows, cols = src.block_shapes[0]
+        block = src.read(1, window=Window(0, 0, min(cols, src.width), min(rows, src.height)))
+        header = json.dumps([src.width, src.height, src.count, src.dtypes, list(src.transform), str(src.crs)])
+    return hashlib.sha256(header.encode() + block.tobytes()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _what_changed(found: Any, now: dict[str, Any]) -> str:
+    """The first difference between a manifest's fingerprint and the current one, in words."""
+    if not isinstance(found, dict) or found.get("spec") != now["spec"]:
+        return "the job spec (inputs, AOI, tiling or models)"
+    for kind, label in (("inputs", "input"), ("checkpoints", "checkpoint")):
+        before, after = found.get(kind, {}), now[kind]
+        for path in sorted(set(before) | set(after)):
+            if path not in before:
+                return f"{label} {path} (new)"
+            if path not in after:
+                return f"{label} {path} (no longer used)"
+            if before[path] != after[path]:
+                keys = [k for k in after[path] if before[path].get(k) != after[path][k]] if kind == "inputs" else []
+                return f"{label} {path}" + (f" ({', '.join(keys)})" if keys else " (content)")
+    return ""
+
+
+def prepare(
+    work_dir: Path,
+    spec: JobSpec,
+    resume: bool,
+    inputs: Iterable[str] = (),
+    checkpoints: Iterable[str | Path] = (),
+) -> None:
+    """Create or check the work dir. Without ``resume`` earlier tiles are discarded; with it, the work dir must hold
+    the same job: same spec, same input files (size, mtime, first MiB) and same checkpoints (sha256)."""
     manifest = work_dir / MANIFEST
+    now = fingerprint(spec, inputs, checkpoints)
     if resume and manifest.exists():
-        found = json.loads(manifest.read_text()).get("fingerprint")
-        if found != fingerprint(spec):
+        changed = _what_changed(json.loads(manifest.read_text()).get("fingerprint"), now)
+        if changed:
             raise SpecError(
-                f"{work_dir} holds tiles of a different job (inputs, tiling or models changed): "
+                f"{work_dir} holds tiles of a different job: {changed} changed since; "
                 "run without --resume to start over, or set output.work_dir"
             )
         return
@@ -43,7 +109,14 @@ def prepare(work_dir: Path, spec: JobSpec, resume: bool) -> None:
         if (work_dir / stale).exists():
             shutil.rmtree(work_dir / stale)
     (work_dir / "tiles").mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({"job": spec.name, "fingerprint": fingerprint(spec)}, indent=2))
+    manifest.write_text(json.dumps({"job": spec.name, "fingerprint": now}, indent=2))
+
+
+def discard_if_unused(work_dir: Path) -> None:
+    """Remove a work dir that holds no finished tile (a job that failed before any work leaves nothing)."""
+    tiles = work_dir / "tiles"
+    if work_dir.is_dir() and not (tiles.is_dir() and any(tiles.iterdir())):
+        shutil.rmtree(work_dir)
 
 
 def tile_path(work_dir: Path, tile_id: str) -> Path:
@@ -94,8 +167,11 @@ def _layer_arrays(name: str, layer: LayerTile, core: np.ndarray) -> dict[str, np
 
 def _write_npz(final: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> None:
     tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, doc=np.array(json.dumps(doc)), **arrays)  # type: ignore[arg-type]  # numpy's stub
-    os.replace(tmp, final)
+    try:
+        np.savez_compressed(tmp, doc=np.array(json.dumps(doc)), **arrays)  # type: ignore[arg-type]  # numpy's stub
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a tile behind
 
 
 def save_tile(
@@ -130,8 +206,11 @@ def save_scores(work_dir: Path, layer: str, tile_id: str, scores: np.ndarray) ->
     final = scores_path(work_dir, layer, tile_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, scores.astype(np.float16))
-    os.replace(tmp, final)
+    try:
+        np.save(tmp, scores.astype(np.float16))
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_scores(work_dir: Path, layer: str, tile_id: str) -> np.ndarray | None:

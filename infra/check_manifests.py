@@ -8,11 +8,14 @@
 - embedded pod templates and core objects (PersistentVolumeClaim): checked strictly, key by key, against the
   Kubernetes API models of the `kubernetes` Python client (unknown keys and wrong value types are errors,
   quantities must parse);
+- with `kubernetes-validate` installed: the core objects, and every pod template inside a KubeRay object (as a
+  v1 PodTemplate), strictly against the Kubernetes JSON schemas it ships;
 - the Ray cluster launcher config: against Ray's ray-schema.json, then Ray's own prepare/validate.
 
 Run it from a throwaway venv (none of this is a geoseg dependency):
 
-    python -m venv /tmp/k8svenv && /tmp/k8svenv/bin/pip install kubernetes pyyaml yamllint "ray[default]"
+    python -m venv /tmp/k8svenv && /tmp/k8svenv/bin/pip install kubernetes kubernetes-validate pyyaml yamllint \
+        "ray[default]"
     /tmp/k8svenv/bin/python infra/check_manifests.py
 """
 
@@ -315,6 +318,41 @@ def check_launcher(errors: list[str]) -> None:
     print(f"ok   {LAUNCHER_FILE.name} (ray-schema.json + prepare_config, Ray {ray.__version__})")
 
 
+def pod_templates(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The pod templates inside a KubeRay object: head, worker groups, the RayJob submitter."""
+    spec = doc.get("spec") or {}
+    found = [("submitterPodTemplate", spec["submitterPodTemplate"])] if "submitterPodTemplate" in spec else []
+    for at, cluster in (("", spec), ("rayClusterSpec.", spec.get("rayClusterSpec") or {})):
+        if "template" in cluster.get("headGroupSpec", {}):
+            found.append((f"{at}headGroupSpec.template", cluster["headGroupSpec"]["template"]))
+        for i, group in enumerate(cluster.get("workerGroupSpecs") or []):
+            found.append((f"{at}workerGroupSpecs[{i}].template", group.get("template", {})))
+    return found
+
+
+def check_schemas(docs: list[tuple[str, dict[str, Any]]], errors: list[str]) -> None:
+    """Strict validation against the Kubernetes JSON schemas of `kubernetes-validate`: core objects whole, and
+    each pod template inside a KubeRay object as a v1 PodTemplate (KubeRay's own CRD fields: see KUBERAY_TYPES)."""
+    try:
+        import kubernetes_validate
+    except ImportError:
+        print("skip JSON-schema validation: kubernetes-validate is not installed here")
+        return
+    version = kubernetes_validate.latest_version()
+    for where, doc in docs:
+        objects = [(where, doc)] if doc.get("apiVersion") == "v1" else []
+        for at, template in pod_templates(doc):
+            wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+            objects.append((f"{where}.spec.{at}", wrapped))
+        for at, obj in objects:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as err:
+                errors.append(f"{at}: {err.message} (at {'.'.join(map(str, err.path))})")
+            else:
+                print(f"ok   {at} (Kubernetes {version} JSON schema, strict)")
+
+
 def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
@@ -339,6 +377,7 @@ def main() -> int:
     versions = ray_versions(docs)
     if len(versions) > 1:
         checker.error("kuberay/*.yaml", f"different rayVersion values: {sorted(versions)}")
+    check_schemas(docs, checker.errors)
     check_launcher(checker.errors)
     yamllint = [sys.executable, "-m", "yamllint"] if has_module("yamllint") else [shutil.which("yamllint")]
     if yamllint[0]:

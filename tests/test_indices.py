@@ -10,8 +10,9 @@ import pytest
 import torch
 from affine import Affine
 
-from geoseg.models.base import SemanticOutput, TileContext
-from geoseg.models.crop_health import CropHealthModel, HealthClassifier, majority_filter
+from geoseg.models.base import SceneInfo, SemanticOutput, TileContext
+from geoseg.models.catalog import index_array
+from geoseg.models.crop_health import CropHealthModel, HealthClassifier, class_bounds, majority_filter
 from geoseg.models.indices import INDICES, bands_for, compute_indices
 from geoseg.spec import CropHealthSpec, VegetationIndex
 from geoseg.tiling import TileGrid
@@ -166,9 +167,32 @@ def test_majority_filter_radius_two():
 
 
 # --------------------------------------------------------------------------------------------- the model
+SCENE = SceneInfo(("red", "nir"), "", (10.0, 10.0), 100.0)
+
+
+def test_numpy_indices_match_the_torch_ones():
+    rng = np.random.default_rng(3)
+    names = ("blue", "green", "red", "rededge", "nir", "swir16")
+    stack = rng.uniform(0, 0.6, (1, len(names), 5, 7)).astype(np.float32)
+    stack[0, :, 0, 0] = 0  # 0/0: NaN in both
+    torch_values = compute_indices(torch.from_numpy(stack), names, list(INDICES))
+    bands = {name: stack[0, i] for i, name in enumerate(names)}
+    for name, values in torch_values.items():
+        np.testing.assert_allclose(index_array(name, bands), values[0].numpy(), rtol=1e-5, err_msg=name)
+
+
+def test_scene_relative_class_bounds():
+    table = np.linspace(-0.2, 0.8, 101)  # percentile q -> -0.2 + q / 100
+    scene = SceneInfo(("red", "nir"), "", (10.0, 10.0), 100.0, index_percentiles={"ndvi": table})
+    spec = CropHealthSpec(type="crop_health", classes_by="percentiles", percentiles={"non_vegetation": 10,
+                          "stressed": 25, "moderate": 50})  # fmt: skip
+    np.testing.assert_allclose(class_bounds(spec, scene), (-0.1, 0.05, 0.3), atol=1e-9)
+    assert class_bounds(CropHealthSpec(type="crop_health"), scene) == (0.25, 0.45, 0.65)
+
+
 def test_crop_health_model_predict():
     spec = CropHealthSpec(type="crop_health", indices=["ndre"], classify_by="ndvi", smoothing_px=0)
-    model = CropHealthModel(spec)
+    model = CropHealthModel(spec, SCENE)
     assert model.bands == ("red", "nir", "rededge") and model.indices == ["ndvi", "ndre"]
     # 1 x 4 pixels: ndvi 0.6667 (healthy), 0.5 (moderate), 0/0 (NaN), and an invalid pixel
     pixels = np.array([[[[0.1, 0.2, 0.0, 0.1]], [[0.5, 0.6, 0.0, 0.5]], [[0.2, 0.1, 0.0, 0.2]]]], np.float32)

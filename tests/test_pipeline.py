@@ -147,8 +147,13 @@ def test_real_sample_outputs(sample_run):
     fields = layers["fields"]
     assert fields["ndvi_mean"].between(0.08, 1.0).all()  # the delineator's fields: bare soil to green crops
     assert (fields["ndvi_mean"] < 0.3).sum() > 10 and (fields["ndvi_mean"] > 0.5).sum() > 10
-    shares = fields[[c for c in fields if c.startswith("share_")]].sum(axis=1)
+    shares = fields[[f"share_{c}" for c in ("non_vegetation", "stressed", "moderate", "healthy")]].sum(axis=1)
     assert np.allclose(shares, 1.0, atol=1e-3)
+    for column in ("ndvi_median", "ndvi_p10", "ndre_mean", "ndre_median", "ndre_p10", "share_masked", "verdict"):
+        assert column in fields, column
+    assert (fields["ndvi_p10"] <= fields["ndvi_median"]).all()
+    assert set(fields["verdict"]) <= {"healthy", "watch", "stressed", "bare", "not_observed"}
+    assert fields["verdict"].nunique() >= 2
     with rasterio.open(REPO / "jobs/sample/B04.tif") as ref, rasterio.open(tmp_path / "sample_crop_health.tif") as cog:
         assert cog.crs == ref.crs and cog.transform == ref.transform and cog.shape == ref.shape
         assert cog.colormap(1)[4][:3] == (26, 152, 80)

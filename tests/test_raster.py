@@ -16,7 +16,7 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from geoseg.errors import InputError, SpecError
-from geoseg.raster import Scene, open_scene, read_window, scene_percentiles
+from geoseg.raster import Scene, check_valid_pixels, open_scene, read_window, scene_percentiles
 from geoseg.spec import InputSpec
 from geoseg.testutils.rasters import ORIGIN, ramp, utm_transform, write_raster
 from geoseg.tiling import TileGrid
@@ -143,17 +143,42 @@ def test_mosaic_is_seamless(tmp_path, res):
         assert valid.all()
 
 
-def test_band_covering_part_of_the_scene(tmp_path):
-    """A coarse band over the top-left quarter only: the rest is invalid, not zeros read as data."""
+def test_scene_is_where_every_band_has_data(tmp_path):
+    """A coarse band over the top-left quarter only: the scene is that quarter (the bands' intersection)."""
     write_raster(tmp_path / "fine.tif", ramp(8, 8))
     write_raster(tmp_path / "part.tif", ramp(2, 2, start=50), utm_transform(20))
     scene = _scene({"fine": tmp_path / "fine.tif", "part": tmp_path / "part.tif"}, resampling="nearest")
+    assert (scene.width, scene.height) == (4, 4)
+    assert scene.transform == utm_transform(10)
+    pixels, valid = _read_all(scene)
+    assert valid.all()
+    np.testing.assert_array_equal(pixels[0], ramp(8, 8)[:4, :4])
+    np.testing.assert_array_equal(pixels[1], _upsample(ramp(2, 2, start=50), 2))
+
+
+def test_band_mosaic_with_a_gap(tmp_path):
+    """A band's files are unioned: a mosaic of two opposite quarters spans the scene; the gaps read invalid, not 0."""
+    write_raster(tmp_path / "fine.tif", ramp(8, 8))
+    write_raster(tmp_path / "q1.tif", ramp(2, 2, start=50), utm_transform(20))
+    write_raster(tmp_path / "q4.tif", ramp(2, 2, start=90), utm_transform(20, X0 + 40, Y0 - 40))
+    scene = _scene(
+        {"fine": tmp_path / "fine.tif", "part": [tmp_path / "q1.tif", tmp_path / "q4.tif"]},
+        resampling="nearest",
+    )
+    assert (scene.width, scene.height) == (8, 8)
     pixels, valid = _read_all(scene)
     expected = np.zeros((8, 8), bool)
-    expected[:4, :4] = True
+    expected[:4, :4] = expected[4:, 4:] = True
     np.testing.assert_array_equal(valid, expected)
     np.testing.assert_array_equal(pixels[1, :4, :4], _upsample(ramp(2, 2, start=50), 2))
     assert (pixels[:, ~expected] == 0).all()
+
+
+def test_bands_that_do_not_overlap(tmp_path):
+    write_raster(tmp_path / "a.tif", ramp(4, 4))
+    write_raster(tmp_path / "b.tif", ramp(4, 4), utm_transform(10, X0 + 1000))
+    with pytest.raises(InputError, match=r"'b'.*does not overlap band.*'a'"):
+        _scene({"a": tmp_path / "a.tif", "b": tmp_path / "b.tif"})
 
 
 def test_file_in_another_crs(tmp_path):
@@ -166,7 +191,7 @@ def test_file_in_another_crs(tmp_path):
     write_raster(tmp_path / "laea.tif", laea, laea_transform, crs="EPSG:3035")
     scene = _scene({"utm": tmp_path / "utm.tif", "laea": tmp_path / "laea.tif"}, resampling="nearest")
     assert scene.crs.to_epsg() == 32633 and scene.pixel_size == (10.0, 10.0)
-    assert scene.width > 20 and scene.height > 20  # the union of both files' extents
+    assert (scene.width, scene.height) == (20, 20)  # where both bands exist: the UTM file lies inside the LAEA one
     pixels, laea_valid = _read_all(scene, ("laea",))
 
     # expected: the LAEA pixel under each scene pixel centre
@@ -178,6 +203,62 @@ def test_file_in_another_crs(tmp_path):
     expected = np.where(inside, laea[r.clip(0, 11), c.clip(0, 11)], 0)
     assert (laea_valid == inside).mean() > 0.995
     assert (pixels[0] == expected).mean() > 0.99  # GDAL's approximate transformer may pick a neighbour at edges
+
+
+def test_finest_band_is_compared_in_one_crs(tmp_path):
+    """A 0.0005° (~40 m) band must not win over a 20 m band because 0.0005 < 20: the scene stays in UTM at 20 m."""
+    write_raster(tmp_path / "utm.tif", ramp(20, 20), utm_transform(20))
+    lon, lat = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True).transform(X0, Y0)
+    geo = Affine(0.0005, 0, lon - 0.005, 0, -0.0005, lat + 0.005)
+    write_raster(tmp_path / "geo.tif", ramp(40, 40), geo, crs="EPSG:4326")
+    scene = _scene({"utm": tmp_path / "utm.tif", "geo": tmp_path / "geo.tif"})
+    assert scene.crs.to_epsg() == 32633 and scene.pixel_size == (20.0, 20.0)
+    assert _read_all(scene)[1].mean() > 0.9
+
+
+def test_inputs_crs_chooses_the_target(tmp_path):
+    write_raster(tmp_path / "utm.tif", ramp(20, 20))
+    scene = _scene({"utm": tmp_path / "utm.tif"}, crs="EPSG:3035")
+    assert scene.crs.to_epsg() == 3035 and 9 < scene.pixel_size[0] < 11
+    assert _read_all(scene)[1].mean() > 0.8
+    with pytest.raises(InputError, match=r"inputs\.crs 'EPSG:999999' is not a known CRS"):
+        _scene({"utm": tmp_path / "utm.tif"}, crs="EPSG:999999")
+
+
+def test_nan_and_inf_are_nodata(tmp_path):
+    data = np.arange(16, dtype="float32").reshape(4, 4)
+    data[0, 0], data[1, 1], data[2, 2] = np.nan, np.inf, -np.inf
+    write_raster(tmp_path / "f.tif", data)
+    pixels, valid = _read_all(_scene({"f": tmp_path / "f.tif"}))
+    assert valid.sum() == 13 and not valid[0, 0] and not valid[1, 1] and not valid[2, 2]
+    assert np.isfinite(pixels).all()
+
+
+@pytest.mark.parametrize("fill", [np.nan, np.inf, 0.0])
+def test_inputs_without_a_valid_pixel(tmp_path, fill):
+    write_raster(tmp_path / "ok.tif", ramp(8, 8))
+    write_raster(tmp_path / "bad.tif", np.full((8, 8), fill, "float32"), nodata=0.0)
+    scene = _scene({"ok": tmp_path / "ok.tif", "bad": tmp_path / "bad.tif"})
+    check_valid_pixels(scene, ("ok",))
+    with pytest.raises(InputError, match=r"band 'bad' .* holds no valid pixel"):
+        check_valid_pixels(scene, ("ok", "bad"))
+
+
+def test_a_single_valid_pixel_is_found(tmp_path):
+    """The decimated overview may miss it; the full-resolution scan must not."""
+    data = np.zeros((300, 300), "uint16")
+    data[151, 149] = 7
+    write_raster(tmp_path / "sparse.tif", data, nodata=0)
+    check_valid_pixels(_scene({"s": tmp_path / "sparse.tif"}), ("s",), max_size=16, block=64)
+
+
+def test_valid_areas_that_never_meet(tmp_path):
+    left, right = np.zeros((8, 8), "uint16"), np.zeros((8, 8), "uint16")
+    left[:, :4], right[:, 4:] = 1, 1
+    write_raster(tmp_path / "l.tif", left, nodata=0)
+    write_raster(tmp_path / "r.tif", right, nodata=0)
+    with pytest.raises(InputError, match="never hold valid pixels at the same place"):
+        check_valid_pixels(_scene({"l": tmp_path / "l.tif", "r": tmp_path / "r.tif"}), ("l", "r"))
 
 
 # --------------------------------------------------------------------------------------------- edges, validity

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from geoseg.errors import SpecError
+from geoseg.plan import model_infos
 from geoseg.spec import CropHealthSpec, FieldRegionsSpec, SamSpec, expand_paths, json_schema, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,7 +194,6 @@ BAD_SPECS: list[tuple[str, Mutation, tuple[str, ...]]] = [
         lambda r: _set_model(r, {"type": "sam", "mode": "prompted"}),
         ("models.0", "prompts"),
     ),
-    ("unknown sam variant", lambda r: _set_model(r, {"type": "sam", "variant": "vit_x"}), ("variant", "vit_b")),
     (
         "sam percentiles",
         lambda r: _set_model(r, {"type": "sam", "stretch_percentiles": [98, 2]}),
@@ -268,3 +268,12 @@ def test_json_schema_is_json_with_the_sections():
     assert set(schema["required"]) == {"inputs", "models", "output"}
     assert schema["additionalProperties"] is False
     assert {"CropHealthSpec", "FieldRegionsSpec", "SamSpec", "InputSpec"} <= set(schema["$defs"])
+
+
+def test_unknown_sam_variant_is_a_plan_error(minimal_spec):
+    """Validating a spec reads no model table or file; planning names the known variants."""
+    raw = copy.deepcopy(minimal_spec)
+    _set_model(raw, {"type": "sam", "variant": "vit_x"})
+    spec = parse_spec(raw)
+    with pytest.raises(SpecError, match=r"unknown SAM variant 'vit_x'.*vit_b"):
+        model_infos(spec)

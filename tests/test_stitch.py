@@ -9,13 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from geoseg.fieldstats import hist_quantile
 from geoseg.models.base import InstanceInfo, InstanceOutput, SemanticOutput
 from geoseg.stitch import (
     EdgeStrips,
     LayerStitcher,
     StatsSource,
     UnionFind,
-    _hist_median,
     edge_matches,
     region_labels,
     tile_layer,
@@ -136,8 +136,8 @@ def test_union_find_and_histogram_median():
     hist = np.zeros(200, np.int64)
     hist[150] = 3  # values in [0.50, 0.51)
     hist[10] = 1
-    assert _hist_median(hist) == pytest.approx(0.505)
-    assert np.isnan(_hist_median(np.zeros(200)))
+    assert hist_quantile(hist, 0.5) == pytest.approx(0.505)
+    assert np.isnan(hist_quantile(np.zeros(200), 0.5))
 
 
 def test_fragments_are_in_integer_pixel_coordinates():

@@ -19,9 +19,10 @@ from geoseg.errors import OutputExistsError, SpecError, WeightsError
 from geoseg.models import ModelInfo, build_model, model_info
 from geoseg.models.base import SceneInfo, SemanticOutput, TileContext
 from geoseg.models.unet import UNet, UNetModel, load_unet, save_unet
-from geoseg.models.unet_meta import DEFAULT_RECEPTIVE_FIELD, read_unet_metadata, sidecar_path
+from geoseg.models.unet_meta import read_unet_metadata, sidecar_path
+from geoseg.plan import model_infos
 from geoseg.raster import open_scene, read_window
-from geoseg.spec import JobSpec, UNetSpec, load_spec, parse_spec
+from geoseg.spec import UNetSpec, load_spec, parse_spec
 from geoseg.testutils.rasters import utm_transform, write_raster
 from geoseg.tiling import TileGrid
 from geoseg.train import open_labels, train_unet
@@ -166,7 +167,9 @@ def test_model_info_and_registry(trained, tmp_path):
     path, _ = trained
     spec = UNetSpec(type="unet", name="cover", checkpoint=str(path), merge="mean")
     info = model_info(spec)
-    assert info == ModelInfo("cover", "semantic", ("red", "nir", "green"), info.classes, merge="mean")
+    rf = read_unet_metadata(path)["receptive_field"]
+    expected = ModelInfo("cover", "semantic", ("red", "nir", "green"), info.classes, merge="mean", receptive_field=rf)
+    assert info == expected
     assert [c.name for c in info.classes] == NAMES
     model = build_model(spec, _scene_info(), "cpu")
     assert isinstance(model, UNetModel) and model.name == "cover" and model.classes == info.classes
@@ -252,7 +255,13 @@ def test_unet_spec_validates_with_defaults(tmp_path):
     assert isinstance(model, UNetSpec)
     assert model.name == "landcover" and model.merge == "linear"
     assert model.checkpoint == str(tmp_path / "models" / "unet.pt")
-    assert model.receptive_field == DEFAULT_RECEPTIVE_FIELD  # no sidecar yet
+    assert not hasattr(model, "receptive_field")  # read from the sidecar by the plan, never by the spec
+
+
+def test_unet_spec_validates_without_its_checkpoint_and_the_plan_names_it(tmp_path):
+    spec = parse_spec(_unet_raw(), tmp_path)  # validating a spec reads no file
+    with pytest.raises(WeightsError, match="geoseg train"):
+        model_infos(spec)
 
 
 @pytest.mark.parametrize(
@@ -282,11 +291,13 @@ def test_halo_is_checked_against_the_sidecar(trained, tmp_path):
     (tmp_path / "models").mkdir()
     shutil.copy(trained[0], tmp_path / "models" / "unet.pt")
     (tmp_path / "models" / "unet.json").write_text(json.dumps({**meta, "receptive_field": 48}))
+    spec = parse_spec(_unet_raw(), tmp_path)  # the spec alone cannot tell: the plan checks
     with pytest.raises(SpecError, match=r"raise tiling\.halo to at least 48"):
-        parse_spec(_unet_raw(), tmp_path)
+        model_infos(spec)
     raw = _unet_raw()
     raw["tiling"]["halo"] = 48
-    assert isinstance(parse_spec(raw, tmp_path), JobSpec)
+    (info,) = model_infos(parse_spec(raw, tmp_path))
+    assert info.receptive_field == 48
 
 
 # --------------------------------------------------------------------------------------------- (f) CLI

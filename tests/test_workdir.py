@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -50,6 +52,35 @@ def test_resume_refuses_a_work_dir_of_another_job(tmp_path):
     workdir.prepare(tmp_path / "w", _spec(tmp_path), resume=True)  # same job: fine
     with pytest.raises(SpecError, match="different job"):
         workdir.prepare(tmp_path / "w", _spec(tmp_path, threshold=0.6), resume=True)
+
+
+def test_resume_refuses_changed_inputs_and_checkpoints(tmp_path):
+    """Same spec, same paths, different bytes: the fingerprint names the file and what changed."""
+    band, ckpt = tmp_path / "r.tif", tmp_path / "m.pt"
+    band.write_bytes(b"A" * 5000)
+    ckpt.write_bytes(b"weights-1")
+    spec, work = _spec(tmp_path), tmp_path / "w"
+    workdir.prepare(work, spec, resume=False, inputs=[str(band)], checkpoints=[ckpt])
+    workdir.prepare(work, spec, resume=True, inputs=[str(band)], checkpoints=[ckpt])  # unchanged: fine
+
+    stat = band.stat()
+    band.write_bytes(b"B" + b"A" * 4999)  # same size; mtime restored: only the content hash can tell
+    os.utime(band, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(SpecError, match=rf"input {band} \(head\) changed"):
+        workdir.prepare(work, spec, resume=True, inputs=[str(band)], checkpoints=[ckpt])
+    band.write_bytes(b"A" * 6000)
+    with pytest.raises(SpecError, match=rf"input {band} \(size, mtime_ns, head\) changed"):
+        workdir.prepare(work, spec, resume=True, inputs=[str(band)], checkpoints=[ckpt])
+
+    band.write_bytes(b"A" * 5000)
+    os.utime(band, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    workdir.prepare(work, spec, resume=True, inputs=[str(band)], checkpoints=[ckpt])  # restored: fine again
+    ckpt.write_bytes(b"weights-2")
+    with pytest.raises(SpecError, match=rf"checkpoint {ckpt} \(content\) changed"):
+        workdir.prepare(work, spec, resume=True, inputs=[str(band)], checkpoints=[ckpt])
+    (tmp_path / "other.tif").write_bytes(b"C")
+    with pytest.raises(SpecError, match=r"input .*other.tif \(new\)"):
+        workdir.prepare(work, spec, resume=True, inputs=[str(band), str(tmp_path / "other.tif")])
 
 
 def test_fresh_run_discards_old_tiles(tmp_path):

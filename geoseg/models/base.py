@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from affine import Affine
 
 from geoseg.tiling import Tile
+
+if TYPE_CHECKING:
+    from geoseg.spec import VerdictRules
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,37 @@ class ClassInfo:
 
 
 @dataclass(frozen=True)
+class StatsRole:
+    """A model whose output gives per-object statistics to the job's other layers (crop health does)."""
+
+    model: str
+    """The model's name (its outputs are the source)."""
+    classes: tuple[ClassInfo, ...]
+    """Its classes: each object of another layer gets ``share_<class>``."""
+    hist_layers: tuple[str, ...] = ()
+    """Per-pixel layers whose medians are kept (as histograms); the others get means only."""
+    verdict: VerdictRules | None = None
+    """Rules of the per-object verdict (:mod:`geoseg.verdict`)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver needs to know of a model without building it (no weights loaded, no torch)."""
+
+    name: str
+    kind: Literal["semantic", "instance"]
+    bands: tuple[str, ...]
+    classes: tuple[ClassInfo, ...] = ()
+    merge_min_agreement: float = 0.0
+    prompts: str | None = None
+    prompts_layer: str | None = None
+    merge: str = "core"
+    """How overlapping tiles combine for a semantic model: ``core``, or a blend from :mod:`geoseg.blend`."""
+    receptive_field: int = 0
+    """Halo (px) the model needs so that a tile's core does not depend on the tile size."""
+
+
+@dataclass(frozen=True)
 class SceneInfo:
     """What a model may know about the whole scene; computed once by the driver."""
 
@@ -41,6 +75,8 @@ class SceneInfo:
     """Area of one pixel in m² (at the scene centre for geographic CRSs)."""
     percentiles: dict[str, np.ndarray] = field(default_factory=dict)
     """Band name -> values at percentiles 0, 1, ..., 100 of valid pixels over a decimated whole-scene read."""
+    index_percentiles: dict[str, np.ndarray] = field(default_factory=dict)
+    """Vegetation index -> percentiles 0..100 over the same read (scene-relative crop-health classes)."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from geoseg.models.base import ClassInfo
 
 HEALTH_CLASSES = (
@@ -34,3 +36,30 @@ def bands_for(indices: Sequence[str]) -> tuple[str, ...]:
     for name in indices:
         needed.extend(b for b in INDEX_BANDS[name] if b not in needed)
     return tuple(needed)
+
+
+def _nd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    den = a + b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den != 0, (a - b) / den, np.nan)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den != 0, num / den, np.nan)
+
+
+_NUMPY_FORMULAS = {
+    "ndvi": lambda b: _nd(b["nir"], b["red"]),
+    "ndre": lambda b: _nd(b["nir"], b["rededge"]),
+    "gndvi": lambda b: _nd(b["nir"], b["green"]),
+    "ndmi": lambda b: _nd(b["nir"], b["swir16"]),
+    "evi": lambda b: _ratio(2.5 * (b["nir"] - b["red"]), b["nir"] + 6.0 * b["red"] - 7.5 * b["blue"] + 1.0),
+    "savi": lambda b: _ratio(1.5 * (b["nir"] - b["red"]), b["nir"] + b["red"] + 0.5),
+}
+
+
+def index_array(name: str, bands: dict[str, np.ndarray]) -> np.ndarray:
+    """One vegetation index in numpy, for the driver (scene percentiles, quicklooks); the model actors use torch
+    (:mod:`geoseg.models.indices`, same formulas: tests compare them)."""
+    return np.asarray(_NUMPY_FORMULAS[name](bands), np.float32)

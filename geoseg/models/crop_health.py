@@ -36,21 +36,30 @@ def majority_filter(classes: torch.Tensor, radius: int, n_classes: int) -> torch
     return torch.where(classes > 0, smoothed, classes)
 
 
+def class_bounds(spec: CropHealthSpec, scene: SceneInfo) -> tuple[float, float, float]:
+    """Upper bounds of non_vegetation, stressed, moderate: absolute thresholds, or the scene's index percentiles."""
+    if spec.classes_by == "thresholds":
+        t = spec.thresholds
+        return t.non_vegetation, t.stressed, t.moderate
+    table = scene.index_percentiles[spec.classify_by]
+    p = spec.percentiles
+    return tuple(float(np.interp(q, np.arange(101), table)) for q in (p.non_vegetation, p.stressed, p.moderate))  # type: ignore[return-value]
+
+
 class CropHealthModel(Model):
     """Vegetation indices and health classes per pixel."""
 
     kind = "semantic"
     classes = HEALTH_CLASSES
 
-    def __init__(self, spec: CropHealthSpec, device: str = "cpu") -> None:
+    def __init__(self, spec: CropHealthSpec, scene: SceneInfo, device: str = "cpu") -> None:
         self.name = spec.name
         self.indices = spec.all_indices
         self.classify_by = spec.classify_by
         self.bands = bands_for(self.indices)
         self.device = torch.device(device)
         self.smoothing_px = spec.smoothing_px
-        t = spec.thresholds
-        self.classifier = HealthClassifier((t.non_vegetation, t.stressed, t.moderate)).to(self.device)
+        self.classifier = HealthClassifier(class_bounds(spec, scene)).to(self.device)
 
     @torch.inference_mode()
     def predict(self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]) -> list[ModelOutput]:
@@ -67,4 +76,4 @@ class CropHealthModel(Model):
 
 def build_crop_health(spec: CropHealthSpec, scene: SceneInfo, device: str) -> CropHealthModel:
     """Builder used by the model registry."""
-    return CropHealthModel(spec, device)
+    return CropHealthModel(spec, scene, device)

@@ -1,0 +1,176 @@
+"""Faults during a job: a model actor killed, the driver killed or interrupted, tiles that keep failing.
+
+Each test compares against an uninterrupted run of the same job: nothing lost, nothing done twice in the output.
+Processes are only ever signalled if this test started them (the CLI subprocess, or this process's own actors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import psutil
+import pytest
+import rasterio
+import yaml
+
+from geoseg.errors import TooManyFailedTilesError
+from geoseg.runner import run_job
+from geoseg.spec import parse_spec
+from geoseg.testutils.faults import kill_model_actors, saved_tiles, wait_for_tiles
+from geoseg.testutils.scenes import FieldScene, field_job, write_field_scene
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+REPO = Path(__file__).resolve().parents[1]
+TILE = 64
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> FieldScene:
+    """512 x 512 px of fields: 64 tiles of 64 px."""
+    return write_field_scene(tmp_path_factory.mktemp("faults") / "scene", 512, 512, cell=100, seed=3)
+
+
+def _job(scene: FieldScene, output: Path, **compute: Any) -> dict[str, Any]:
+    return field_job(scene, output, tile_size=TILE, **({"num_cpus": 2, "object_store_mb": 128} | compute))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(scene, tmp_path_factory, ray_local) -> Path:
+    """The reference: the job run once without faults."""
+    out = tmp_path_factory.mktemp("reference") / "ref.gpkg"
+    result = run_job(parse_spec(_job(scene, out)), progress=False)
+    assert result.tiles_failed == 0 and result.tiles_done == 64
+    return out
+
+
+def _assert_same_outputs(got: Path, expected: Path) -> None:
+    """The fields layer (geometries and attributes) and the id raster equal the reference's."""
+    a = gpd.read_file(got, layer="fields").sort_values("id").reset_index(drop=True)
+    b = gpd.read_file(expected, layer="fields").sort_values("id").reset_index(drop=True)
+    assert len(a) == len(b) > 0
+    assert a["id"].is_unique
+    assert a.geometry.geom_equals(b.geometry).all()
+    columns = [c for c in b.columns if c != "geometry"]
+    assert a[columns].equals(b[columns])
+    with (
+        rasterio.open(got.with_name(f"{got.stem}_fields.tif")) as x,
+        rasterio.open(expected.with_name(f"{expected.stem}_fields.tif")) as y,
+    ):
+        np.testing.assert_array_equal(x.read(1), y.read(1))
+    tiles = gpd.read_file(got, layer="tiles")
+    assert tiles["tile_id"].is_unique and len(tiles) == 64
+    assert tiles["status"].isin(["done", "resumed"]).all()
+
+
+# --------------------------------------------------------------------------------------------- in-process faults
+def test_killed_model_actor_restarts_and_every_tile_is_done_once(tmp_path, scene, uninterrupted):
+    out = tmp_path / "killed.gpkg"
+    killed: list[int] = []
+
+    def killer() -> None:
+        for count in (6, 24):  # twice: the restarted actor is killed too
+            wait_for_tiles(tmp_path / "killed.work", count)
+            killed.extend(kill_model_actors())
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    result = run_job(parse_spec(_job(scene, out)), progress=False)
+    thread.join(timeout=60)
+    assert len(killed) == 2, "the actor was not killed twice mid-job"
+    assert result.tiles_failed == 0
+    _assert_same_outputs(out, uninterrupted)
+
+
+def test_max_failed_tiles_stops_the_job_early(tmp_path, scene):
+    """Corrupt pixels in the middle of a band: with max_failed_tiles 0 the first failure stops the job."""
+    folder = tmp_path / "scene"
+    folder.mkdir()
+    for band in ("red", "nir"):
+        (folder / f"{band}.tif").write_bytes(getattr(scene, band).read_bytes())
+    data = bytearray((folder / "nir.tif").read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = b"\xff" * 4096
+    (folder / "nir.tif").write_bytes(bytes(data))
+    raw = _job(scene, tmp_path / "o.gpkg", max_retries=0, max_failed_tiles=0)
+    raw["inputs"]["bands"] = {"red": {"path": str(folder / "red.tif")}, "nir": {"path": str(folder / "nir.tif")}}
+    with pytest.raises(TooManyFailedTilesError, match=r"stopped after 1 failed tiles \(compute.max_failed_tiles=0"):
+        run_job(parse_spec(raw), progress=False)
+    assert TooManyFailedTilesError.exit_code == 3
+    assert not (tmp_path / "o.gpkg").exists()  # stopped: no outputs
+    assert 0 < saved_tiles(tmp_path / "o.work") < 64  # finished tiles kept for --resume
+
+
+# --------------------------------------------------------------------------------------------- the driver killed
+def _start_cli(job: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "geoseg.cli", "run", str(job), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group: cleaned up below, whatever happens
+    )
+
+
+def _write(job: dict[str, Any], path: Path) -> Path:
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def _end(proc: subprocess.Popen[str], family: list[psutil.Process], timeout: float = 120) -> tuple[int, str, list[int]]:
+    """Wait for the CLI to exit; return its exit code, its stderr and the pids of ``family`` still alive 30 s
+    later. Then kill whatever is left of its process group (only what this test started)."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        _, alive = psutil.wait_procs(family, timeout=30)
+        return proc.returncode, err, [p.pid for p in alive]
+    finally:
+        for p in family:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_sigkill_driver_then_resume_equals_uninterrupted(tmp_path, scene, uninterrupted):
+    job = _write(_job(scene, tmp_path / "o.gpkg"), tmp_path / "job.yaml")
+    proc = _start_cli(job)
+    done = wait_for_tiles(tmp_path / "o.work", 8, alive=lambda: proc.poll() is None)
+    family = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+    proc.send_signal(signal.SIGKILL)
+    code, _, _ = _end(proc, family)
+    assert code == -signal.SIGKILL
+    kept = saved_tiles(tmp_path / "o.work")
+    assert 8 <= done <= kept < 64, "the driver was not killed partway"
+    assert not (tmp_path / "o.gpkg").exists()
+
+    result = run_job(parse_spec(_job(scene, tmp_path / "o.gpkg")), resume=True, progress=False)
+    assert result.tiles_resumed == kept and result.tiles_failed == 0
+    _assert_same_outputs(tmp_path / "o.gpkg", uninterrupted)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_shuts_ray_down_and_keeps_finished_tiles(tmp_path, scene, sig, code):
+    job = _write(_job(scene, tmp_path / "o.gpkg"), tmp_path / "job.yaml")
+    proc = _start_cli(job)
+    wait_for_tiles(tmp_path / "o.work", 4, alive=lambda: proc.poll() is None)
+    assert proc.poll() is None, "the job ended before it could be interrupted"
+    family = psutil.Process(proc.pid).children(recursive=True)
+    assert any("raylet" in " ".join(p.cmdline()) for p in family)  # an embedded Ray is running
+    proc.send_signal(sig)
+    returncode, err, alive = _end(proc, family, timeout=90)
+    assert returncode == code, err
+    assert err.strip().splitlines()[-1].startswith("geoseg: ") and "Traceback" not in err
+    assert "rerun with --resume" in err
+    assert not alive, f"Ray processes outlived the driver: {alive}"
+    assert 4 <= saved_tiles(tmp_path / "o.work") < 64
