@@ -19,8 +19,10 @@ import torch
 from affine import Affine
 
 from geoseg.models.base import SceneInfo, TileContext
-from geoseg.models.sam import SamModel, autocast_dtype, enable_sdpa, encode_tiles
-from geoseg.models.weights import build_sam_model, load_sam, variant_config
+from geoseg.models.sam import SamModel
+from geoseg.models.sam_encoder import autocast_dtype, enable_sdpa, encode_tiles
+from geoseg.models.sam_variants import variant_config
+from geoseg.models.sam_weights import build_sam_model, load_sam
 from geoseg.spec import SamSpec
 from geoseg.testutils.tiny_sam import register_tiny_sam
 from geoseg.tiling import TileGrid

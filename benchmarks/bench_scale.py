@@ -12,7 +12,7 @@ What is counted
 ---------------
 The whole process tree of that subprocess: the driver (``geoseg.cli``), and its descendants, which in embedded mode
 are all of Ray's processes: ``gcs_server``, ``raylet`` (which maps the plasma object store from /dev/shm),
-``log_monitor``, the dashboard / runtime-env agents, and the worker processes (``ray::ModelRunner`` actor,
+``log_monitor``, the dashboard / runtime-env agents, and the worker processes (``ray::_ModelRunnerActor`` actor,
 ``ray::read_tile`` / ``ray::finish_tile`` task workers, ``ray::IDLE``), all children of the raylet. To be safe
 against processes that Ray daemonises out of the tree, each run gets its own ``RAY_TMPDIR`` and every process
 whose command line names it is counted too; ``outside_tree`` in the JSON lists any found that way (none on

@@ -8,6 +8,7 @@ or tiles failed after their retries (outputs written); 3 stopped early by ``comp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import logging
@@ -134,9 +135,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         progress=args.progress,
     )
-    layers = ", ".join(f"{name}: {n}" for name, n in result.outputs["layers"].items())
-    print(f"wrote {result.outputs['geopackage']} ({layers}) in {result.seconds:.1f} s on {result.device}")
-    for path in result.outputs["masks"] + result.outputs["extra"]:
+    layers = ", ".join(f"{name}: {n}" for name, n in result.outputs.layers.items())
+    print(f"wrote {result.outputs.geopackage} ({layers}) in {result.seconds:.1f} s on {result.device}")
+    for path in result.outputs.masks + result.outputs.extra:
         print(f"wrote {path}")
     return 0
 
@@ -172,7 +173,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from geoseg.spec import load_spec
     from geoseg.train import train_unet
 
-    metrics = train_unet(
+    result = train_unet(
         load_spec(args.job),
         args.labels,
         args.out,
@@ -189,15 +190,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         width=args.width,
         overwrite=args.overwrite,
     )
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps(dataclasses.asdict(result), indent=2))
     return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from geoseg.models import weights
+    from geoseg.models import checkpoints
 
     if args.models_command == "list":
-        rows = weights.registry_table()
+        rows = checkpoints.registry_table()
         for row in rows:
             cached = "cached" if row["cached"] else "-"
             print(f"{row['name']:<8} {row['variant']:<8} {row['size'] / 2**20:>8.0f} MiB  {cached:<7} {row['url']}")
@@ -207,7 +208,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("download")
-        path = weights.download_checkpoint(
+        path = checkpoints.download_checkpoint(
             args.name, url=args.url, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
     print(json.dumps({"name": args.name, "path": str(path)}))

@@ -22,7 +22,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.io import DatasetWriter
 from rasterio.windows import Window
 
-from geoseg.export import atomic_output, check_output_absent, remove_temp, temp_path
+from geoseg.atomic import atomic_output, check_output_absent, remove_temp, temp_path
 
 __all__ = ["CogWriter"]
 

@@ -6,6 +6,8 @@ line and exits non-zero. Subclasses also inherit the builtin they resemble, as r
 
 from __future__ import annotations
 
+import re
+
 
 class GeosegError(Exception):
     """Root of geoseg's errors: a message that says what to change."""
@@ -57,9 +59,21 @@ def raise_job_terminated(signum: int, frame: object) -> None:
     raise JobTerminated()
 
 
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
+
+
 def error_gist(err: BaseException, limit: int = 200) -> str:
-    """The gist of an exception on one line (torch's state_dict errors put it on the second line)."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    """The gist of an exception on one line, for messages, logs and the tile index.
+
+    A traceback in the message (Ray's remote errors carry one) gives its innermost ``SomeError: message`` line;
+    otherwise the first line of the message (torch's state_dict errors put the gist on the second).
+    """
+    text = str(err)
+    raised = [m.groups() for m in map(_ERROR_LINE.match, text.splitlines()) if m]
+    if raised:
+        name, message = raised[-1]
+        return f"{name}: {message}"[:limit]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if lines and lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1:
         lines = lines[1:]
     return lines[0][:limit] if lines else type(err).__name__

@@ -1,8 +1,8 @@
 """GIS-ready vector outputs: one GeoPackage (layers, attribute tables, QGIS styles), GeoParquet, FlatGeobuf.
 
 Every output is written to a temporary file in its final folder and renamed onto its final path only once it
-is complete (:func:`atomic_output`), so a crash never leaves a half-written file under the expected name and
-an existing output survives a failed run.
+is complete (:func:`geoseg.atomic.atomic_output`), so a crash never leaves a half-written file under the expected
+name and an existing output survives a failed run.
 
 Reprojection is the caller's: ``gdf.to_crs(spec.output.crs)`` (or :func:`reproject_layers` for a mapping of
 layers) before writing.
@@ -10,10 +10,7 @@ layers) before writing.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import geopandas as gpd
@@ -21,16 +18,12 @@ import pandas as pd
 import pyogrio
 from pyproj import CRS
 
-from geoseg.errors import OutputExistsError
+from geoseg.atomic import atomic_output, check_output_absent
 
 __all__ = [
     "GEOMETRY_COLUMN",
     "VECTOR_FORMATS",
-    "atomic_output",
-    "check_output_absent",
-    "remove_temp",
     "reproject_layers",
-    "temp_path",
     "vector_format_path",
     "write_geopackage",
     "write_vector_formats",
@@ -56,73 +49,6 @@ _GPKG_LAYER_OPTIONS = {"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": GEOMETRY_COLUMN}
 _RESERVED_PREFIXES = ("gpkg_", "rtree_", "sqlite_")
 _STYLES_TABLE = "layer_styles"
 _MULTI = {"Point": "MultiPoint", "LineString": "MultiLineString", "Polygon": "MultiPolygon"}
-
-
-# --------------------------------------------------------------------------------------------- atomic writes
-@contextlib.contextmanager
-def atomic_output(final: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Write a file under a temporary name, then rename it onto ``final``.
-
-    Yields a path that does not exist yet, in ``final``'s folder (created if missing) and with its suffix so
-    GDAL picks the same driver, e.g. ``.out.gpkg.tmp-1a2b3c4d.gpkg``. When the block succeeds, the file is
-    renamed onto ``final`` in one step. When it raises, the temporary file and its sidecars are removed and an
-    existing ``final`` is left untouched.
-
-    Args:
-        final: The output's path.
-        overwrite: Replace an existing ``final``.
-
-    Raises:
-        OutputExistsError: ``final`` exists and ``overwrite`` is false (checked before and after the block).
-    """
-    final = Path(final)
-    check_output_absent(final, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(final)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"nothing was written to {tmp} for {final}")
-        _publish(tmp, final, overwrite)
-    finally:
-        remove_temp(tmp)
-
-
-def temp_path(final: Path, suffix: str | None = None) -> Path:
-    """A fresh hidden path beside ``final``: ``.<name>.tmp-<random><suffix>`` (suffix defaults to final's)."""
-    token = secrets.token_hex(4)
-    return final.with_name(f".{final.name}.tmp-{token}{final.suffix if suffix is None else suffix}")
-
-
-def check_output_absent(final: Path, overwrite: bool) -> None:
-    """Fail early, before any work, when ``final`` exists and may not be replaced."""
-    if not overwrite and final.exists():
-        raise OutputExistsError(f"{final} exists; pass --overwrite or change output.path")
-
-
-def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Rename ``tmp`` onto ``final``; without overwrite, never clobber a file that appeared meanwhile."""
-    if overwrite:
-        os.replace(tmp, final)
-        return
-    try:
-        os.link(tmp, final)  # atomic "create if absent"
-    except FileExistsError:
-        raise OutputExistsError(f"{final} exists; pass --overwrite or change output.path") from None
-    except OSError:  # file systems without hard links
-        check_output_absent(final, overwrite)
-        os.replace(tmp, final)
-    else:
-        tmp.unlink()
-
-
-def remove_temp(tmp: Path) -> None:
-    """Remove ``tmp`` and GDAL / SQLite files beside it (``-journal``, ``-wal``, ``.aux.xml``, ``.ovr``)."""
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(tmp.parent):
-            if entry.name.startswith(tmp.name) and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
 
 
 # --------------------------------------------------------------------------------------------- GeoPackage

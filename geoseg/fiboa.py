@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from geoseg.export import atomic_output
+from geoseg.atomic import atomic_output
 
 VECOREL_SCHEMA = "https://vecorel.org/specification/v0.1.0/schema.yaml"
 FIBOA_SCHEMA = "https://fiboa.org/specification/v0.3.0/schema.yaml"

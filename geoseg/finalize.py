@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,70 +19,40 @@ from pyproj import CRS
 from rasterio.windows import bounds as window_bounds
 
 import geoseg
+from geoseg.atomic import check_output_absent
 from geoseg.cog import CogWriter
 from geoseg.errors import OutputError
-from geoseg.export import (
-    check_output_absent,
-    reproject_layers,
-    vector_format_path,
-    write_geopackage,
-    write_vector_formats,
-)
-from geoseg.fiboa import fiboa_path, write_fiboa
+from geoseg.export import reproject_layers, write_geopackage, write_vector_formats
+from geoseg.fiboa import write_fiboa
 from geoseg.models import ModelInfo
-from geoseg.plan import JobPlan
+from geoseg.plan import TILES_LAYER, JobPlan
 from geoseg.stitch import LayerStitcher, StitchedObject
 from geoseg.styles import categorized_qml, outline_qml
+from geoseg.tileloop import TileStatus
 from geoseg.vectorize import Cleaning, objects_frame
 from geoseg.verdict import VERDICT_COLORS, VERDICTS
 from geoseg.workdir import load_core
 
-TILES_LAYER = "tiles"
 MASK_CACHE_MB = 128
 """GDAL block cache while writing masks: keeps memory flat whatever the scene size."""
 JOB_TABLE = "job"
 
 
-@dataclass
-class TileStatus:
-    """How one tile went: for the tile index layer."""
+@dataclass(frozen=True)
+class ExportSummary:
+    """What an export wrote."""
 
-    status: str = "pending"
-    """done, resumed, failed."""
-    attempts: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-
-
-def mask_path(plan: JobPlan, model: str) -> Path:
-    out = Path(plan.spec.output.path)
-    return out.with_name(f"{out.stem}_{model}.tif")
-
-
-def quicklook_paths(plan: JobPlan) -> list[Path]:
-    """The quicklook PNG and, when asked for, its HTML page."""
-    out, spec = Path(plan.spec.output.path), plan.spec.output
-    stem = out.with_name(f"{out.stem}_quicklook")
-    return [stem.with_suffix(".png")] * spec.quicklook + [stem.with_suffix(".html")] * spec.quicklook_html
-
-
-def output_paths(plan: JobPlan) -> list[Path]:
-    """Every file the job will write."""
-    out = Path(plan.spec.output.path)
-    paths = [out, *quicklook_paths(plan)]
-    if plan.spec.output.masks:
-        paths += [mask_path(plan, m.name) for m in plan.models]
-    names = [m.name for m in plan.models] + [TILES_LAYER]
-    formats = plan.spec.output.formats
-    paths += [vector_format_path(out, name, fmt) for fmt in formats if fmt != "fiboa" for name in names]
-    if "fiboa" in formats:
-        paths += [fiboa_path(out, m.name) for m in plan.models if m.kind == "instance"]
-    return paths
+    geopackage: Path
+    layers: dict[str, int]
+    """Layer name -> feature count."""
+    masks: list[Path]
+    extra: list[Path]
+    """GeoParquet / FlatGeobuf files."""
 
 
 def check_outputs(plan: JobPlan, overwrite: bool) -> None:
     """Fail before any work when an output exists and ``--overwrite`` was not given, or its folder is unusable."""
-    for path in output_paths(plan):
+    for path in plan.outputs.files():
         check_output_absent(path, overwrite)
     if plan.spec.output.crs:
         from pyproj import CRS
@@ -94,7 +64,7 @@ def check_outputs(plan: JobPlan, overwrite: bool) -> None:
             raise OutputError(
                 f"output.crs {plan.spec.output.crs!r} is not a known CRS: use an EPSG code, e.g. EPSG:4326"
             ) from None
-    for folder in {Path(plan.spec.output.path).parent, plan.work_dir.parent}:
+    for folder in {plan.outputs.geopackage.parent, plan.outputs.work_dir.parent}:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -130,7 +100,7 @@ def tiles_layer(plan: JobPlan, status: dict[str, TileStatus]) -> gpd.GeoDataFram
     """The tile index: core footprints with status, attempts, timings and errors."""
     rows = []
     for tile in plan.tiles:
-        s = status.get(tile.id, TileStatus())
+        s = status[tile.id]
         rows.append(
             {
                 "tile_id": tile.id,
@@ -138,9 +108,9 @@ def tiles_layer(plan: JobPlan, status: dict[str, TileStatus]) -> gpd.GeoDataFram
                 "col": tile.col,
                 "status": s.status,
                 "attempts": s.attempts,
-                "read_s": round(s.seconds.get("read", np.nan), 4),
-                "model_s": round(s.seconds.get("model", np.nan), 4),
-                "finish_s": round(s.seconds.get("finish", np.nan), 4),
+                "read_s": round(s.seconds.read, 4),
+                "model_s": round(s.seconds.model, 4),
+                "finish_s": round(s.seconds.finish, 4),
                 "error": s.error,
                 "geometry": shapely.box(*window_bounds(tile.core, plan.scene.transform)),
             }
@@ -190,7 +160,7 @@ def _write_mask(
     """One model's COG: classes (uint8, colour table) or global instance ids (uint32)."""
     semantic = info.kind == "semantic"
     luts = {} if semantic else _id_luts(objects[info.name], kept[info.name])
-    path = mask_path(plan, info.name)
+    path = plan.outputs.masks[info.name]
     writer = CogWriter(
         path,
         width=plan.scene.width,
@@ -206,7 +176,7 @@ def _write_mask(
     )
     with writer:
         for tile in plan.tiles:
-            core = load_core(plan.work_dir, tile.id, info.name)
+            core = load_core(plan.outputs.work_dir, tile.id, info.name)
             if core is None:
                 continue  # failed tile: left as nodata
             if not semantic:
@@ -236,8 +206,8 @@ def export(
     status: dict[str, TileStatus],
     meta: dict[str, Any],
     overwrite: bool,
-) -> dict[str, Any]:
-    """Write everything; returns a summary (paths and feature counts)."""
+) -> ExportSummary:
+    """Write everything; returns what was written."""
     layers, objects = build_layers(plan, stitchers)
     masks = []
     if plan.spec.output.masks:
@@ -248,34 +218,29 @@ def export(
         layers = reproject_layers(layers, plan.spec.output.crs)
     styles = {info.name: layer_style(info, "verdict" in layers[info.name]) for info in plan.models}
     styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)
-    out = Path(plan.spec.output.path)
+    out = plan.outputs.geopackage
     write_geopackage(out, layers, tables={JOB_TABLE: job_table(plan, meta)}, styles=styles, overwrite=overwrite)
     formats = [f for f in plan.spec.output.formats if f != "fiboa"]
     extra = write_vector_formats(out, layers, formats, overwrite) if formats else []
     if "fiboa" in plan.spec.output.formats:
         extra += [
-            write_fiboa(layers[m.name], fiboa_path(out, m.name), plan.spec.name, plan.scene.datetime, overwrite)
-            for m in plan.models
-            if m.kind == "instance"
+            write_fiboa(layers[name], path, plan.spec.name, plan.scene.datetime, overwrite)
+            for name, path in plan.outputs.fiboa.items()
         ]
-    return {
-        "geopackage": str(out),
-        "layers": {name: len(gdf) for name, gdf in layers.items()},
-        "masks": [str(p) for p in masks],
-        "extra": [str(p) for p in [*extra, *looks]],
-    }
+    summary = {name: len(gdf) for name, gdf in layers.items()}
+    return ExportSummary(out, summary, masks, [*extra, *looks])
 
 
 def write_quicklooks(plan: JobPlan, layers: dict[str, gpd.GeoDataFrame], overwrite: bool) -> list[Path]:
     """The quicklook PNG (and HTML) of the instance layers, from a decimated read of the scene."""
-    paths = quicklook_paths(plan)
-    if not paths:
+    png, page = plan.outputs.quicklook_png, plan.outputs.quicklook_html
+    if png is None and page is None:
         return []
     from geoseg.quicklook import render, write_html, write_png
 
     outlined = {info.name: layers[info.name] for info in plan.models if info.kind == "instance"}
     canvas = render(plan.scene, outlined, plan.spec.name)
-    written = [write_png(canvas, paths[0], overwrite)] if plan.spec.output.quicklook else []
-    if plan.spec.output.quicklook_html:
-        written.append(write_html(canvas, outlined, paths[-1], plan.spec.name, overwrite))
+    written = [write_png(canvas, png, overwrite)] if png is not None else []
+    if page is not None:
+        written.append(write_html(canvas, outlined, page, plan.spec.name, overwrite))
     return written

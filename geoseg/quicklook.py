@@ -20,7 +20,7 @@ from affine import Affine
 from PIL import Image, ImageDraw, ImageFont
 from pyproj import CRS
 
-from geoseg.export import atomic_output
+from geoseg.atomic import atomic_output
 from geoseg.raster import Scene, read_decimated
 from geoseg.verdict import VERDICT_COLORS, VERDICTS
 

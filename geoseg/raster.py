@@ -9,7 +9,6 @@ file that covers it, resampled onto the window's grid when the file's grid diffe
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -22,7 +21,6 @@ from pyproj import CRS as ProjCRS
 from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import CRSError
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -30,17 +28,18 @@ from rasterio.windows import Window
 
 from geoseg.errors import InputError
 from geoseg.qa import QualityMask
+from geoseg.scenegrid import (
+    BandSource,
+    FileInfo,
+    aligned_grid,
+    common_area,
+    file_info,
+    native_res,
+    scene_crs,
+    to_crs,
+)
 from geoseg.spec import InputSpec, expand_paths
 from geoseg.stac import StacInputs, resolve_stac
-
-
-@dataclass(frozen=True)
-class BandSource:
-    """A named band: band ``index`` of each file in ``paths`` (several files form a mosaic)."""
-
-    name: str
-    paths: tuple[str, ...]
-    index: int
 
 
 @dataclass(frozen=True)
@@ -109,35 +108,6 @@ def band_sources(spec: InputSpec, stac: StacInputs | None = None) -> tuple[BandS
     return tuple(BandSource(name, files, i + 1) for i, name in enumerate(spec.band_names or []))
 
 
-@dataclass(frozen=True)
-class _FileInfo:
-    path: str
-    crs: CRS
-    transform: Affine
-    bounds: tuple[float, float, float, float]
-    count: int
-
-
-def _file_info(path: str) -> _FileInfo:
-    try:
-        with rasterio.open(path) as src:
-            if src.crs is None:
-                raise InputError(f"{path} has no CRS: assign one (gdal_edit.py -a_srs EPSG:...) before running")
-            return _FileInfo(path, src.crs, src.transform, tuple(src.bounds), src.count)
-    except rasterio.RasterioIOError as err:
-        raise InputError(f"cannot open input raster {path}: {err}") from None
-
-
-def _aligned_grid(ref: _FileInfo, res: float, bounds: tuple[float, float, float, float]) -> tuple[Affine, int, int]:
-    """A north-up grid of pixel size ``res`` covering ``bounds``, aligned to the reference file's pixel edges."""
-    x0, y0 = ref.transform.c, ref.transform.f
-    left = x0 + math.floor((bounds[0] - x0) / res + 1e-9) * res
-    top = y0 - math.floor((y0 - bounds[3]) / res + 1e-9) * res
-    width = math.ceil((bounds[2] - left) / res - 1e-9)
-    height = math.ceil((top - bounds[1]) / res - 1e-9)
-    return Affine(res, 0, left, 0, -res, top), width, height
-
-
 def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: str | None = None) -> Scene:
     """Fix the scene grid from the inputs' headers (no pixels are read).
 
@@ -151,7 +121,7 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
     """
     stac = resolve_stac(spec) if spec.stac is not None else None
     sources = band_sources(spec, stac)
-    infos = {p: _file_info(p) for band in sources for p in band.paths}
+    infos = {p: file_info(p) for band in sources for p in band.paths}
     quality_mask = _quality_mask(spec, stac)
     for band in sources:
         for path in band.paths:
@@ -159,20 +129,20 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
                 raise InputError(
                     f"{path} has {infos[path].count} band(s); band {band.name!r} asks for band {band.index}"
                 )
-    crs = _scene_crs(spec.crs, infos)
+    crs = scene_crs(spec.crs, infos)
     in_crs = [i for i in infos.values() if i.crs == crs]
-    res = spec.resolution or min(abs(i.transform.a) if i.crs == crs else _native_res(i, crs) for i in infos.values())
-    area = _common_area(sources, infos, crs)
+    res = spec.resolution or min(abs(i.transform.a) if i.crs == crs else native_res(i, crs) for i in infos.values())
+    area = common_area(sources, infos, crs)
     aoi_scene = None
     if aoi is not None:
-        aoi_scene = _to_crs(aoi, aoi_crs or "EPSG:4326", crs)
+        aoi_scene = to_crs(aoi, aoi_crs or "EPSG:4326", crs)
         area = area.intersection(aoi_scene)
         if area.is_empty:
             raise InputError("the AOI does not overlap the inputs: check aoi and its crs")
     bounds = area.bounds
     finest = min(in_crs, key=lambda i: abs(i.transform.a)) if in_crs else None
-    ref = finest or _FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
-    transform, width, height = _aligned_grid(ref, res, bounds)
+    ref = finest or FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
+    transform, width, height = aligned_grid(ref, res, bounds)
     return Scene(
         bands=sources,
         crs_wkt=crs.to_wkt(),
@@ -189,38 +159,6 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
     )
 
 
-def _scene_crs(chosen: str | None, infos: dict[str, _FileInfo]) -> CRS:
-    """``inputs.crs`` if given, else the CRS of the finest file (pixel sizes compared in one CRS)."""
-    if chosen:
-        try:
-            return CRS.from_user_input(chosen)
-        except CRSError:
-            raise InputError(f"inputs.crs {chosen!r} is not a known CRS: use an EPSG code, e.g. EPSG:32633") from None
-    files = list(infos.values())
-    common = files[0].crs
-    return min(files, key=lambda i: abs(i.transform.a) if i.crs == common else _native_res(i, common)).crs
-
-
-def _footprint(info: _FileInfo, crs: CRS) -> shapely.Geometry:
-    return shapely.box(*(transform_bounds(info.crs, crs, *info.bounds) if info.crs != crs else info.bounds))
-
-
-def _common_area(sources: tuple[BandSource, ...], infos: dict[str, _FileInfo], crs: CRS) -> shapely.Geometry:
-    """Where every band has data: each band's files unioned (a mosaic), the bands intersected."""
-    area: shapely.Geometry | None = None
-    for i, band in enumerate(sources):
-        covered = shapely.union_all([_footprint(infos[p], crs) for p in band.paths])
-        area = covered if area is None else area.intersection(covered)
-        if area.area <= 0:
-            others = ", ".join(repr(b.name) for b in sources[:i])
-            raise InputError(
-                f"band {band.name!r} ({', '.join(band.paths)}) does not overlap band(s) {others}: the scene is "
-                "where every band has data; give files that cover the same area (check their CRS)"
-            )
-    assert area is not None  # a spec has at least one band
-    return area
-
-
 def _quality_mask(spec: InputSpec, stac: StacInputs | None) -> QualityMask | None:
     """The spec's QA raster (a file, or a STAC asset), its files checked (headers only)."""
     if spec.mask is None:
@@ -232,31 +170,10 @@ def _quality_mask(spec: InputSpec, stac: StacInputs | None) -> QualityMask | Non
         assert spec.mask.path is not None
         paths = tuple(expand_paths(spec.mask.path))
     for path in paths:
-        info = _file_info(path)
+        info = file_info(path)
         if spec.mask.band > info.count:
             raise InputError(f"{path} has {info.count} band(s); inputs.mask asks for band {spec.mask.band}")
     return QualityMask(paths, spec.mask.band, spec.mask)
-
-
-def _native_res(info: _FileInfo, crs: CRS) -> float:
-    from rasterio.warp import calculate_default_transform
-
-    w = round((info.bounds[2] - info.bounds[0]) / abs(info.transform.a))
-    h = round((info.bounds[3] - info.bounds[1]) / abs(info.transform.e))
-    transform, _, _ = calculate_default_transform(info.crs, crs, w, h, *info.bounds)
-    return abs(transform.a)
-
-
-def _to_crs(geom: shapely.Geometry, src: str, dst: CRS) -> shapely.Geometry:
-    from pyproj import Transformer
-    from pyproj.exceptions import CRSError as ProjCRSError
-
-    try:
-        src_crs = ProjCRS.from_user_input(src)
-    except ProjCRSError:
-        raise InputError(f"aoi.crs {src!r} is not a known CRS: use an EPSG code, e.g. EPSG:4326") from None
-    transformer = Transformer.from_crs(src_crs, ProjCRS.from_wkt(dst.to_wkt()), always_xy=True)
-    return shapely.transform(geom, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -405,60 +322,27 @@ def _inside_scene(scene: Scene, window: Window, shape: tuple[int, int]) -> np.nd
     return ((rows >= 0) & (rows < scene.height))[:, None] & ((cols >= 0) & (cols < scene.width))[None, :]
 
 
+def overview_shape(scene: Scene, max_size: int = 1024) -> tuple[int, int]:
+    """(rows, cols) of a decimated whole-scene read of at most ``max_size`` px a side."""
+    factor = max(1.0, max(scene.width, scene.height) / max_size)
+    return max(1, round(scene.height / factor)), max(1, round(scene.width / factor))
+
+
 def read_decimated(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """The whole scene read at most ``max_size`` pixels a side (overviews, previews, scene-wide statistics)."""
-    factor = max(1.0, max(scene.width, scene.height) / max_size)
-    shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
-    return read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)
+    window = Window(0, 0, scene.width, scene.height)
+    return read_window(scene, window, bands, out_shape=overview_shape(scene, max_size))
+
+
+def read_overview(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_decimated`, with an InputError when no pixel is valid (statistics need some)."""
+    pixels, valid = read_decimated(scene, bands, max_size)
+    if not valid.any():
+        raise InputError("the inputs hold no valid pixels inside the scene/AOI: check nodata and the AOI")
+    return pixels, valid
 
 
 def scene_percentiles(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> dict[str, np.ndarray]:
     """Percentiles 0..100 of each band's valid pixels over a decimated whole-scene read (for scene-wide stretches)."""
-    pixels, valid = read_decimated(scene, bands, max_size)
-    if not valid.any():
-        raise InputError("the inputs hold no valid pixels inside the scene/AOI: check nodata and the AOI")
+    pixels, valid = read_overview(scene, bands, max_size)
     return {name: np.percentile(pixels[i][valid], np.arange(101)) for i, name in enumerate(bands)}
-
-
-def check_valid_pixels(scene: Scene, bands: tuple[str, ...], max_size: int = 1024, block: int = 512) -> None:
-    """Fail with one line when no pixel of the scene/AOI is valid in every band (nodata, NaN and inf are invalid).
-
-    A decimated overview answers at once for any real scene; only when it finds nothing is the scene scanned at
-    full resolution (a few valid pixels must not be missed), and then each band is checked to name the empty one.
-    Unreadable blocks are not judged here: they fail their own tiles, which the run reports.
-    """
-    factor = max(1.0, max(scene.width, scene.height) / max_size)
-    shape = (max(1, round(scene.height / factor)), max(1, round(scene.width / factor)))
-    try:
-        if read_window(scene, Window(0, 0, scene.width, scene.height), bands, out_shape=shape)[1].any():
-            return
-    except InputError:
-        pass  # a corrupt block somewhere: look block by block
-    found, unreadable = _any_valid(scene, bands, block)
-    if found or unreadable:  # unreadable blocks may hold data: their tiles fail and are reported instead
-        return
-    for name in bands:
-        if not _any_valid(scene, (name,), block)[0]:
-            band = scene.band(name)
-            raise InputError(
-                f"band {name!r} ({', '.join(band.paths)}) holds no valid pixel in the scene/AOI (all nodata, NaN "
-                f"or inf): check the file, inputs.nodata (now {scene.nodata}) and the AOI"
-            )
-    raise InputError(
-        f"bands {', '.join(map(repr, bands))} never hold valid pixels at the same place in the scene/AOI: "
-        "give bands whose valid areas overlap"
-    )
-
-
-def _any_valid(scene: Scene, bands: tuple[str, ...], block: int) -> tuple[bool, bool]:
-    """Whether a full-resolution block holds a pixel valid in every band, and whether a block could not be read."""
-    unreadable = False
-    for row in range(0, scene.height, block):
-        for col in range(0, scene.width, block):
-            win = Window(col, row, min(block, scene.width - col), min(block, scene.height - row))
-            try:
-                if read_window(scene, win, bands)[1].any():
-                    return True, unreadable
-            except InputError:
-                unreadable = True
-    return False, unreadable

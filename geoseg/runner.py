@@ -5,7 +5,8 @@ Tiles stream through three stages with a bounded number in flight:
     read task (CPU)  ->  model actor (a batch of tiles; models loaded once)  ->  finish task (CPU)
 
 Each finished tile lands in the work dir at once (the basis for ``--resume``) and sends back only its fragments
-and edge strips, which the driver stitches as neighbours finish. A tile that fails is retried; one that keeps
+and edge strips, which the driver stitches as neighbours finish. Blended layers get a second pass over the saved
+class probabilities. Both passes run in :func:`geoseg.tileloop.run_tiles` under one retry policy; a tile that keeps
 failing is reported in the tile index and the job fails loudly after writing what it has.
 """
 
@@ -13,26 +14,25 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from geoseg import workdir
-from geoseg.errors import GeosegError, TileFailedError, TooManyFailedTilesError, raise_job_terminated
-from geoseg.finalize import TILES_LAYER, TileStatus, check_outputs, export
+from geoseg.errors import GeosegError, TileFailedError, error_gist, raise_job_terminated
+from geoseg.finalize import ExportSummary, check_outputs, export
 from geoseg.models import ModelInfo
 from geoseg.placement import place_actors
-from geoseg.plan import JobPlan, input_files, plan_job, preflight
+from geoseg.plan import TILES_LAYER, JobPlan, input_files, plan_job, preflight
 from geoseg.progress import ProgressMode, TileProgress
 from geoseg.spec import JobSpec
-from geoseg.stitch import LayerStitcher
+from geoseg.stitch import LayerStitcher, LayerTile
+from geoseg.tileloop import RetryPolicy, TileStatus, run_tiles
 from geoseg.tilework import ModelRunner, TileRecord, blend_tile, finish_tile, read_tile
 from geoseg.tiling import Tile
 
@@ -43,7 +43,7 @@ log = logging.getLogger("geoseg")
 class RunResult:
     """What a run produced."""
 
-    outputs: dict[str, Any]
+    outputs: ExportSummary
     tiles_done: int
     tiles_resumed: int
     tiles_failed: int
@@ -91,13 +91,22 @@ def _on_sigterm(handler: Any) -> Any:
     return signal.signal(signal.SIGTERM, handler)
 
 
+class ModelRunnerActor(ModelRunner):
+    """The model actor: :class:`~geoseg.tilework.ModelRunner` shaped for Ray's ``num_returns``."""
+
+    def run_batch(self, *args: Any) -> Any:
+        """One result per tile; a bare result for a batch of one (``num_returns=1`` wants one object)."""
+        results = self.run(*args)
+        return results[0] if len(results) == 1 else results
+
+
 def _remote_functions() -> tuple[Any, Any, Any]:
     import ray
 
     read = ray.remote(num_cpus=1, max_retries=1)(read_tile)
     finish = ray.remote(num_cpus=1, max_retries=1)(finish_tile)
     # a killed actor always restarts (its models reload); a batch it held is rerun there, then by the driver
-    actor = ray.remote(max_restarts=-1, max_task_retries=2)(ModelRunner)
+    actor = ray.remote(max_restarts=-1, max_task_retries=2)(ModelRunnerActor)
     return read, finish, actor
 
 
@@ -111,7 +120,7 @@ def _start_actors(plan: JobPlan, actor_cls: Any) -> list[Any]:
     try:
         ray.get([actor.device_name.remote() for actor in actors])  # models load once per actor, here
     except ray.exceptions.RayError as err:
-        raise GeosegError(f"model actor failed to start: {_short_error(err)}") from None
+        raise GeosegError(f"model actor failed to start: {error_gist(err, 300)}") from None
     return actors
 
 
@@ -134,8 +143,9 @@ def run_job(
     plan = plan_job(spec)
     check_outputs(plan, overwrite)
     checkpoints = preflight(plan)
-    fresh_work_dir = not plan.work_dir.exists()
-    workdir.prepare(plan.work_dir, spec, resume, input_files(plan), checkpoints)
+    work_dir = plan.outputs.work_dir
+    fresh_work_dir = not work_dir.exists()
+    workdir.prepare(work_dir, spec, resume, input_files(plan), checkpoints)
     stitchers = {m.name: LayerStitcher(plan.grid, m.merge_min_agreement) for m in plan.models}
     status: dict[str, TileStatus] = {t.id: TileStatus() for t in plan.tiles}
     todo = _resume(plan, stitchers, status) if resume else list(plan.tiles)
@@ -144,13 +154,13 @@ def run_job(
     try:
         with ray_session(address or spec.compute.address, spec):
             if todo:
-                device = _stream_tiles(plan, todo, stitchers, status, progress)
+                device = _model_pass(plan, todo, stitchers, status, progress)
             for info in plan.models:
                 if info.merge != "core":
                     _blend_pass(plan, info, stitchers[info.name], status, progress)
     except GeosegError:
         if fresh_work_dir:  # failed before any work (Ray, actors): leave nothing behind
-            workdir.discard_if_unused(plan.work_dir)
+            workdir.discard_if_unused(work_dir)
         raise
     failed = [tid for tid, s in status.items() if s.status == "failed"]
     meta = {"device": device, "tiles_failed": len(failed), "tiles_resumed": resumed}
@@ -171,78 +181,113 @@ def _resume(plan: JobPlan, stitchers: dict[str, LayerStitcher], status: dict[str
     """Feed tiles finished by an earlier run to the stitchers; return the tiles still to do."""
     todo = []
     for tile in plan.tiles:
-        saved = workdir.load_tile(plan.work_dir, tile.id)
+        saved = workdir.load_tile(plan.outputs.work_dir, tile.id)
         if saved is None:
             todo.append(tile)
             continue
-        layers, meta = saved
-        for name, layer in layers.items():
+        for name, layer in saved.layers.items():
             stitchers[name].add(tile, layer)
-        status[tile.id] = TileStatus("resumed", 0, meta.get("seconds", {}))
+        status[tile.id] = TileStatus("resumed", 0, saved.seconds)
     return todo
 
 
-@dataclass
-class _InFlight:
-    tile: Tile
-    actor: int
+class _ModelPass:
+    """The first pass: read tasks -> the least busy model actor (one call per batch) -> a finish task per tile."""
 
-
-class _BatchSubmitter:
-    """Submits a batch: read tasks -> the least busy actor (one call) -> a finish task per tile."""
-
-    def __init__(self, plan: JobPlan, actors: list[Any], read: Any, finish: Any, prompts: dict[str, Any]) -> None:
-        self.plan, self.actors, self.read, self.finish, self.prompts = plan, actors, read, finish, prompts
+    def __init__(
+        self, plan: JobPlan, stitchers: dict[str, LayerStitcher], status: dict[str, TileStatus], actors: list[Any]
+    ) -> None:
+        self.plan, self.stitchers, self.status, self.actors = plan, stitchers, status, actors
+        self.read, self.finish, _ = _remote_functions()
+        self.prompts = _prompt_tables(plan)
         self.load = [0] * len(actors)
-        self.stats, self.work_dir = plan.stats, str(plan.work_dir)
+        self.slots: dict[Any, int] = {}
         self.blended = frozenset(m.name for m in plan.models if m.merge != "core")
 
-    def __call__(self, batch: list[Tile], status: dict[str, TileStatus]) -> dict[Any, _InFlight]:
+    def submit(self, batch: list[Tile]) -> list[Any]:
         plan, slot = self.plan, self.load.index(min(self.load))
         reads = [self.read.remote(plan.scene, t, plan.bands) for t in batch]
         transforms = [t.read_transform(plan.scene.transform) for t in batch]
         prompts = [{name: table.for_tile(t) for name, table in self.prompts.items()} for t in batch]
-        outs = self.actors[slot].run.options(num_returns=len(batch)).remote(batch, transforms, prompts, *reads)
+        outs = self.actors[slot].run_batch.options(num_returns=len(batch)).remote(batch, transforms, prompts, *reads)
         outs = outs if isinstance(outs, list) else [outs]
-        submitted = {}
-        for tile, out in zip(batch, outs, strict=True):
-            ref = self.finish.remote(tile, out, self.stats, self.work_dir, self.blended)
-            submitted[ref] = _InFlight(tile, slot)
-            status[tile.id].attempts += 1
+        work_dir = str(plan.outputs.work_dir)
+        refs = [
+            self.finish.remote(t, out, plan.stats, work_dir, self.blended) for t, out in zip(batch, outs, strict=True)
+        ]
+        self.slots |= dict.fromkeys(refs, slot)
         self.load[slot] += len(batch)
-        return submitted
+        return refs
+
+    def settled(self, ref: Any) -> None:
+        self.load[self.slots.pop(ref)] -= 1
+
+    def succeeded(self, tile: Tile, value: TileRecord, attempts: int) -> None:
+        if self.status[tile.id].status == "done":  # never stitch a tile twice
+            log.warning("tile %s came back twice; the second result is ignored", tile.id)
+            return
+        for name, layer in value.layers.items():
+            self.stitchers[name].add(tile, layer)
+        self.status[tile.id] = TileStatus("done", attempts, value.seconds)
+
+    def failed(self, tile: Tile, error: str, attempts: int, retrying: bool) -> None:
+        state = self.status[tile.id]
+        state.status, state.attempts, state.error = ("retrying" if retrying else "failed"), attempts, error
+        if retrying:
+            log.warning("tile %s failed (attempt %d), retrying: %s", tile.id, attempts, error)
+        else:
+            log.error("tile %s failed after %d attempts: %s", tile.id, attempts, error)
 
 
-def _stream_tiles(
+def _model_pass(
     plan: JobPlan,
     todo: list[Tile],
     stitchers: dict[str, LayerStitcher],
     status: dict[str, TileStatus],
     show_progress: bool | ProgressMode,
 ) -> str:
-    """Push tiles through read -> model -> finish with at most ``max_in_flight`` tiles between stages."""
+    """Run the models on the tiles still to do; returns the actors' device."""
     import ray
 
-    read, finish, actor_cls = _remote_functions()
+    _, _, actor_cls = _remote_functions()
     actors = _start_actors(plan, actor_cls)
     compute = plan.spec.compute
-    max_in_flight = compute.in_flight
-    pending: deque[Tile] = deque(todo)
-    in_flight: dict[Any, _InFlight] = {}
-    submit = _BatchSubmitter(plan, actors, read, finish, _prompt_tables(plan))
+    work = _ModelPass(plan, stitchers, status, actors)
     with TileProgress(len(todo), enabled=show_progress) as bar:
-        while pending or in_flight:
-            while pending and len(in_flight) < max_in_flight:
-                size = min(compute.batch_size, len(pending), max_in_flight - len(in_flight))
-                in_flight |= submit([pending.popleft() for _ in range(size)], status)
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in ready:
-                job = in_flight.pop(ref)
-                submit.load[job.actor] -= 1
-                if _collect(ref, job.tile, stitchers, status, pending, compute.max_retries):
-                    _stop_if_over_budget(plan, status, list(in_flight))
-                bar.advance(status[job.tile.id].status)
-    return ray.get(actors[0].device_name.remote())
+        run_tiles(
+            todo, work, status, limit=compute.in_flight, batch_size=compute.batch_size, retry=_retry(plan), progress=bar
+        )
+    return str(ray.get(actors[0].device_name.remote()))
+
+
+class _BlendPass:
+    """The second pass of a blended layer: each tile blends its neighbours' saved scores, keeps its core."""
+
+    def __init__(self, plan: JobPlan, info: ModelInfo, stitcher: LayerStitcher, status: dict[str, TileStatus]) -> None:
+        import ray
+
+        self.blend = ray.remote(num_cpus=1, max_retries=1)(blend_tile)
+        self.name, self.stitcher, self.status = info.name, stitcher, status
+        values = tuple(c.value for c in info.classes)
+        self.args = (plan.grid, info.name, info.merge, values, str(plan.outputs.work_dir))
+
+    def submit(self, batch: list[Tile]) -> list[Any]:
+        return [self.blend.remote(tile, *self.args) for tile in batch]
+
+    def settled(self, ref: Any) -> None:
+        pass
+
+    def succeeded(self, tile: Tile, value: LayerTile, attempts: int) -> None:
+        self.stitcher.add(tile, value)
+
+    def failed(self, tile: Tile, error: str, attempts: int, retrying: bool) -> None:
+        message = f"blend {self.name}: {error}"
+        if retrying:
+            log.warning("tile %s failed (blend attempt %d), retrying: %s", tile.id, attempts, message)
+            return
+        state = self.status[tile.id]
+        state.status, state.error = "failed", message
+        log.error("tile %s failed: %s", tile.id, message)
 
 
 def _blend_pass(
@@ -252,104 +297,15 @@ def _blend_pass(
     status: dict[str, TileStatus],
     show_progress: bool | ProgressMode,
 ) -> None:
-    """Second pass for a blended layer: each finished tile blends its neighbours' saved scores, bounded in flight;
-    a failing tile is retried like in the model pass."""
-    import ray
-
-    blend = ray.remote(num_cpus=1, max_retries=1)(blend_tile)
-    values = tuple(c.value for c in info.classes)
-    todo = deque(t for t in plan.tiles if status[t.id].status in ("done", "resumed") and t.id not in stitcher.fragments)
-    limit, max_retries = plan.spec.compute.in_flight, plan.spec.compute.max_retries
-    attempts = dict.fromkeys((t.id for t in todo), 0)
-    in_flight: dict[Any, Tile] = {}
-    args = (plan.grid, info.name, info.merge, values, str(plan.work_dir))
+    """Blend a layer's tiles that finished the model pass and are not stitched yet (resumed ones may be)."""
+    todo = [t for t in plan.tiles if status[t.id].status in ("done", "resumed") and t.id not in stitcher.fragments]
+    work = _BlendPass(plan, info, stitcher, status)
     with TileProgress(len(todo), enabled=show_progress, label=f"blend {info.name}") as bar:
-        while todo or in_flight:
-            while todo and len(in_flight) < limit:
-                tile = todo.popleft()
-                attempts[tile.id] += 1
-                in_flight[blend.remote(tile, *args)] = tile
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            tile = in_flight.pop(ready[0])
-            try:
-                stitcher.add(tile, ray.get(ready[0]))
-            except (ray.exceptions.RayError, GeosegError) as err:
-                state = status[tile.id]
-                error = f"blend {info.name}: {_short_error(err)}"
-                if _retry_or_fail(tile, state, error, attempts[tile.id], max_retries):
-                    todo.append(tile)
-                    continue
-                state.status = "failed"
-                _stop_if_over_budget(plan, status, list(in_flight))
-            bar.advance(status[tile.id].status)
+        run_tiles(todo, work, status, limit=plan.spec.compute.in_flight, batch_size=1, retry=_retry(plan), progress=bar)
 
 
-def _retry_or_fail(tile: Tile, state: TileStatus, error: str, attempts: int, max_retries: int) -> bool:
-    """The one retry policy of both passes: record the error; True if the tile gets another attempt."""
-    state.error = error
-    if attempts <= max_retries:
-        log.warning("tile %s failed (attempt %d), retrying: %s", tile.id, attempts, error)
-        return True
-    log.error("tile %s failed after %d attempts: %s", tile.id, attempts, error)
-    return False
-
-
-def _stop_if_over_budget(plan: JobPlan, status: dict[str, TileStatus], in_flight: list[Any]) -> None:
-    """Stop the job once more tiles failed than ``compute.max_failed_tiles`` allows (finished tiles are kept)."""
-    import ray
-
-    budget = plan.spec.compute.max_failed_tiles
-    failed = [tid for tid, s in status.items() if s.status == "failed"]
-    if budget is None or len(failed) <= budget:
-        return
-    for ref in in_flight:
-        ray.cancel(ref)
-    raise TooManyFailedTilesError(
-        f"stopped after {len(failed)} failed tiles (compute.max_failed_tiles={budget}; first: {failed[0]}: "
-        f"{status[failed[0]].error}); fix the cause and rerun with --resume to keep the finished tiles"
-    )
-
-
-def _collect(
-    ref: Any,
-    tile: Tile,
-    stitchers: dict[str, LayerStitcher],
-    status: dict[str, TileStatus],
-    pending: deque[Tile],
-    max_retries: int,
-) -> bool:
-    """Take a tile's result into the stitchers, or retry it; True if the tile failed for good."""
-    import ray
-
-    state = status[tile.id]
-    try:
-        record: TileRecord = ray.get(ref)
-    except (ray.exceptions.RayError, GeosegError) as err:
-        if _retry_or_fail(tile, state, _short_error(err), state.attempts, max_retries):
-            pending.append(tile)
-            state.status = "retrying"
-            return False
-        state.status = "failed"
-        return True
-    if state.status == "done":  # never stitch a tile twice
-        log.warning("tile %s came back twice; the second result is ignored", tile.id)
-        return False
-    for name, layer in record.layers.items():
-        stitchers[name].add(tile, layer)
-    state.status, state.seconds, state.error = "done", record.seconds, None
-    return False
-
-
-_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$")
-
-
-def _short_error(err: BaseException) -> str:
-    """The innermost 'SomeError: message' line of a (remote) error, for logs and the tile index."""
-    lines = [m.groups() for m in map(_ERROR_LINE.match, str(err).splitlines()) if m]
-    if lines:
-        name, message = lines[-1]
-        return f"{name}: {message}"[:300]
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+def _retry(plan: JobPlan) -> RetryPolicy:
+    return RetryPolicy(plan.spec.compute.max_retries, plan.spec.compute.max_failed_tiles)
 
 
 def _prompt_tables(plan: JobPlan) -> dict[str, Any]:

@@ -12,12 +12,22 @@ import glob
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import AwareDatetime, Field, ValidationError, field_validator, model_validator
 
 from geoseg.errors import SpecError
+from geoseg.spec_models import (
+    CropHealthSpec,
+    CropHealthThresholds,
+    FieldDelineatorSpec,
+    FieldRegionsSpec,
+    ModelSpec,
+    SamSpec,
+    UNetSpec,
+    VegetationIndex,
+)
 from geoseg.spec_product import (
     CropHealthPercentiles,
     QualityMaskSpec,
@@ -25,6 +35,36 @@ from geoseg.spec_product import (
     StrictModel,
     VerdictRules,
 )
+
+__all__ = [  # the spec's sections, wherever they are defined
+    "AoiSpec",
+    "BandRef",
+    "ComputeSpec",
+    "CropHealthPercentiles",
+    "CropHealthSpec",
+    "CropHealthThresholds",
+    "FieldDelineatorSpec",
+    "FieldRegionsSpec",
+    "InputSpec",
+    "JobSpec",
+    "ModelSpec",
+    "OutputSpec",
+    "QualityMaskSpec",
+    "SamSpec",
+    "StacAssetRef",
+    "StrictModel",
+    "TilingSpec",
+    "UNetSpec",
+    "VegetationIndex",
+    "VerdictRules",
+    "expand_paths",
+    "halo_problem",
+    "json_schema",
+    "load_spec",
+    "parse_spec",
+    "read_spec_yaml",
+    "relative_paths",
+]
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
 
@@ -97,177 +137,6 @@ class TilingSpec(StrictModel):
 
     tile_size: int = Field(512, ge=32, le=8192)
     halo: int = Field(32, ge=1, le=1024, description="Overlap read on each side; >= the models' receptive field.")
-
-
-# --------------------------------------------------------------------------------------------- models
-class CropHealthThresholds(StrictModel):
-    """Upper bounds of the health classes on the classifying index (ascending)."""
-
-    non_vegetation: float = 0.25
-    stressed: float = 0.45
-    moderate: float = 0.65
-
-    @model_validator(mode="after")
-    def _ascending(self) -> CropHealthThresholds:
-        if not self.non_vegetation < self.stressed < self.moderate:
-            raise ValueError("crop-health thresholds must ascend: non_vegetation < stressed < moderate")
-        return self
-
-
-VegetationIndex = Literal["ndvi", "ndre", "evi", "savi", "gndvi", "ndmi"]
-
-
-class CropHealthSpec(StrictModel):
-    """Spectral crop health: vegetation indices -> health classes. No weights needed."""
-
-    type: Literal["crop_health"]
-    name: str = "crop_health"
-    indices: list[VegetationIndex] = Field(default=["ndvi"])
-    classify_by: VegetationIndex = "ndvi"
-    classes_by: Literal["thresholds", "percentiles"] = Field(
-        "thresholds", description="Health classes by absolute index thresholds or scene-relative percentiles."
-    )
-    thresholds: CropHealthThresholds = CropHealthThresholds()
-    percentiles: CropHealthPercentiles = CropHealthPercentiles()
-    verdict: VerdictRules = VerdictRules()
-    smoothing_px: int = Field(
-        1, ge=0, le=16, description="Majority filter radius on the classes (0: per-pixel classes)."
-    )
-
-    @property
-    def receptive_field(self) -> int:
-        return self.smoothing_px
-
-    @property
-    def all_indices(self) -> list[VegetationIndex]:
-        """The indices computed: the classifying one first, then the others, each once."""
-        return list(dict.fromkeys([self.classify_by, *self.indices]))
-
-
-class FieldRegionsSpec(StrictModel):
-    """Classical field segmenter (no weights): vegetated regions split along thin boundaries.
-
-    Pixels with ``index >= threshold`` are eroded by ``erode_px`` to cut the thin strips between fields,
-    labelled into connected regions, then grown back inside the vegetation mask.
-    """
-
-    type: Literal["field_regions"]
-    name: str = "fields"
-    index: VegetationIndex = "ndvi"
-    threshold: float = 0.5
-    erode_px: int = Field(1, ge=0, le=16)
-
-    @property
-    def receptive_field(self) -> int:
-        return 2 * self.erode_px
-
-
-class FieldDelineatorSpec(StrictModel):
-    """Field delineator (no weights): multi-band regions, then a documented field / not-field rule per region.
-
-    See :mod:`geoseg.models.field_delineator` for the rules; every threshold below is in reflectance (or index)
-    units and works on Sentinel-2 and Landsat 8 top-of-atmosphere reflectance without editing.
-    """
-
-    type: Literal["field_delineator"]
-    name: str = "fields"
-    use_swir: bool = Field(True, description="Read swir16 (Sentinel-2 B11, Landsat 8 B6); false: visible rule only.")
-    smoothing_sigma: float = Field(1.0, ge=0, le=4, description="Gaussian smoothing (px) before gradients.")
-    edge_threshold: float = Field(
-        0.01, gt=0, description="Multi-band gradient (reflectance per px) below which a pixel may seed a field."
-    )
-    seed_erode_px: int = Field(1, ge=0, le=8, description="Erosion of seed areas: cuts leaks through gaps.")
-    min_seed_px: int = Field(20, ge=1, description="Smaller seed areas are dropped (their pixels join neighbours).")
-    water_ndwi: float = Field(0.0, description="Pixels with NDWI (green - NIR) above this are water.")
-    bare_ndvi_min: float = Field(0.08, description="Pixels with NDVI below this are sand, roofs, roads or water.")
-    swir_min: float = Field(0.15, description="Pixels darker in SWIR are woods, marsh or water (with use_swir).")
-    visible_min: float = Field(
-        0.068, description="Without SWIR: pixels with mean(green, red) below this are woods, marsh or water."
-    )
-    texture_max: float = Field(0.03, gt=0, description="Pixels with a NIR std (5 x 5) above this are woods, town.")
-    region_texture_max: float = Field(0.02, gt=0, description="Regions with a mean NIR std above this are dropped.")
-    merge_min_agreement: float = Field(
-        0.3, ge=0, le=1, description="Share of a shared tile edge two fragments must agree on to be merged."
-    )
-
-    @property
-    def bands(self) -> tuple[str, ...]:
-        """Bands it reads, in channel order."""
-        return ("green", "red", "nir", "swir16") if self.use_swir else ("green", "red", "nir")
-
-    @property
-    def receptive_field(self) -> int:
-        """Halo it asks for: its local steps (smoothing, gradient, texture, erosion) plus room for the watershed
-        and region rule to see a field's surroundings (24 px), so that tile sizes agree."""
-        return int(4 * self.smoothing_sigma) + 3 + self.seed_erode_px + 24
-
-
-class SamSpec(StrictModel):
-    """Segment Anything, automatic or prompted by points/boxes from a vector layer."""
-
-    type: Literal["sam"]
-    name: str = "objects"
-    variant: str = Field(
-        "vit_b", description="vit_b, vit_l or vit_h (or a variant registered at runtime); checked by the plan."
-    )
-    checkpoint: str | None = Field(None, description="Local .pth path; default: the verified cached download.")
-    mode: Literal["automatic", "prompted"] = "automatic"
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU.")
-    rgb: tuple[str, str, str] = ("red", "green", "blue")
-    stretch_percentiles: tuple[float, float] = Field(
-        (2.0, 98.0), description="Scene-wide percentiles mapped to 0 and 255 when the rgb bands become uint8."
-    )
-    prompts: str | None = Field(None, description="Vector file of points and/or polygons (boxes) for prompted mode.")
-    prompts_layer: str | None = None
-    # automatic mask generator parameters (segment-anything's names)
-    points_per_side: int = Field(32, ge=1)
-    points_per_batch: int = Field(64, ge=1)
-    pred_iou_thresh: float = Field(0.88, ge=0, le=1)
-    stability_score_thresh: float = Field(0.95, ge=0, le=1)
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = Field(0.7, ge=0, le=1)
-    crop_n_layers: int = Field(0, ge=0)
-    crop_nms_thresh: float = Field(0.7, ge=0, le=1)
-    crop_overlap_ratio: float = Field(512 / 1500, ge=0, lt=1)
-    crop_n_points_downscale_factor: int = Field(1, ge=1)
-    min_mask_region_area: int = Field(0, ge=0)
-    # geospatial extras
-    min_area_m2: float = Field(0.0, ge=0)
-    max_area_m2: float | None = Field(None, gt=0)
-    merge_min_agreement: float = Field(
-        0.5, ge=0, le=1, description="Share of a shared tile edge two fragments must agree on to be merged."
-    )
-
-    @field_validator("stretch_percentiles")
-    @classmethod
-    def _ascending_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0 <= value[0] < value[1] <= 100:
-            raise ValueError(f"stretch_percentiles must satisfy 0 <= low < high <= 100, got {list(value)}")
-        return value
-
-    @model_validator(mode="after")
-    def _prompts_for_prompted(self) -> SamSpec:
-        if self.mode == "prompted" and not self.prompts:
-            raise ValueError("sam mode 'prompted' needs `prompts:` (a vector file of points or boxes)")
-        return self
-
-
-class UNetSpec(StrictModel):
-    """A trained U-Net (``geoseg train``): per-pixel classes and class probabilities from its checkpoint."""
-
-    type: Literal["unet"]
-    name: str = "landcover"
-    checkpoint: str = Field(
-        description="Trained .pt file; its sidecar .json (bands, classes, receptive field) sits beside it."
-    )
-    merge: Literal["core", "mean", "linear"] = Field(
-        "linear", description="Overlapping tiles: core = each tile's own pixels; mean / linear = blended scores."
-    )
-
-
-ModelSpec = Annotated[
-    CropHealthSpec | FieldRegionsSpec | FieldDelineatorSpec | SamSpec | UNetSpec, Field(discriminator="type")
-]
 
 
 # --------------------------------------------------------------------------------------------- output, compute

@@ -17,12 +17,13 @@ import logging
 import os
 import shlex
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from geoseg import __version__
 from geoseg.errors import GeosegError, SpecError
@@ -143,19 +144,19 @@ def job_state(submission_id: str, address: str | None) -> JobState:
     return JobState(submission_id, status, info.message or "", info.entrypoint, last_progress(log))
 
 
-def job_logs(
-    submission_id: str, address: str | None, follow: bool = False, write: Callable[[str], Any] = print
-) -> None:
-    """Write the job's log so far; with ``follow``, keep writing until the job ends."""
+def job_logs(submission_id: str, address: str | None, follow: bool = False, out: TextIO | None = None) -> None:
+    """Write the job's log so far to ``out`` (stdout); with ``follow``, keep writing until the job ends."""
+    out = out or sys.stdout
     with _head(address) as client:
         if not follow:
-            write(client.get_job_logs(submission_id).rstrip("\n"))
+            out.write(client.get_job_logs(submission_id))
             return
         client.get_job_info(submission_id)  # an unknown id fails here, in one line
 
         async def tail() -> None:
             async for chunk in client.tail_job_logs(submission_id):
-                write(chunk.rstrip("\n"))
+                out.write(chunk)
+                out.flush()
 
         asyncio.run(tail())
 

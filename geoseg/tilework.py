@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,17 @@ from geoseg.raster import Scene, read_window
 from geoseg.spec import ModelSpec
 from geoseg.stitch import LayerTile, StatsSource, tile_layer
 from geoseg.tiling import Tile, TileGrid
-from geoseg.workdir import add_layer, load_scores, save_scores, save_tile
+from geoseg.workdir import StageSeconds, add_layer, load_scores, save_scores, save_tile
 
 log = logging.getLogger("geoseg")
 
 
-ModelResult = tuple[dict[str, ModelOutput], dict[str, float]]
-"""One tile's model outputs by model name, and its seconds so far."""
+@dataclass
+class ModelResult:
+    """One tile's model outputs by model name, and its seconds so far (read, model)."""
+
+    outputs: dict[str, ModelOutput]
+    seconds: StageSeconds
 
 
 @dataclass
@@ -35,7 +39,7 @@ class TileRecord:
 
     tile: Tile
     layers: dict[str, LayerTile]
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: StageSeconds = field(default_factory=StageSeconds)
 
 
 def read_tile(scene: Scene, tile: Tile, bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, float]:
@@ -67,11 +71,10 @@ class ModelRunner:
 
     def run(
         self, tiles: list[Tile], transforms: list[Any], prompts: list[dict[str, Prompts]], *reads: tuple
-    ) -> ModelResult | list[ModelResult]:
+    ) -> list[ModelResult]:
         """Run every model on a batch of read tiles (one ``read_tile`` result each).
 
-        Returns per tile its outputs and seconds (read, and its share of the batch's model time); a single
-        result for a batch of one, so that Ray's ``num_returns`` can hand each tile its own object.
+        Returns per tile its outputs and seconds (read, and its share of the batch's model time).
         """
         start = time.perf_counter()
         pixels = np.stack([r[0] for r in reads])
@@ -84,8 +87,7 @@ class ModelRunner:
             for i, out in enumerate(model.predict(pixels[:, idx], valid, contexts)):
                 outputs[i][model.name] = out
         seconds = (time.perf_counter() - start) / len(tiles)
-        results = [(out, {"read": r[2], "model": seconds}) for out, r in zip(outputs, reads, strict=True)]
-        return results[0] if len(results) == 1 else results
+        return [ModelResult(out, StageSeconds(r[2], seconds)) for out, r in zip(outputs, reads, strict=True)]
 
 
 def stats_source(outputs: dict[str, ModelOutput], role: StatsRole | None) -> StatsSource | None:
@@ -110,7 +112,7 @@ def finish_tile(
     vectorized in a second pass (:func:`blend_tile`).
     """
     start = time.perf_counter()
-    outputs, seconds = result
+    outputs = result.outputs
     for name in blended:
         scores = outputs.pop(name)
         assert isinstance(scores, SemanticOutput) and scores.scores is not None, f"{name} gives no scores"
@@ -123,8 +125,8 @@ def finish_tile(
         if stats is not None and isinstance(output, SemanticOutput):
             layer_stats = StatsSource(layers=stats.layers)  # zones: index means only
         layers[name], cores[name] = tile_layer(output, tile, layer_stats)
-    seconds = {**seconds, "finish": time.perf_counter() - start}
-    save_tile(Path(work_dir), tile.id, layers, cores, {"seconds": seconds})
+    seconds = replace(result.seconds, finish=time.perf_counter() - start)
+    save_tile(Path(work_dir), tile.id, layers, cores, seconds)
     return TileRecord(tile, layers, seconds)
 
 

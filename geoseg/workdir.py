@@ -1,27 +1,49 @@
 """The job's work directory: one file per finished tile (the basis for ``--resume``), and a manifest whose
 fingerprint (spec, input identities, checkpoint hashes) decides whether ``--resume`` may reuse the tiles.
 
-Each tile's result is one ``.npz`` (no pickles): its core rasters, its edge strips and its fragments as JSON.
-Files are written to a temp name and renamed, so a killed job never leaves a half-written tile behind.
+Each tile's result is one ``.npz`` (no pickles): its core rasters, its edge strips, its fragments and its stage
+seconds as JSON; blended layers also keep each tile's class probabilities (``scores/<layer>/<tile>.npy``). Files are
+written to a temp name and renamed (:mod:`geoseg.atomic`), so a killed job never leaves a half-written tile behind.
+This module alone knows the layout; the rest of geoseg reads and writes typed values through it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from geoseg.atomic import atomic_write
 from geoseg.errors import SpecError
 from geoseg.spec import JobSpec
 from geoseg.stitch import EdgeStrips, Fragment, LayerTile
 
 MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class StageSeconds:
+    """Seconds one tile spent in each stage (the model's share of its batch); NaN for a stage not timed."""
+
+    read: float = math.nan
+    model: float = math.nan
+    finish: float = math.nan
+
+
+@dataclass(frozen=True)
+class SavedTile:
+    """A finished tile as saved: its layers and how long its stages took."""
+
+    layers: dict[str, LayerTile]
+    seconds: StageSeconds
 
 
 HEAD_BYTES = 1 << 20
@@ -166,24 +188,26 @@ def _layer_arrays(name: str, layer: LayerTile, core: np.ndarray) -> dict[str, np
 
 
 def _write_npz(final: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> None:
-    tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npz")
-    try:
+    def write(tmp: Path) -> None:
         np.savez_compressed(tmp, doc=np.array(json.dumps(doc)), **arrays)  # type: ignore[arg-type]  # numpy's stub
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave half a tile behind
+
+    atomic_write(final, write)
 
 
 def save_tile(
-    work_dir: Path, tile_id: str, layers: dict[str, LayerTile], cores: dict[str, np.ndarray], meta: dict[str, Any]
+    work_dir: Path, tile_id: str, layers: dict[str, LayerTile], cores: dict[str, np.ndarray], seconds: StageSeconds
 ) -> None:
     """Write a finished tile atomically."""
     arrays: dict[str, np.ndarray] = {}
-    doc: dict[str, Any] = {"meta": meta, "layers": {}}
+    doc: dict[str, Any] = {"meta": {"seconds": _seconds_json(seconds)}, "layers": {}}
     for name, layer in layers.items():
         arrays |= _layer_arrays(name, layer, cores[name])
         doc["layers"][name] = [_fragment_json(f) for f in layer.fragments]
     _write_npz(tile_path(work_dir, tile_id), arrays, doc)
+
+
+def _seconds_json(seconds: StageSeconds) -> dict[str, float]:
+    return {k: v for k, v in asdict(seconds).items() if not math.isnan(v)}
 
 
 def add_layer(work_dir: Path, tile_id: str, name: str, layer: LayerTile, core: np.ndarray) -> None:
@@ -205,12 +229,7 @@ def save_scores(work_dir: Path, layer: str, tile_id: str, scores: np.ndarray) ->
     """Keep a tile's class probabilities (float16, read window) for blending with its neighbours."""
     final = scores_path(work_dir, layer, tile_id)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.stem}.{os.getpid()}.tmp.npy")
-    try:
-        np.save(tmp, scores.astype(np.float16))
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(final, lambda tmp: np.save(tmp, scores.astype(np.float16)))
 
 
 def load_scores(work_dir: Path, layer: str, tile_id: str) -> np.ndarray | None:
@@ -219,8 +238,8 @@ def load_scores(work_dir: Path, layer: str, tile_id: str) -> np.ndarray | None:
     return np.load(path, allow_pickle=False) if path.exists() else None
 
 
-def load_tile(work_dir: Path, tile_id: str) -> tuple[dict[str, LayerTile], dict[str, Any]] | None:
-    """A saved tile's layers and meta, or None if it was not finished."""
+def load_tile(work_dir: Path, tile_id: str) -> SavedTile | None:
+    """A saved tile, or None if it was not finished."""
     path = tile_path(work_dir, tile_id)
     if not path.exists():
         return None
@@ -233,7 +252,7 @@ def load_tile(work_dir: Path, tile_id: str) -> tuple[dict[str, LayerTile], dict[
                 {s: data[f"out.{name}.{s}"] for s in ("top", "bottom", "left", "right")},
             )
             layers[name] = LayerTile([_fragment_from_json(f) for f in frags], strips)
-    return layers, doc["meta"]
+    return SavedTile(layers, StageSeconds(**doc["meta"].get("seconds", {})))
 
 
 def load_core(work_dir: Path, tile_id: str, layer: str) -> np.ndarray | None:

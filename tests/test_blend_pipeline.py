@@ -73,3 +73,31 @@ def test_blend_pass_resumes(tmp_path, scene_and_model):
         a = shapely.union_all(after[after["class_name"] == name].geometry.values)
         b = shapely.union_all(before[before["class_name"] == name].geometry.values)
         assert a.symmetric_difference(b).area == pytest.approx(0.0)
+
+
+def test_blend_pass_retries_failed_tiles(tmp_path, scene_and_model, monkeypatch):
+    """Two tiles fail their first blend (injected, inside the Ray task): retried like the model pass, the layer is
+    the same as without failures; with no retries left they are reported failed."""
+    from geoseg import runner
+    from geoseg.errors import TileFailedError
+    from geoseg.testutils.faults import fail_once
+
+    scene, model, _ = scene_and_model
+    clean = run_job(parse_spec(_job(scene, tmp_path / "clean.gpkg", model, "linear")), progress=False)
+    flaky_ids = {"r0001_c0002", "r0003_c0000"}
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setattr(runner, "blend_tile", fail_once(runner.blend_tile, str(markers), flaky_ids))
+    result = run_job(parse_spec(_job(scene, tmp_path / "o.gpkg", model, "linear")), progress=False)
+    assert {p.stem for p in markers.iterdir()} == flaky_ids  # they did fail once
+    assert result.tiles_failed == 0 and result.outputs["layers"] == clean.outputs["layers"]
+    got, want = gpd.read_file(tmp_path / "o.gpkg", layer="cover"), gpd.read_file(tmp_path / "clean.gpkg", layer="cover")
+    assert shapely.union_all(got.geometry.values).equals(shapely.union_all(want.geometry.values))
+
+    for marker in markers.iterdir():
+        marker.unlink()
+    raw = _job(scene, tmp_path / "f.gpkg", model, "linear") | {"compute": {"max_retries": 0}}
+    with pytest.raises(TileFailedError, match=r"2 of .* tiles failed .*injected failure"):
+        run_job(parse_spec(raw), progress=False)
+    tiles = gpd.read_file(tmp_path / "f.gpkg", layer="tiles").set_index("tile_id")
+    assert set(tiles.index[tiles["status"] == "failed"]) == flaky_ids

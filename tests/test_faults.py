@@ -15,17 +15,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
-import numpy as np
 import psutil
 import pytest
-import rasterio
 import yaml
 
 from geoseg.errors import TooManyFailedTilesError
 from geoseg.runner import run_job
 from geoseg.spec import parse_spec
-from geoseg.testutils.faults import kill_model_actors, saved_tiles, wait_for_tiles
+from geoseg.testutils.faults import assert_same_outputs, kill_model_actors, saved_tiles, wait_for_tiles
 from geoseg.testutils.scenes import FieldScene, field_job, write_field_scene
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -53,25 +50,6 @@ def uninterrupted(scene, tmp_path_factory, ray_local) -> Path:
     return out
 
 
-def _assert_same_outputs(got: Path, expected: Path) -> None:
-    """The fields layer (geometries and attributes) and the id raster equal the reference's."""
-    a = gpd.read_file(got, layer="fields").sort_values("id").reset_index(drop=True)
-    b = gpd.read_file(expected, layer="fields").sort_values("id").reset_index(drop=True)
-    assert len(a) == len(b) > 0
-    assert a["id"].is_unique
-    assert a.geometry.geom_equals(b.geometry).all()
-    columns = [c for c in b.columns if c != "geometry"]
-    assert a[columns].equals(b[columns])
-    with (
-        rasterio.open(got.with_name(f"{got.stem}_fields.tif")) as x,
-        rasterio.open(expected.with_name(f"{expected.stem}_fields.tif")) as y,
-    ):
-        np.testing.assert_array_equal(x.read(1), y.read(1))
-    tiles = gpd.read_file(got, layer="tiles")
-    assert tiles["tile_id"].is_unique and len(tiles) == 64
-    assert tiles["status"].isin(["done", "resumed"]).all()
-
-
 # --------------------------------------------------------------------------------------------- in-process faults
 def test_killed_model_actor_restarts_and_every_tile_is_done_once(tmp_path, scene, uninterrupted):
     out = tmp_path / "killed.gpkg"
@@ -88,7 +66,7 @@ def test_killed_model_actor_restarts_and_every_tile_is_done_once(tmp_path, scene
     thread.join(timeout=60)
     assert len(killed) == 2, "the actor was not killed twice mid-job"
     assert result.tiles_failed == 0
-    _assert_same_outputs(out, uninterrupted)
+    assert_same_outputs(out, uninterrupted)
 
 
 def test_max_failed_tiles_stops_the_job_early(tmp_path, scene):
@@ -156,7 +134,7 @@ def test_sigkill_driver_then_resume_equals_uninterrupted(tmp_path, scene, uninte
 
     result = run_job(parse_spec(_job(scene, tmp_path / "o.gpkg")), resume=True, progress=False)
     assert result.tiles_resumed == kept and result.tiles_failed == 0
-    _assert_same_outputs(tmp_path / "o.gpkg", uninterrupted)
+    assert_same_outputs(tmp_path / "o.gpkg", uninterrupted)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])

@@ -16,10 +16,11 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from geoseg.errors import InputError, SpecError
-from geoseg.raster import Scene, check_valid_pixels, open_scene, read_window, scene_percentiles
+from geoseg.raster import Scene, open_scene, read_window, scene_percentiles
 from geoseg.spec import InputSpec
 from geoseg.testutils.rasters import ORIGIN, ramp, utm_transform, write_raster
 from geoseg.tiling import TileGrid
+from geoseg.validity import check_valid_pixels
 
 X0, Y0 = ORIGIN
 

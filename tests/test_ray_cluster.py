@@ -117,3 +117,15 @@ def test_stop_and_unknown_id(ray_cluster, tmp_path, capsys):
     code, _, err = _cli(capsys, "status", "no-such-job", "--address", address)
     assert code == 2
     assert err.count("\n") == 1 and "no-such-job does not exist" in err
+
+
+def test_gpu_job_wanting_more_gpus_than_the_cluster_has_fails_in_one_line(ray_cluster, tmp_path, capsys):
+    address = ray_cluster.dashboard
+    spec = _sample_spec(tmp_path, {"device": "gpu", "gpus_per_actor": 2, "gpu_wait_s": 3})
+    code, out, _ = _cli(capsys, "submit", str(spec), "--address", address)
+    job_id = out.strip()
+    last = _follow(capsys, job_id, address)[-1]
+    assert last.startswith(f"{job_id}  FAILED  geoseg: error: compute.device gpu: the cluster gave no GPUs"), last
+    code, log, _ = _cli(capsys, "logs", job_id, "--follow", "--address", address)  # an ended job: returns
+    assert code == 0 and "within 3 s" in log and "Traceback" not in log
+    assert not (tmp_path / "out" / "sample_fields.gpkg").exists()

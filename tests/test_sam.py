@@ -20,18 +20,10 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from geoseg.errors import SpecError
 from geoseg.models import model_info
 from geoseg.models.base import InstanceOutput, Prompts, SceneInfo, TileContext
-from geoseg.models.sam import (
-    MaskCandidate,
-    SamModel,
-    SdpaAttention,
-    build_sam,
-    enable_sdpa,
-    encode_tiles,
-    paint_by_score,
-    rle_decode,
-    rle_encode,
-)
-from geoseg.models.weights import load_sam
+from geoseg.models.sam import SamModel, build_sam
+from geoseg.models.sam_encoder import SdpaAttention, enable_sdpa, encode_tiles
+from geoseg.models.sam_masks import MaskCandidate, paint_by_score, rle_decode, rle_encode
+from geoseg.models.sam_weights import load_sam
 from geoseg.spec import SamSpec
 from geoseg.testutils.tiny_sam import TINY_VARIANT, write_tiny_checkpoint
 from geoseg.tiling import TileGrid

@@ -14,7 +14,7 @@ import yaml
 from geoseg.cli import main
 from geoseg.errors import SpecError
 from geoseg.progress import ProgressReport, TileProgress, last_progress
-from geoseg.spec import load_spec
+from geoseg.spec import load_spec, read_spec_yaml, relative_paths
 from geoseg.submit import check_cluster_spec
 from geoseg.testutils.ray_cluster import free_port
 
@@ -95,3 +95,11 @@ def test_the_infra_sample_is_the_sample_job_on_cluster_paths():
     names = {k: Path(str(b.path)).name for k, b in cluster.inputs.bands.items()}
     assert names == {k: Path(str(b.path)).name for k, b in local.inputs.bands.items()}
     assert cluster.compute.device == "gpu"
+
+
+def test_every_path_key_is_checked_including_masks_and_stac_items():
+    """relative_paths finds paths by resolving against a marker folder, so keys added later are covered too."""
+    landsat = dict(relative_paths(read_spec_yaml(REPO / "jobs" / "landsat_fields.yaml")))
+    stac = dict(relative_paths(read_spec_yaml(REPO / "jobs" / "sample_stac.yaml")))
+    assert landsat["inputs.mask.path"].endswith("BQA.tif") and "inputs.stac" in stac
+    assert all("output.path" in dict(relative_paths(read_spec_yaml(job))) for job in (REPO / "jobs").glob("*.yaml"))

@@ -19,13 +19,13 @@ from geoseg.errors import OutputExistsError, SpecError, WeightsError
 from geoseg.models import ModelInfo, build_model, model_info
 from geoseg.models.base import SceneInfo, SemanticOutput, TileContext
 from geoseg.models.unet import UNet, UNetModel, load_unet, save_unet
-from geoseg.models.unet_meta import read_unet_metadata, sidecar_path
+from geoseg.models.unet_meta import UNetSidecar, read_unet_metadata, sidecar_path
 from geoseg.plan import model_infos
 from geoseg.raster import open_scene, read_window
 from geoseg.spec import UNetSpec, load_spec, parse_spec
 from geoseg.testutils.rasters import utm_transform, write_raster
 from geoseg.tiling import TileGrid
-from geoseg.train import open_labels, train_unet
+from geoseg.train import TrainingResult, open_labels, train_unet
 
 SIZE = 160
 BLOCK = 16
@@ -76,7 +76,7 @@ def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(scene_dir: Path) -> tuple[Path, dict[str, Any]]:
+def trained(scene_dir: Path) -> tuple[Path, TrainingResult]:
     """A U-Net trained for a few dozen steps on the synthetic scene (seconds on 2 CPU cores)."""
     out = scene_dir / "models" / "unet.pt"
     metrics = train_unet(
@@ -106,10 +106,10 @@ def _one_line_weights_error(call: Any) -> str:
 # --------------------------------------------------------------------------------------------- (a) training
 def test_training_learns_ndvi_classes(trained):
     _, metrics = trained
-    assert metrics["val_accuracy"] >= 0.9, metrics
-    assert metrics["val_pixels"] > 1000
-    assert metrics["loss_history"][-1] < metrics["loss_history"][0]
-    assert set(metrics["val_class_accuracy"]) == set(NAMES)
+    assert metrics.val_accuracy is not None and metrics.val_accuracy >= 0.9, metrics
+    assert metrics.val_pixels > 1000
+    assert metrics.loss_history[-1] < metrics.loss_history[0]
+    assert set(metrics.val_class_accuracy) == set(NAMES)
 
 
 def test_trained_model_classifies_the_whole_scene(trained, scene_dir):
@@ -136,7 +136,7 @@ def test_checkpoint_loads_with_weights_only_and_sidecar_holds_the_metadata(train
     assert all(len(c["color"]) == 4 for c in meta["classes"])
     assert len(meta["mean"]) == len(meta["std"]) == 3 and all(s > 0 for s in meta["std"])
     assert meta["depth"] == 2 and meta["width"] == 8 and meta["receptive_field"] == 8
-    assert read_unet_metadata(path) == meta
+    assert read_unet_metadata(path) == UNetSidecar.model_validate(meta)
 
 
 def test_predictions_identical_after_save_and_reload(trained, tmp_path):
@@ -167,7 +167,7 @@ def test_model_info_and_registry(trained, tmp_path):
     path, _ = trained
     spec = UNetSpec(type="unet", name="cover", checkpoint=str(path), merge="mean")
     info = model_info(spec)
-    rf = read_unet_metadata(path)["receptive_field"]
+    rf = read_unet_metadata(path).receptive_field
     expected = ModelInfo("cover", "semantic", ("red", "nir", "green"), info.classes, merge="mean", receptive_field=rf)
     assert info == expected
     assert [c.name for c in info.classes] == NAMES
@@ -194,6 +194,22 @@ def test_corrupt_and_truncated_checkpoints(trained, tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     shutil.copy(trained[0], tmp_path / "bad.pt")
     assert "not readable JSON" in _one_line_weights_error(lambda: read_unet_metadata(tmp_path / "bad.pt"))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"bands": []}, "bands"),
+        ({"std": [1.0, 0.0, 1.0]}, "std must be positive"),
+        ({"mean": [0.1]}, "mean must hold one number per band (3)"),
+        ({"classes": [{"value": 2, "name": "x"}]}, "class 1 must be"),
+    ],
+)
+def test_invalid_sidecar_says_what_is_wrong(trained, tmp_path, change, expected):
+    meta = json.loads(sidecar_path(trained[0]).read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**meta, **change}))
+    message = _one_line_weights_error(lambda: read_unet_metadata(tmp_path / "m.json"))
+    assert "is invalid" in message and expected in message
 
 
 def test_state_dict_not_matching_its_config(trained, tmp_path):
@@ -309,7 +325,7 @@ def test_cli_train_end_to_end(scene_dir, tmp_path, capsys):
     assert main(args) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["checkpoint"] == str(out) and 0 <= metrics["val_accuracy"] <= 1
-    assert read_unet_metadata(out)["bands"] == ["red", "nir"]
+    assert read_unet_metadata(out).bands == ["red", "nir"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "exists" in err and "--overwrite" in err and err.count("\n") == 1

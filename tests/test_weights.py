@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from geoseg.errors import SpecError, WeightsError
-from geoseg.models import weights
-from geoseg.models.weights import Checkpoint, download_checkpoint, load_sam, registry_table, resolve_checkpoint
+from geoseg.models import checkpoints, sam_variants
+from geoseg.models.checkpoints import Checkpoint, download_checkpoint, registry_table, resolve_checkpoint
+from geoseg.models.sam_weights import load_sam
 from geoseg.testutils.tiny_sam import TINY_VARIANT, write_tiny_checkpoint
 
 PAYLOAD = bytes(range(256)) * 1200  # 300 KiB, several read chunks
@@ -80,7 +81,7 @@ def entry(monkeypatch: pytest.MonkeyPatch, server: tuple[_Server, str]) -> Check
     """A registry entry pinned to PAYLOAD, served by the local server (removed again after the test)."""
     _, url = server
     item = Checkpoint("test_ckpt", "vit_b", url, hashlib.sha256(PAYLOAD).hexdigest(), len(PAYLOAD))
-    monkeypatch.setitem(weights.CHECKPOINTS, item.name, item)
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, item.name, item)
     return item
 
 
@@ -94,11 +95,11 @@ def test_registry_pins_the_official_checkpoints(tmp_path: Path) -> None:
     rows = {row["name"]: row for row in registry_table(tmp_path)}
     assert {"vit_b", "vit_l", "vit_h"} <= set(rows)
     for name in ("vit_b", "vit_l", "vit_h"):
-        entry = weights.CHECKPOINTS[name]
+        entry = checkpoints.CHECKPOINTS[name]
         assert rows[name]["variant"] == name and rows[name]["cached"] is False
         assert entry.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/sam_" + name)
         assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256) and entry.size > 300_000_000
-        assert entry.variant in weights.VARIANTS
+        assert entry.variant in sam_variants.VARIANTS
 
 
 def test_unknown_names_say_what_exists() -> None:
@@ -126,7 +127,7 @@ def test_wrong_checksum_deletes_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: tuple[_Server, str], entry: Checkpoint
 ) -> None:
     bad = Checkpoint(entry.name, entry.variant, entry.url, "0" * 64, entry.size)
-    monkeypatch.setitem(weights.CHECKPOINTS, bad.name, bad)
+    monkeypatch.setitem(checkpoints.CHECKPOINTS, bad.name, bad)
     with pytest.raises(WeightsError, match=r"corrupt .*was deleted"):
         download_checkpoint(bad.name, tmp_path)
     assert list(tmp_path.glob("test_ckpt.pth*")) in ([], [tmp_path / "test_ckpt.pth.lock"])
@@ -158,11 +159,11 @@ def test_server_ignoring_range_restarts_cleanly(tmp_path: Path, server: tuple[_S
 def test_url_override_is_a_mirror_of_the_same_file(tmp_path: Path, server: tuple[_Server, str]) -> None:
     state, url = server
     pinned = Checkpoint("mirror", "vit_b", "https://invalid.example/mirror.pth", entry_sha(), len(PAYLOAD))
-    weights.register_checkpoint(pinned)
+    checkpoints.register_checkpoint(pinned)
     try:
         assert download_checkpoint("mirror", tmp_path, url=url).read_bytes() == PAYLOAD
     finally:
-        del weights.CHECKPOINTS["mirror"]
+        del checkpoints.CHECKPOINTS["mirror"]
     assert len(state.requests) == 1
 
 
@@ -178,7 +179,7 @@ def _no_network(*args: object, **kwargs: object) -> None:
 def test_resolve_never_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: Checkpoint) -> None:
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)
     monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path))
-    monkeypatch.delitem(weights.CHECKPOINTS, "vit_b")  # the test entry is now vit_b's only download
+    monkeypatch.delitem(checkpoints.CHECKPOINTS, "vit_b")  # the test entry is now vit_b's only download
     with pytest.raises(WeightsError, match="run: geoseg models download test_ckpt"):
         resolve_checkpoint("vit_b", None)
     # a file copied into the cache by hand is hashed once and then trusted through its marker
@@ -202,15 +203,15 @@ def test_resolve_local_path(tmp_path: Path, tiny_ckpt: Path) -> None:
 
 def test_cache_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path))
-    assert weights.default_cache_dir() == tmp_path
+    assert checkpoints.default_cache_dir() == tmp_path
     monkeypatch.delenv("GEOSEG_CACHE")
-    assert weights.default_cache_dir() == Path.home() / ".cache" / "geoseg" / "weights"
+    assert checkpoints.default_cache_dir() == Path.home() / ".cache" / "geoseg" / "weights"
 
 
 # --------------------------------------------------------------------------------------------- load
 def test_load_tiny_checkpoint(tiny_ckpt: Path) -> None:
     sam = load_sam(TINY_VARIANT, tiny_ckpt, "cpu")
-    assert sam.image_encoder.img_size == weights.VARIANTS[TINY_VARIANT].image_size
+    assert sam.image_encoder.img_size == sam_variants.VARIANTS[TINY_VARIANT].image_size
     assert not sam.training
 
 
@@ -262,8 +263,8 @@ def test_errors_are_one_line(tmp_path: Path, tiny_ckpt: Path) -> None:
 
 
 def test_same_encoder_other_decoder_fails_strict_load(tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wide = dataclasses.replace(weights.VARIANTS[TINY_VARIANT], decoder_mlp_dim=128)
-    monkeypatch.setitem(weights.VARIANTS, "vit_tiny_wide", wide)
+    wide = dataclasses.replace(sam_variants.VARIANTS[TINY_VARIANT], decoder_mlp_dim=128)
+    monkeypatch.setitem(sam_variants.VARIANTS, "vit_tiny_wide", wide)
     with pytest.raises(WeightsError, match=r"does not fit variant 'vit_tiny_wide' \(size mismatch for mask_decoder"):
         load_sam("vit_tiny_wide", tiny_ckpt)
 

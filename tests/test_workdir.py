@@ -32,10 +32,12 @@ def test_tile_round_trip(tmp_path):
     labels = np.zeros((14, 14), np.int32)
     labels[3:9, 3:12] = 4
     layer, core = tile_layer(InstanceOutput(labels, [InstanceInfo(4, 0.7, key="p1", attrs={"name": "x"})]), tile)
-    workdir.save_tile(tmp_path / "w", tile.id, {"fields": layer}, {"fields": core}, {"seconds": {"read": 0.1}})
-    layers, meta = workdir.load_tile(tmp_path / "w", tile.id)
-    back = layers["fields"]
-    assert meta == {"seconds": {"read": 0.1}}
+    seconds = workdir.StageSeconds(read=0.1, model=0.2, finish=0.3)
+    workdir.save_tile(tmp_path / "w", tile.id, {"fields": layer}, {"fields": core}, seconds)
+    saved = workdir.load_tile(tmp_path / "w", tile.id)
+    assert saved is not None
+    back = saved.layers["fields"]
+    assert saved.seconds == seconds
     assert [(f.label, f.pixels, f.key, f.attrs, f.geometry) for f in back.fragments] == [
         (f.label, f.pixels, f.key, f.attrs, f.geometry) for f in layer.fragments
     ]
@@ -103,11 +105,12 @@ def test_scores_and_a_layer_added_later(tmp_path):
     labels = np.zeros((14, 14), np.int32)
     labels[2:12, 2:12] = 1
     layer, core = tile_layer(InstanceOutput(labels, [InstanceInfo(1, 1.0)]), tile)
-    workdir.save_tile(work, tile.id, {"fields": layer}, {"fields": core}, {})
+    workdir.save_tile(work, tile.id, {"fields": layer}, {"fields": core}, workdir.StageSeconds(read=0.5))
     assert workdir.load_core(work, tile.id, "landcover") is None
     workdir.add_layer(work, tile.id, "landcover", layer, core)
-    layers, _ = workdir.load_tile(work, tile.id)
-    assert set(layers) == {"fields", "landcover"}
+    saved = workdir.load_tile(work, tile.id)
+    assert saved is not None and set(saved.layers) == {"fields", "landcover"}
+    assert saved.seconds.read == 0.5 and np.isnan(saved.seconds.model)  # untimed stages stay NaN
     np.testing.assert_array_equal(workdir.load_core(work, tile.id, "landcover"), core)
     workdir.prepare(work, _spec(tmp_path), resume=False)
     assert not (work / "scores").exists()  # a fresh run drops old scores too

@@ -11,7 +11,8 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
    - NDVI >= ``bare_ndvi_min`` — not sand, beach, roofs, tarmac (bare soil has NDVI 0.1-0.3, sand and roofs < 0.08);
    - SWIR >= ``swir_min`` (with ``use_swir``; without SWIR: mean(green, red) >= ``visible_min``) — not woods,
      marsh or water: crops and soil are bright in SWIR (0.2-0.3), woods and wet land dark (< 0.12);
-   - local NIR standard deviation (5 x 5) <= ``texture_max`` — not town or woods (crowns, roofs and shadows).
+   - NIR texture (standard deviation / mean in 3 x 3) <= ``texture_max`` — not town or woods (crowns, roofs and
+     shadows), and not the hedges and lanes between fields.
 3. **Seeds**: field-like pixels whose gradient is below ``edge_threshold``, eroded by ``seed_erode_px`` (cuts
    leaks through gaps in a hedge), as 4-connected regions of at least ``min_seed_px`` pixels. A boundary between
    two fields, even two crops of similar colour, has a gradient above the threshold along its whole length, so
@@ -38,7 +39,7 @@ from geoseg.models.base import InstanceInfo, InstanceOutput, Model, ModelOutput,
 from geoseg.spec import FieldDelineatorSpec
 
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
-_TEXTURE_SIZE = 5
+_TEXTURE_SIZE = 3
 
 
 class FieldDelineator(Model):
@@ -60,7 +61,7 @@ class FieldDelineator(Model):
         bands = dict(zip(self.bands, pixels.astype(np.float32), strict=True))
         smooth = {name: _smooth(band, valid, self.spec.smoothing_sigma) for name, band in bands.items()}
         gradient = _gradient(smooth)
-        texture = _local_std(bands["nir"], valid, _TEXTURE_SIZE)
+        texture = _local_variation(bands["nir"], valid, _TEXTURE_SIZE)
         fieldlike = self._fieldlike(smooth, texture) & valid
         seeds = self._seeds(fieldlike & (gradient < self.spec.edge_threshold))
         labels = watershed(gradient, seeds, mask=fieldlike).astype(np.int32)
@@ -114,14 +115,16 @@ def _gradient(smooth: dict[str, np.ndarray]) -> np.ndarray:
     return np.sqrt(total) / 8
 
 
-def _local_std(band: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
-    """Standard deviation over the valid pixels of a size x size window: masked pixels (clouds, nodata, read as 0)
-    are not texture, so a field beside a cloud stays field-like."""
+def _local_variation(band: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
+    """Coefficient of variation (std / mean) over the valid pixels of a size x size window: texture that does not
+    grow with brightness, so bright green crops read as smooth as bare soil; masked pixels (clouds, nodata, read
+    as 0) are not texture, so a field beside a cloud stays field-like."""
     weight = ndimage.uniform_filter(valid.astype(np.float32), size)
     values = np.where(valid, band, 0).astype(np.float32)
     mean = ndimage.uniform_filter(values, size) / np.maximum(weight, 1e-6)
     square = ndimage.uniform_filter(values * values, size) / np.maximum(weight, 1e-6)
-    return np.where(weight > 1e-6, np.sqrt(np.maximum(square - mean * mean, 0)), 0).astype(np.float32)
+    std = np.sqrt(np.maximum(square - mean * mean, 0))
+    return np.where(weight > 1e-6, std / np.maximum(mean, 0.01), 0).astype(np.float32)
 
 
 def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -33,8 +33,9 @@ from typing import Any
 from geoseg.errors import WeightsError
 from geoseg.models.base import Model, ModelInfo, SceneInfo, StatsRole
 from geoseg.models.catalog import HEALTH_CLASSES, bands_for
+from geoseg.models.checkpoints import resolve_checkpoint
+from geoseg.models.sam_variants import variant_config
 from geoseg.models.unet_meta import read_unet_metadata, sidecar_path, unet_classes
-from geoseg.models.weights import resolve_checkpoint, variant_config
 from geoseg.spec import CropHealthSpec, FieldDelineatorSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
 
 
@@ -104,10 +105,10 @@ def _unet_info(spec: UNetSpec) -> ModelInfo:
     return ModelInfo(
         spec.name,
         "semantic",
-        tuple(meta["bands"]),
+        tuple(meta.bands),
         unet_classes(meta),
         merge=spec.merge,
-        receptive_field=int(meta["receptive_field"]),
+        receptive_field=meta.receptive_field,
     )
 
 

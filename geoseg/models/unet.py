@@ -8,9 +8,7 @@ bands, classes, per-band mean/std, receptive field. ``geoseg train`` (:mod:`geos
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoseg.atomic import atomic_write
 from geoseg.errors import OutputError, OutputExistsError, WeightsError, error_gist
 from geoseg.models.base import Model, ModelOutput, SceneInfo, SemanticOutput, TileContext
-from geoseg.models.unet_meta import FORMAT, FORMAT_VERSION, read_unet_metadata, sidecar_path, unet_classes
+from geoseg.models.unet_meta import (
+    FORMAT,
+    FORMAT_VERSION,
+    UNetSidecar,
+    read_unet_metadata,
+    sidecar_path,
+    unet_classes,
+)
 from geoseg.spec import UNetSpec
 
 
@@ -88,25 +94,13 @@ def unet_config(in_channels: int, n_classes: int, depth: int, width: int) -> dic
     return {"in_channels": in_channels, "n_classes": n_classes, "depth": depth, "width": width}
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temp file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def save_unet(path: str | Path, net: UNet, meta: dict[str, Any], overwrite: bool = False) -> Path:
+def save_unet(path: str | Path, net: UNet, meta: UNetSidecar, overwrite: bool = False) -> Path:
     """Save a checkpoint (``.pt``) and its sidecar (``.json``), each written to a temp file and renamed.
 
     Args:
         path: the ``.pt`` file; the sidecar goes beside it with suffix ``.json``.
         net: the trained network (saved as a CPU state_dict).
-        meta: sidecar content (see :func:`~geoseg.models.unet_meta.read_unet_metadata`).
+        meta: sidecar content.
         overwrite: replace an existing checkpoint.
 
     Raises:
@@ -124,13 +118,19 @@ def save_unet(path: str | Path, net: UNet, meta: dict[str, Any], overwrite: bool
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create {path.parent}: {err.strerror or err}") from None
-    if (len(meta["bands"]), len(meta["classes"])) != (net.in_channels, net.n_classes):
+    if (len(meta.bands), len(meta.classes)) != (net.in_channels, net.n_classes):
         raise ValueError("meta's bands and classes do not match the network's channels")
     config = unet_config(net.in_channels, net.n_classes, net.depth, net.width)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    body = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "depth": net.depth, "width": net.width}
-    _atomic_write(path, lambda tmp: torch.save({"state_dict": state, "config": config}, tmp))
-    _atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(body, indent=2) + "\n"))
+    body = {
+        **{key: value for key, value in meta.model_dump().items() if value is not None},
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "depth": net.depth,
+        "width": net.width,
+    }
+    atomic_write(path, lambda tmp: torch.save({"state_dict": state, "config": config}, tmp))
+    atomic_write(sidecar, lambda tmp: tmp.write_text(json.dumps(body, indent=2) + "\n"))
     return path
 
 
@@ -149,7 +149,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return payload["state_dict"], dict(payload["config"])
 
 
-def load_unet(path: str | Path, device: str = "cpu") -> tuple[UNet, dict[str, Any]]:
+def load_unet(path: str | Path, device: str = "cpu") -> tuple[UNet, UNetSidecar]:
     """Load a checkpoint and its sidecar: the network in eval mode on ``device``, and the sidecar mapping.
 
     Raises:
@@ -158,7 +158,7 @@ def load_unet(path: str | Path, device: str = "cpu") -> tuple[UNet, dict[str, An
     path = Path(path)
     meta = read_unet_metadata(path)
     state, config = _read_checkpoint(path)
-    expected = unet_config(len(meta["bands"]), len(meta["classes"]), meta["depth"], meta["width"])
+    expected = unet_config(len(meta.bands), len(meta.classes), meta.depth, meta.width)
     if config != expected:
         raise WeightsError(f"U-Net checkpoint {path} does not match its sidecar: config {config}, sidecar {expected}")
     net = UNet(**expected)
@@ -166,8 +166,8 @@ def load_unet(path: str | Path, device: str = "cpu") -> tuple[UNet, dict[str, An
         net.load_state_dict(state)
     except (RuntimeError, KeyError) as err:
         raise WeightsError(
-            f"U-Net checkpoint {path}: state_dict does not match its config (depth {meta['depth']}, width "
-            f"{meta['width']}): {error_gist(err)}"
+            f"U-Net checkpoint {path}: state_dict does not match its config (depth {meta.depth}, width "
+            f"{meta.width}): {error_gist(err)}"
         ) from None
     return net.to(torch.device(device)).eval(), meta
 
@@ -182,10 +182,10 @@ class UNetModel(Model):
         self.name = name
         self.device = torch.device(device)
         self.net, self.meta = load_unet(checkpoint, device)
-        self.bands = tuple(self.meta["bands"])
+        self.bands = tuple(self.meta.bands)
         self.classes = unet_classes(self.meta)
-        self.mean = torch.tensor(self.meta["mean"], dtype=torch.float32, device=self.device)
-        self.std = torch.tensor(self.meta["std"], dtype=torch.float32, device=self.device)
+        self.mean = torch.tensor(self.meta.mean, dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(self.meta.std, dtype=torch.float32, device=self.device)
 
     @torch.inference_mode()
     def probabilities(self, pixels: np.ndarray, valid: np.ndarray) -> torch.Tensor:
@@ -205,9 +205,9 @@ class UNetModel(Model):
         return [SemanticOutput(classes[i], scores=scores[i]) for i in range(len(contexts))]
 
 
-def check_bands(meta: dict[str, Any], available: Sequence[str], source: str) -> None:
+def check_bands(meta: UNetSidecar, available: Sequence[str], source: str) -> None:
     """Raise a one-line WeightsError when the job lacks bands the checkpoint was trained on."""
-    missing = [b for b in meta["bands"] if b not in available]
+    missing = [b for b in meta.bands if b not in available]
     if missing:
         raise WeightsError(
             f"U-Net {source} needs band(s) {', '.join(missing)} that the job lacks (has: {', '.join(available)}): "

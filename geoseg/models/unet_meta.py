@@ -8,8 +8,11 @@ job without importing torch.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from geoseg.errors import WeightsError
 from geoseg.models.base import ClassInfo
@@ -17,9 +20,8 @@ from geoseg.models.base import ClassInfo
 FORMAT = "geoseg-unet"
 """Value of the sidecar's ``format`` key."""
 FORMAT_VERSION = 1
-DEFAULT_RECEPTIVE_FIELD = 16
-"""Halo asked of a U-Net whose sidecar cannot be read yet (a job validated before its model is trained)."""
-REQUIRED_KEYS = ("bands", "classes", "depth", "width", "mean", "std", "receptive_field")
+IGNORE = -100
+"""Training target value that cross-entropy ignores (label 0, nodata, invalid pixels)."""
 
 PALETTE: tuple[tuple[int, int, int, int], ...] = (
     (31, 119, 180, 255),
@@ -47,19 +49,74 @@ def receptive_field_for(depth: int) -> int:
     return 2 * 2**depth
 
 
+class SidecarClass(BaseModel):
+    """One class of a U-Net: its value in the class raster (1..K), name and RGBA colour."""
+
+    model_config = ConfigDict(extra="allow")
+
+    value: int
+    name: str
+    color: Any = None
+    """[r, g, b(, a)]; anything else falls back to the default palette."""
+
+
+class UNetSidecar(BaseModel):
+    """The sidecar JSON of a U-Net checkpoint: what the driver plans with, and what the model normalises with."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    bands: list[str] = Field(min_length=1)
+    classes: list[SidecarClass] = Field(min_length=1, max_length=255)
+    depth: int = Field(ge=0)
+    width: int = Field(ge=0)
+    mean: list[float]
+    std: list[float]
+    receptive_field: int = Field(ge=0)
+    metrics: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UNetSidecar:
+        for i, entry in enumerate(self.classes, start=1):
+            if entry.value != i:
+                raise ValueError(f"class {i} must be {{value: {i}, name: ..., color: [r, g, b, a]}}")
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != len(self.bands):
+                raise ValueError(f"{key} must hold one number per band ({len(self.bands)})")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std must be positive")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainingMetrics:
+    """How a training run went (kept in the sidecar under ``metrics``)."""
+
+    train_loss: float
+    """Mean loss of the last epoch."""
+    loss_history: list[float]
+    val_accuracy: float | None
+    """Pixel accuracy on the held-out strip."""
+    val_class_accuracy: dict[str, float | None]
+    val_pixels: int
+    train_pixels_seen: int
+    epochs: int
+    steps_per_epoch: int
+    device: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def _hint(checkpoint: Path) -> str:
     return f"train one with: geoseg train JOB --labels LABELS.tif --out {checkpoint}"
 
 
-def read_unet_metadata(path: str | Path) -> dict[str, Any]:
+def read_unet_metadata(path: str | Path) -> UNetSidecar:
     """Read and check the sidecar of a U-Net checkpoint (no torch).
 
     Args:
         path: the checkpoint (``.pt``) or its sidecar (``.json``).
-
-    Returns:
-        The sidecar mapping: ``bands``, ``classes`` (``value``, ``name``, ``color``), ``depth``, ``width``, ``mean``,
-        ``std``, ``receptive_field`` and whatever else it holds (``metrics``).
 
     Raises:
         WeightsError: the sidecar is missing, not JSON, or inconsistent.
@@ -70,49 +127,23 @@ def read_unet_metadata(path: str | Path) -> dict[str, Any]:
         what = "U-Net checkpoint" if checkpoint.is_file() else "U-Net checkpoint and its sidecar"
         raise WeightsError(f"{what} {sidecar} not found (bands, classes, normalisation): {_hint(checkpoint)}")
     try:
-        meta = json.loads(sidecar.read_text())
+        raw = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WeightsError(f"U-Net sidecar {sidecar} is not readable JSON ({err}): retrain or restore it") from None
-    problem = _problem(meta)
-    if problem:
-        raise WeightsError(f"U-Net sidecar {sidecar} is invalid: {problem}")
-    return dict(meta)
+    if not isinstance(raw, dict):
+        raise WeightsError(f"U-Net sidecar {sidecar} is invalid: not a JSON object")
+    try:
+        return UNetSidecar.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise WeightsError(f"U-Net sidecar {sidecar} is invalid: {where + ': ' if where else ''}{message}") from None
 
 
-def _problem(meta: Any) -> str | None:
-    """What is wrong with a sidecar mapping, or None."""
-    if not isinstance(meta, dict):
-        return "not a JSON object"
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        return f"missing {', '.join(missing)}"
-    bands, classes = meta["bands"], meta["classes"]
-    if not isinstance(bands, list) or not bands or not all(isinstance(b, str) for b in bands):
-        return "bands must be a non-empty list of band names"
-    if not isinstance(classes, list) or not classes:
-        return "classes must be a non-empty list"
-    for i, entry in enumerate(classes, start=1):
-        if not isinstance(entry, dict) or entry.get("value") != i or not isinstance(entry.get("name"), str):
-            return f"class {i} must be {{value: {i}, name: ..., color: [r, g, b, a]}}"
-    if len(classes) > 255:
-        return "at most 255 classes"
-    for key in ("mean", "std"):
-        values = meta[key]
-        if not isinstance(values, list) or len(values) != len(bands):
-            return f"{key} must hold one number per band ({len(bands)})"
-    if any(not isinstance(s, (int, float)) or s <= 0 for s in meta["std"]):
-        return "std must be positive"
-    for key in ("depth", "width", "receptive_field"):
-        if not isinstance(meta[key], int) or meta[key] < 0:
-            return f"{key} must be a non-negative integer"
-    return None
-
-
-def unet_classes(meta: dict[str, Any]) -> tuple[ClassInfo, ...]:
+def unet_classes(meta: UNetSidecar) -> tuple[ClassInfo, ...]:
     """The classes of a sidecar as :class:`ClassInfo` (values 1..K)."""
-    return tuple(
-        ClassInfo(int(c["value"]), str(c["name"]), _color(c.get("color"), int(c["value"]))) for c in meta["classes"]
-    )
+    return tuple(ClassInfo(c.value, c.name, _color(c.color, c.value)) for c in meta.classes)
 
 
 def _color(value: Any, class_value: int) -> tuple[int, int, int, int]:
@@ -120,11 +151,3 @@ def _color(value: Any, class_value: int) -> tuple[int, int, int, int]:
         rgba = [*value, 255][:4]
         return (rgba[0], rgba[1], rgba[2], rgba[3])
     return PALETTE[(class_value - 1) % len(PALETTE)]
-
-
-def sidecar_receptive_field(checkpoint: str | Path) -> int:
-    """The sidecar's receptive field when it can be read, else :data:`DEFAULT_RECEPTIVE_FIELD` (never raises)."""
-    try:
-        return int(read_unet_metadata(checkpoint)["receptive_field"])
-    except WeightsError:
-        return DEFAULT_RECEPTIVE_FIELD

@@ -10,7 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
+import numpy as np
 import psutil
+import rasterio
 
 
 def descendants(cmdline_part: str, root: int | None = None) -> list[psutil.Process]:
@@ -25,10 +28,15 @@ def descendants(cmdline_part: str, root: int | None = None) -> list[psutil.Proce
     return found
 
 
-def kill_model_actors(root: int | None = None) -> list[int]:
-    """SIGKILL every model actor process (``ray::ModelRunner``) under ``root``; returns their pids."""
+def kill_model_actors(root: int | None = None, limit: int | None = None, working_only: bool = False) -> list[int]:
+    """SIGKILL the model actor processes (``ray::ModelRunner``) under ``root``, the oldest first, at most ``limit``;
+    ``working_only`` spares actors still loading their models (Ray titles them ``ray::ModelRunner.__init__``).
+    Returns the pids killed."""
     pids = []
-    for proc in descendants("ray::ModelRunner", root):
+    actors = sorted(descendants("ray::ModelRunner", root), key=lambda p: p.create_time())
+    if working_only:
+        actors = [p for p in actors if "__init__" not in " ".join(p.cmdline())]
+    for proc in actors[:limit]:
         try:
             proc.send_signal(signal.SIGKILL)
             pids.append(proc.pid)
@@ -66,3 +74,23 @@ def fail_once(func: Callable[..., Any], marker_dir: str, tile_ids: set[str]) -> 
         return func(tile, *args, **kwargs)
 
     return flaky
+
+
+def assert_same_outputs(got: Path, expected: Path, layer: str = "fields", tiles: int = 64) -> None:
+    """A job's instance layer (geometries and attributes), its id raster and its tile index match a reference
+    run: nothing lost, nothing twice."""
+    a = gpd.read_file(got, layer=layer).sort_values("id").reset_index(drop=True)
+    b = gpd.read_file(expected, layer=layer).sort_values("id").reset_index(drop=True)
+    assert len(a) == len(b) > 0
+    assert a["id"].is_unique
+    assert a.geometry.geom_equals(b.geometry).all()
+    columns = [c for c in b.columns if c != "geometry"]
+    assert a[columns].equals(b[columns])
+    with (
+        rasterio.open(got.with_name(f"{got.stem}_{layer}.tif")) as x,
+        rasterio.open(expected.with_name(f"{expected.stem}_{layer}.tif")) as y,
+    ):
+        np.testing.assert_array_equal(x.read(1), y.read(1))
+    index = gpd.read_file(got, layer="tiles")
+    assert index["tile_id"].is_unique and len(index) == tiles
+    assert index["status"].isin(["done", "resumed"]).all()

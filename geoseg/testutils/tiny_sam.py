@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geoseg.models.weights import SamConfig, build_sam_model, register_variant
+from geoseg.models.sam_variants import SamConfig, register_variant
+from geoseg.models.sam_weights import build_sam_model
 
 TINY_VARIANT = "vit_tiny"
 

@@ -1,13 +1,10 @@
-"""SAM weights: the variant table, the checkpoint registry, a verified download cache, and loading.
+"""SAM checkpoints: the registry, a verified download cache, and which file a spec loads. No torch.
 
 A local checkpoint path always works. Otherwise :func:`resolve_checkpoint` returns the verified file in the cache
 (``$GEOSEG_CACHE``, default ``~/.cache/geoseg/weights``) and never touches the network; downloads happen only when
 the user asks (``geoseg models download vit_b`` -> :func:`download_checkpoint`). A download streams to a ``.part``
 file, resumes it with an HTTP ``Range`` request, and is checked for size and sha256 before an atomic rename; a
 ``<file>.sha256`` marker beside the file records that it was verified, so later runs need not re-hash gigabytes.
-
-torch and segment-anything are imported only by the functions that build or load a model, so the registry and
-the cache can be listed by a CLI (or validated in a spec) without them.
 """
 
 from __future__ import annotations
@@ -22,113 +19,15 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from geoseg.errors import SpecError, WeightsError, error_gist
-
-if TYPE_CHECKING:
-    from segment_anything.modeling import Sam
+from geoseg.atomic import atomic_write
+from geoseg.errors import WeightsError
+from geoseg.models.sam_variants import variant_config
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
 _USER_AGENT = "geoseg-weights/1"
-
-
-# --------------------------------------------------------------------------------------------- variants
-@dataclass(frozen=True)
-class SamConfig:
-    """Architecture of one SAM variant (segment-anything's ``_build_sam`` arguments, plus decoder sizes)."""
-
-    embed_dim: int
-    """Width of the ViT image encoder."""
-    depth: int
-    """Number of ViT blocks."""
-    num_heads: int
-    """Attention heads per ViT block."""
-    global_attn_indexes: tuple[int, ...]
-    """Blocks with global attention; the others attend within ``window_size`` windows."""
-    image_size: int = 1024
-    """Side of the square encoder input; tiles are resized so their longest side has this length."""
-    patch_size: int = 16
-    window_size: int = 14
-    prompt_embed_dim: int = 256
-    """Width of the image embedding, prompt encoder and mask decoder."""
-    decoder_mlp_dim: int = 2048
-    decoder_num_heads: int = 8
-    mask_in_chans: int = 16
-    iou_head_hidden_dim: int = 256
-
-
-VARIANTS: dict[str, SamConfig] = {
-    "vit_h": SamConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
-    "vit_l": SamConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
-    "vit_b": SamConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
-}
-"""Variant name -> architecture. Test code registers tiny variants with :func:`register_variant`."""
-
-
-def register_variant(name: str, config: SamConfig) -> None:
-    """Add (or replace) a variant in the config table, e.g. a tiny test model."""
-    VARIANTS[name] = config
-
-
-def variant_config(variant: str) -> SamConfig:
-    """The architecture of ``variant``; SpecError naming the known variants if there is none."""
-    try:
-        return VARIANTS[variant]
-    except KeyError:
-        known = ", ".join(sorted(VARIANTS))
-        raise SpecError(f"unknown SAM variant {variant!r}: set `variant:` to one of {known}") from None
-
-
-def build_sam_model(config: SamConfig) -> Sam:
-    """Build a randomly initialised SAM of any variant from segment-anything's own modules."""
-    from functools import partial
-
-    import torch
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-    grid = config.image_size // config.patch_size
-    encoder = ImageEncoderViT(
-        depth=config.depth,
-        embed_dim=config.embed_dim,
-        img_size=config.image_size,
-        mlp_ratio=4,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        num_heads=config.num_heads,
-        patch_size=config.patch_size,
-        qkv_bias=True,
-        use_rel_pos=True,
-        global_attn_indexes=config.global_attn_indexes,
-        window_size=config.window_size,
-        out_chans=config.prompt_embed_dim,
-    )
-    prompt_encoder = PromptEncoder(
-        embed_dim=config.prompt_embed_dim,
-        image_embedding_size=(grid, grid),
-        input_image_size=(config.image_size, config.image_size),
-        mask_in_chans=config.mask_in_chans,
-    )
-    decoder = MaskDecoder(
-        num_multimask_outputs=3,
-        transformer=TwoWayTransformer(
-            depth=2,
-            embedding_dim=config.prompt_embed_dim,
-            mlp_dim=config.decoder_mlp_dim,
-            num_heads=config.decoder_num_heads,
-        ),
-        transformer_dim=config.prompt_embed_dim,
-        iou_head_depth=3,
-        iou_head_hidden_dim=config.iou_head_hidden_dim,
-    )
-    sam = Sam(
-        image_encoder=encoder,
-        prompt_encoder=prompt_encoder,
-        mask_decoder=decoder,
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
-    return sam.eval()
 
 
 # --------------------------------------------------------------------------------------------- registry
@@ -220,9 +119,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_marker(path: Path, sha256: str) -> None:
-    tmp = _marker(path).with_suffix(".tmp")
-    tmp.write_text(sha256 + "\n")
-    os.replace(tmp, _marker(path))
+    atomic_write(_marker(path), lambda tmp: tmp.write_text(sha256 + "\n"))
 
 
 def _verify_in_place(entry: Checkpoint, path: Path) -> bool:
@@ -388,82 +285,3 @@ def resolve_checkpoint(variant: str, checkpoint: str | None, cache_dir: Path | N
         f"SAM {variant} weights are not in the cache {root}: run: geoseg models download {entries[0].name} "
         f"(or set `checkpoint:` to a local .pth)"
     )
-
-
-# --------------------------------------------------------------------------------------------- loading
-def _read_state_dict(path: Path, variant: str) -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with one-line errors for missing, truncated or non-state-dict files."""
-    import pickle
-
-    import torch
-
-    hint = f"run: geoseg models download {variant}" if variant in CHECKPOINTS else "fix `checkpoint:`"
-    if not path.is_file():
-        raise WeightsError(f"SAM checkpoint {path} not found: {hint}")
-    for entry in CHECKPOINTS.values():
-        if entry.filename == path.name and path.stat().st_size != entry.size:
-            raise WeightsError(
-                f"SAM checkpoint {path} is truncated ({path.stat().st_size} of {entry.size} bytes): "
-                f"delete it and {hint}"
-            )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights_only" in str(err) or "Weights only" in str(err):
-            raise WeightsError(
-                f"SAM checkpoint {path} is not a plain state_dict (torch.load weights_only=True refused it): "
-                f"save model.state_dict() instead"
-            ) from None
-        raise WeightsError(f"SAM checkpoint {path} is corrupt ({error_gist(err)}): {hint}") from None
-    except Exception as err:
-        raise WeightsError(f"SAM checkpoint {path} is truncated or corrupt ({error_gist(err)}): {hint}") from None
-    if not isinstance(state, dict) or "image_encoder.patch_embed.proj.weight" not in state:
-        raise WeightsError(f"SAM checkpoint {path} does not hold a SAM state_dict: {hint}")
-    return state
-
-
-def _shape_of(state: dict[str, Any]) -> tuple[int, int]:
-    """(encoder width, encoder depth) of a SAM state_dict."""
-    width = int(state["image_encoder.patch_embed.proj.weight"].shape[0])
-    blocks = {int(k.split(".")[2]) for k in state if k.startswith("image_encoder.blocks.")}
-    return width, (max(blocks) + 1 if blocks else 0)
-
-
-def _check_variant(state: dict[str, Any], variant: str, config: SamConfig, path: Path) -> None:
-    """Refuse weights of another variant before building a model, naming the variant they look like."""
-    width, depth = _shape_of(state)
-    if (width, depth) == (config.embed_dim, config.depth):
-        return
-    guesses = [n for n, c in VARIANTS.items() if (c.embed_dim, c.depth) == (width, depth)]
-    looks = f"it looks like {guesses[0]!r}" if guesses else "no known variant has that shape"
-    fix = f"set `variant: {guesses[0]}`" if guesses else "use a checkpoint of this variant"
-    raise WeightsError(
-        f"SAM checkpoint {path} does not match variant {variant!r} (encoder width {width}, depth {depth}; "
-        f"{looks}): {fix}"
-    )
-
-
-def load_sam(variant: str, path: str | Path, device: str = "cpu") -> Sam:
-    """Build the ``variant`` architecture and load verified weights into it.
-
-    Args:
-        variant: a name in :data:`VARIANTS`.
-        path: a checkpoint holding a plain ``state_dict`` (as the official files do).
-        device: torch device string.
-
-    Raises:
-        WeightsError: missing, truncated or corrupt file, or weights of another variant.
-    """
-    config = variant_config(variant)
-    path = Path(path)
-    state = _read_state_dict(path, variant)
-    _check_variant(state, variant, config, path)
-    model = build_sam_model(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise WeightsError(
-            f"SAM checkpoint {path} does not fit variant {variant!r} ({error_gist(err)}): "
-            f"use a checkpoint of this variant"
-        ) from None
-    return model.to(device).eval()
