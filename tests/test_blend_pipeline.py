@@ -90,7 +90,7 @@ def test_blend_pass_retries_failed_tiles(tmp_path, scene_and_model, monkeypatch)
     monkeypatch.setattr(runner, "blend_tile", fail_once(runner.blend_tile, str(markers), flaky_ids))
     result = run_job(parse_spec(_job(scene, tmp_path / "o.gpkg", model, "linear")), progress=False)
     assert {p.stem for p in markers.iterdir()} == flaky_ids  # they did fail once
-    assert result.tiles_failed == 0 and result.outputs["layers"] == clean.outputs["layers"]
+    assert result.tiles_failed == 0 and result.outputs.layers == clean.outputs.layers
     got, want = gpd.read_file(tmp_path / "o.gpkg", layer="cover"), gpd.read_file(tmp_path / "clean.gpkg", layer="cover")
     assert shapely.union_all(got.geometry.values).equals(shapely.union_all(want.geometry.values))
 
