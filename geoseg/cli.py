@@ -200,8 +200,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.models_command == "list":
         rows = checkpoints.registry_table()
         for row in rows:
-            cached = "cached" if row["cached"] else "-"
-            print(f"{row['name']:<8} {row['variant']:<8} {row['size'] / 2**20:>8.0f} MiB  {cached:<7} {row['url']}")
+            cached, e = "cached" if row.cached else "-", row.entry
+            print(f"{e.name:<8} {e.variant:<8} {e.size / 2**20:>8.0f} MiB  {cached:<7} {e.url}")
         return 0
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 

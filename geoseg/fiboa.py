@@ -27,6 +27,7 @@ SCHEMAS = (VECOREL_SCHEMA, FIBOA_SCHEMA)
 METHOD = "auto-imagery"
 """``determination:method``: boundaries determined automatically from imagery."""
 _REQUIRED = ("id", "collection", "geometry")
+_STRINGS = ("id", "collection", "determination:method")
 _RENAMED = {"area_m2": "metrics:area", "perimeter_m": "metrics:perimeter"}
 
 
@@ -78,8 +79,8 @@ def _fiboa_types(schema: pa.Schema) -> pa.Schema:
     fields = []
     for f in schema:
         kind = f.type
-        if pa.types.is_large_string(kind):
-            kind = pa.string()
+        if pa.types.is_large_string(kind) or (pa.types.is_null(kind) and f.name in _STRINGS):
+            kind = pa.string()  # an empty layer's string columns arrive untyped
         elif pa.types.is_timestamp(kind):
             kind = pa.timestamp("ms", tz="UTC")
         fields.append(pa.field(f.name, kind, nullable=f.nullable and f.name not in _REQUIRED))

@@ -78,10 +78,12 @@ def build_layers(
 ) -> tuple[dict[str, gpd.GeoDataFrame], dict[str, list[StitchedObject]]]:
     """One GeoDataFrame per model (scene CRS), and the stitched objects behind it."""
     out = plan.spec.output
-    cleaning = Cleaning(out.simplify, out.min_area_m2, out.fill_holes_m2)
     crs = CRS.from_wkt(plan.scene.crs_wkt)
     layers, objects = {}, {}
     for info in plan.models:
+        # a model's own area limits (SAM's min/max_area_m2) apply to whole stitched objects, with output.min_area_m2
+        min_area = max(out.min_area_m2, info.min_area_m2)
+        cleaning = Cleaning(out.simplify, min_area, out.fill_holes_m2, max_area_m2=info.max_area_m2)
         objects[info.name] = stitchers[info.name].objects()
         layers[info.name] = objects_frame(
             objects[info.name],

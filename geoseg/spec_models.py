@@ -144,8 +144,8 @@ class SamSpec(StrictModel):
     crop_n_points_downscale_factor: int = Field(1, ge=1)
     min_mask_region_area: int = Field(0, ge=0)
     # geospatial extras
-    min_area_m2: float = Field(0.0, ge=0)
-    max_area_m2: float | None = Field(None, gt=0)
+    min_area_m2: float = Field(0.0, ge=0, description="Drop objects smaller than this (whole, after stitching).")
+    max_area_m2: float | None = Field(None, gt=0, description="Drop objects larger than this (whole, after stitching).")
     merge_min_agreement: float = Field(
         0.5, ge=0, le=1, description="Share of a shared tile edge two fragments must agree on to be merged."
     )

@@ -34,6 +34,7 @@ class Cleaning:
     min_area_m2: float = 0.0
     fill_holes_m2: float = 0.0
     """Fill interior rings smaller than this (instance layers only: zones tile the plane)."""
+    max_area_m2: float | None = None
 
 
 def to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:
@@ -136,6 +137,8 @@ def objects_frame(
             frame[column] = values
     gdf = gpd.GeoDataFrame(frame, geometry=list(geoms), crs=crs)
     keep = (gdf["area_m2"] >= cleaning.min_area_m2) & ~gdf.geometry.is_empty
+    if cleaning.max_area_m2 is not None:
+        keep &= gdf["area_m2"] <= cleaning.max_area_m2
     return gdf[keep].reset_index(drop=True)
 
 

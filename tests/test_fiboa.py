@@ -105,6 +105,9 @@ def test_fiboa_without_a_known_time_and_no_clobbering(tmp_path):
     with pytest.raises(OutputExistsError):
         write_fiboa(_layer(), path, "job-b", None, False)
     assert fiboa_path(Path("/x/out.gpkg"), "fields") == Path("/x/out_fields.fiboa.parquet")
+    empty = write_fiboa(_layer().iloc[:0], tmp_path / "empty.fiboa.parquet", "job-b", None, False)
+    assert len(gpd.read_parquet(empty)) == 0
+    _check_against_schemas(empty)
     assert SCHEMAS[0] == VECOREL_SCHEMA
 
 

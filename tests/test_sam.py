@@ -19,7 +19,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from geoseg.errors import SpecError
 from geoseg.models import model_info
-from geoseg.models.base import InstanceOutput, Prompts, SceneInfo, TileContext
+from geoseg.models.base import InstanceInfo, InstanceOutput, Prompts, SceneInfo, TileContext
 from geoseg.models.sam import SamModel, build_sam
 from geoseg.models.sam_encoder import SdpaAttention, enable_sdpa, encode_tiles
 from geoseg.models.sam_masks import MaskCandidate, paint_by_score, rle_decode, rle_encode
@@ -220,12 +220,40 @@ def test_deeper_crop_layers_encode_their_crops(ckpt: Path, scene: SceneInfo, mon
     assert len(encoded) == 4 and all(max(size) < SIZE for size in encoded)  # the full tile is never re-encoded
 
 
-def test_area_limits_in_square_metres(ckpt: Path, scene: SceneInfo) -> None:
+def test_area_limits_are_not_applied_to_tile_fragments(ckpt: Path, scene: SceneInfo) -> None:
     pixels, valid, contexts = _batch(1)
-    too_big = build_sam(_open_spec(ckpt, min_area_m2=100.0 * SIZE * SIZE + 1), scene, "cpu")
-    assert not too_big.predict(pixels, valid, contexts)[0].instances
-    too_small = build_sam(_open_spec(ckpt, max_area_m2=100.0), scene, "cpu")  # one pixel
-    assert not too_small.predict(pixels, valid, contexts)[0].instances
+    plain = build_sam(_open_spec(ckpt), scene, "cpu").predict(pixels, valid, contexts)[0]
+    limited = build_sam(_open_spec(ckpt, min_area_m2=1e9, max_area_m2=100.0), scene, "cpu")
+    out = limited.predict(pixels, valid, contexts)[0]
+    assert isinstance(plain, InstanceOutput) and isinstance(out, InstanceOutput) and plain.instances
+    np.testing.assert_array_equal(out.labels, plain.labels)  # a tile keeps every fragment
+    info = model_info(_open_spec(ckpt, min_area_m2=300.0, max_area_m2=1000.0))
+    assert (info.min_area_m2, info.max_area_m2) == (300.0, 1000.0)
+
+
+def test_area_limits_apply_to_whole_stitched_objects() -> None:
+    """A field whose edge fragment is below the minimum stays whole; an object above the maximum as a whole is
+    dropped although each of its fragments is below it."""
+    from pyproj import CRS
+
+    from geoseg.stitch import LayerStitcher, tile_layer
+    from geoseg.vectorize import Cleaning, objects_frame
+
+    scene_labels = np.zeros((10, 20), np.int32)
+    scene_labels[0:5, 8:20] = 1  # 60 px: 10 in the left tile, 50 in the right one
+    scene_labels[6:10, 0:20] = 2  # 80 px: 40 + 40
+    grid = TileGrid(20, 10, 10, 1)
+    stitcher = LayerStitcher(grid, 0.5)
+    padded = np.pad(scene_labels, 1)
+    for tile in grid:
+        r0, c0 = int(tile.read.row_off) + 1, int(tile.read.col_off) + 1
+        window = padded[r0 : r0 + 12, c0 : c0 + 12]
+        output = InstanceOutput(window.copy(), [InstanceInfo(1, 0.9), InstanceInfo(2, 0.9)])
+        stitcher.add(tile, tile_layer(output, tile)[0])
+    objects = stitcher.objects()
+    crs = CRS.from_epsg(32633)
+    frame = objects_frame(objects, Affine(1, 0, 0, 0, -1, 0), crs, Cleaning(min_area_m2=20, max_area_m2=70))
+    assert list(frame["area_m2"]) == [60.0]
 
 
 # --------------------------------------------------------------------------------------------- prompted

@@ -92,11 +92,11 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --------------------------------------------------------------------------------------------- registry
 def test_registry_pins_the_official_checkpoints(tmp_path: Path) -> None:
-    rows = {row["name"]: row for row in registry_table(tmp_path)}
+    rows = {row.entry.name: row for row in registry_table(tmp_path)}
     assert {"vit_b", "vit_l", "vit_h"} <= set(rows)
     for name in ("vit_b", "vit_l", "vit_h"):
         entry = checkpoints.CHECKPOINTS[name]
-        assert rows[name]["variant"] == name and rows[name]["cached"] is False
+        assert rows[name].entry.variant == name and rows[name].cached is False
         assert entry.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/sam_" + name)
         assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256) and entry.size > 300_000_000
         assert entry.variant in sam_variants.VARIANTS
@@ -117,7 +117,7 @@ def test_download_verifies_and_caches(tmp_path: Path, server: tuple[_Server, str
     assert path == tmp_path / "test_ckpt.pth" and path.read_bytes() == PAYLOAD
     assert not path.with_name("test_ckpt.pth.part").exists()
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
-    assert {r["name"]: r["cached"] for r in registry_table(tmp_path)}["test_ckpt"] is True
+    assert {r.entry.name: r.cached for r in registry_table(tmp_path)}["test_ckpt"] is True
     # cached: no second request
     assert download_checkpoint(entry.name, tmp_path) == path
     assert len(state.requests) == 1

@@ -61,6 +61,10 @@ class ModelInfo:
     """How overlapping tiles combine for a semantic model: ``core``, or a blend from :mod:`geoseg.blend`."""
     receptive_field: int = 0
     """Halo (px) the model needs so that a tile's core does not depend on the tile size."""
+    min_area_m2: float = 0.0
+    """Objects of this layer smaller than this are dropped after stitching (on whole objects, not fragments)."""
+    max_area_m2: float | None = None
+    """Objects of this layer larger than this are dropped after stitching."""
 
 
 @dataclass(frozen=True)

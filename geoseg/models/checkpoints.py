@@ -132,20 +132,20 @@ def _verify_in_place(entry: Checkpoint, path: Path) -> bool:
     return True
 
 
-def registry_table(cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """One row per registered checkpoint: name, variant, size (bytes), url, cached, path."""
+@dataclass(frozen=True)
+class CachedCheckpoint:
+    """A registered checkpoint and its place in the cache (``geoseg models list``)."""
+
+    entry: Checkpoint
+    path: Path
+    cached: bool
+    """Present and verified (size and sha256)."""
+
+
+def registry_table(cache_dir: Path | None = None) -> list[CachedCheckpoint]:
+    """One row per registered checkpoint: the entry, where the cache keeps it, whether it is there (verified)."""
     root = cache_dir or default_cache_dir()
-    return [
-        {
-            "name": e.name,
-            "variant": e.variant,
-            "size": e.size,
-            "url": e.url,
-            "cached": _is_verified(e, root / e.filename),
-            "path": str(root / e.filename),
-        }
-        for e in CHECKPOINTS.values()
-    ]
+    return [CachedCheckpoint(e, root / e.filename, _is_verified(e, root / e.filename)) for e in CHECKPOINTS.values()]
 
 
 # --------------------------------------------------------------------------------------------- download

@@ -14,8 +14,10 @@ Per batch of tiles:
      pixels;
    - *prompted*: one mask per prompt from ``TileContext.prompts``, all prompts of a tile decoded together;
 
-4. masks are restricted to valid pixels, filtered by ``min_area_m2`` / ``max_area_m2`` and painted into one int32
-   label raster over the read window, the higher score winning where masks overlap.
+4. masks are restricted to valid pixels and painted into one int32 label raster over the read window, the higher
+   score winning where masks overlap. ``min_area_m2`` / ``max_area_m2`` are not applied here, to fragments, but
+   after stitching, to whole objects (:func:`geoseg.finalize.build_layers`): a large field's small edge fragment is
+   kept and joined, and an object too large as a whole is dropped whole.
 """
 
 from __future__ import annotations
@@ -77,8 +79,6 @@ class SamModel(Model):
         self.sam = sam
         self.dtype = dtype
         self.lows, self.highs = stretch_limits(scene, self.bands, spec.stretch_percentiles)
-        self.min_px = spec.min_area_m2 / scene.pixel_area_m2
-        self.max_px = spec.max_area_m2 / scene.pixel_area_m2 if spec.max_area_m2 else None
         self._predictor = TilePredictor(sam, dtype)
         self._generator = TileMaskGenerator(self._predictor, spec) if spec.mode == "automatic" else None
 
@@ -103,7 +103,7 @@ class SamModel(Model):
             else:
                 prompts = contexts[i].prompts or Prompts()
                 candidates = self._prompted(valid.shape[1:], tile_features, input_size, prompts)
-            outputs[i] = paint_by_score(candidates, valid[i], self.min_px, self.max_px)
+            outputs[i] = paint_by_score(candidates, valid[i])
         return outputs
 
     def _has_work(self, valid: np.ndarray, context: TileContext) -> bool:

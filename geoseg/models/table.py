@@ -17,7 +17,7 @@ Each :class:`ModelType` entry says:
 
 Adding a model type:
 
-1. its spec class in :mod:`geoseg.spec` (a ``type: Literal[...]`` field, added to ``ModelSpec``);
+1. its spec class in :mod:`geoseg.spec_models` (a ``type: Literal[...]`` field, added to ``ModelSpec``);
 2. its model in ``geoseg/models/<type>.py`` with a builder ``build_<type>(spec, scene, device)``;
 3. one entry in :data:`MODEL_TYPES` below (and a row in README's model table).
 """
@@ -93,7 +93,17 @@ def _field_delineator_info(spec: FieldDelineatorSpec) -> ModelInfo:
 def _sam_info(spec: SamSpec) -> ModelInfo:
     variant_config(spec.variant)  # a clear error for an unknown variant
     prompts = spec.prompts if spec.mode == "prompted" else None
-    return ModelInfo(spec.name, "instance", tuple(spec.rgb), (), spec.merge_min_agreement, prompts, spec.prompts_layer)
+    return ModelInfo(
+        spec.name,
+        "instance",
+        tuple(spec.rgb),
+        (),
+        spec.merge_min_agreement,
+        prompts,
+        spec.prompts_layer,
+        min_area_m2=spec.min_area_m2,
+        max_area_m2=spec.max_area_m2,
+    )
 
 
 def _sam_preflight(spec: SamSpec) -> None:
