@@ -31,7 +31,8 @@ def main() -> None:
     for size in args.sizes:
         folder = args.workdir / str(size)
         scene_files = write_field_scene(folder, size, size, cell=150, seed=1)
-        fields = gpd.GeoDataFrame({"verdict": "healthy"}, geometry=scene_files.truth_polygons(), crs=scene_files.crs)
+        polygons = scene_files.truth_polygons()
+        fields = gpd.GeoDataFrame({"verdict": ["healthy"] * len(polygons)}, geometry=polygons, crs=scene_files.crs)
         start = time.perf_counter()
         scene = open_scene(
             InputSpec(bands={"red": {"path": str(scene_files.red)}, "nir": {"path": str(scene_files.nir)}})
