@@ -5,7 +5,8 @@ The driver (planning, stitching, export) reads these without importing torch; on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,10 +39,18 @@ def bands_for(indices: Sequence[str]) -> tuple[str, ...]:
     return tuple(needed)
 
 
-def _nd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    den = a + b
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den != 0, (a - b) / den, np.nan)
+Ratio = Callable[[Any, Any], Any]
+"""``ratio(num, den)``: num / den, NaN where den is 0 (numpy here, torch in :mod:`geoseg.models.indices`)."""
+
+INDEX_FORMULAS: dict[str, Callable[[Mapping[str, Any], Ratio], Any]] = {
+    "ndvi": lambda b, ratio: ratio(b["nir"] - b["red"], b["nir"] + b["red"]),
+    "ndre": lambda b, ratio: ratio(b["nir"] - b["rededge"], b["nir"] + b["rededge"]),
+    "gndvi": lambda b, ratio: ratio(b["nir"] - b["green"], b["nir"] + b["green"]),
+    "ndmi": lambda b, ratio: ratio(b["nir"] - b["swir16"], b["nir"] + b["swir16"]),
+    "evi": lambda b, ratio: ratio(2.5 * (b["nir"] - b["red"]), b["nir"] + 6.0 * b["red"] - 7.5 * b["blue"] + 1.0),
+    "savi": lambda b, ratio: ratio(1.5 * (b["nir"] - b["red"]), b["nir"] + b["red"] + 0.5),
+}
+"""Vegetation index -> its formula over reflectance bands, written once for numpy and torch alike."""
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -49,17 +58,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den != 0, num / den, np.nan)
 
 
-_NUMPY_FORMULAS = {
-    "ndvi": lambda b: _nd(b["nir"], b["red"]),
-    "ndre": lambda b: _nd(b["nir"], b["rededge"]),
-    "gndvi": lambda b: _nd(b["nir"], b["green"]),
-    "ndmi": lambda b: _nd(b["nir"], b["swir16"]),
-    "evi": lambda b: _ratio(2.5 * (b["nir"] - b["red"]), b["nir"] + 6.0 * b["red"] - 7.5 * b["blue"] + 1.0),
-    "savi": lambda b: _ratio(1.5 * (b["nir"] - b["red"]), b["nir"] + b["red"] + 0.5),
-}
-
-
 def index_array(name: str, bands: dict[str, np.ndarray]) -> np.ndarray:
     """One vegetation index in numpy, for the driver (scene percentiles, quicklooks); the model actors use torch
-    (:mod:`geoseg.models.indices`, same formulas: tests compare them)."""
-    return np.asarray(_NUMPY_FORMULAS[name](bands), np.float32)
+    (:mod:`geoseg.models.indices`) with the same formulas."""
+    return np.asarray(INDEX_FORMULAS[name](bands, _ratio), np.float32)

@@ -10,30 +10,23 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from geoseg.models.catalog import INDEX_BANDS, bands_for
+from geoseg.models.catalog import INDEX_BANDS, INDEX_FORMULAS, bands_for
 
 IndexFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
-
-
-def _normalized_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    den = a + b
-    return torch.where(den != 0, (a - b) / den, torch.full_like(den, float("nan")))
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den != 0, num / den, torch.full_like(den, float("nan")))
 
 
-_FORMULAS: dict[str, IndexFn] = {
-    "ndvi": lambda b: _normalized_difference(b["nir"], b["red"]),
-    "ndre": lambda b: _normalized_difference(b["nir"], b["rededge"]),
-    "gndvi": lambda b: _normalized_difference(b["nir"], b["green"]),
-    "ndmi": lambda b: _normalized_difference(b["nir"], b["swir16"]),
-    "evi": lambda b: _ratio(2.5 * (b["nir"] - b["red"]), b["nir"] + 6.0 * b["red"] - 7.5 * b["blue"] + 1.0),
-    "savi": lambda b: _ratio(1.5 * (b["nir"] - b["red"]), b["nir"] + b["red"] + 0.5),
-}
+def _torch_formula(name: str) -> IndexFn:
+    formula = INDEX_FORMULAS[name]
+    return lambda bands: formula(bands, _ratio)
 
-INDICES: dict[str, tuple[tuple[str, ...], IndexFn]] = {name: (INDEX_BANDS[name], f) for name, f in _FORMULAS.items()}
+
+INDICES: dict[str, tuple[tuple[str, ...], IndexFn]] = {
+    name: (INDEX_BANDS[name], _torch_formula(name)) for name in INDEX_FORMULAS
+}
 """Index name -> (bands it needs, formula)."""
 
 
