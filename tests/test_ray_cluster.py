@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from geoseg.cli import main
-from geoseg.runner import run_job
+from geoseg.runner import ModelRunnerActor, run_job
 from geoseg.spec import load_spec
 from geoseg.testutils.ray_cluster import LocalRayCluster
 
@@ -96,7 +96,7 @@ def test_submit_follow_and_fetch_match_an_embedded_run(ray_cluster, tmp_path, ca
     from ray.util.state import list_actors, list_nodes
 
     gpu_nodes = {n.node_id for n in list_nodes(address=address) if n.node_ip == WORKER_IP}
-    runners = list_actors(address=address, filters=[("class_name", "=", "ModelRunner")])
+    runners = list_actors(address=address, filters=[("class_name", "=", ModelRunnerActor.__name__)])
     assert runners and {a.node_id for a in runners} <= gpu_nodes  # the model actor sat on the GPU node
 
     embedded = _sample_spec(tmp_path / "embedded", {})
