@@ -23,6 +23,7 @@ import numpy as np
 
 from geoseg.atomic import atomic_write
 from geoseg.errors import SpecError
+from geoseg.models.checkpoints import file_sha256
 from geoseg.spec import JobSpec
 from geoseg.stitch import EdgeStrips, Fragment, LayerTile
 
@@ -57,7 +58,7 @@ def fingerprint(spec: JobSpec, inputs: Iterable[str] = (), checkpoints: Iterable
     return {
         "spec": hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16],
         "inputs": {path: file_identity(path) for path in inputs},
-        "checkpoints": {str(path): _sha256(Path(path)) for path in checkpoints},
+        "checkpoints": {str(path): file_sha256(Path(path)) for path in checkpoints},
     }
 
 
@@ -81,14 +82,6 @@ def _remote_identity(path: str) -> str:
         block = src.read(1, window=Window(0, 0, min(cols, src.width), min(rows, src.height)))
         header = json.dumps([src.width, src.height, src.count, src.dtypes, list(src.transform), str(src.crs)])
     return hashlib.sha256(header.encode() + block.tobytes()).hexdigest()[:16]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _what_changed(found: Any, now: dict[str, Any]) -> str:

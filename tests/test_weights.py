@@ -296,3 +296,21 @@ def test_cli_download_failure_is_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("geoseg: error:") and "sha256" in err and "\n" not in err
     assert not (tmp_path / "test_ckpt.pth").exists()
+
+
+def test_file_sha256_trusts_a_newer_marker_and_rehashes_a_changed_file(tmp_path):
+    """--resume fingerprints checkpoints by sha256; a verified download's marker spares re-hashing gigabytes."""
+    import hashlib
+    import os
+
+    from geoseg.models.checkpoints import file_sha256
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    marker = tmp_path / "w.pth.sha256"
+    marker.write_text("recorded\n")
+    os.utime(weights, (1_000, 1_000))
+    assert file_sha256(weights) == "recorded"
+    os.utime(weights, None)  # edited after the marker was written: hash it
+    os.utime(marker, (1_000, 1_000))
+    assert file_sha256(weights) == hashlib.sha256(b"weights").hexdigest()
