@@ -9,11 +9,11 @@ Each :class:`ModelType` entry says:
   imported only inside the model actors, so torch never loads in the driver;
 - ``info``: the spec's :class:`~geoseg.models.base.ModelInfo` (kind, bands, classes, merge, receptive field);
   torch-free, may read a small sidecar file; raises a ``GeosegError`` for a spec that cannot run;
-- ``preflight``: checks run before Ray starts (weights present ...), so that no tile fails on them;
 - ``stats``: for a model whose output gives per-object statistics to the other layers, its role;
 - ``stretch_bands``: bands the model stretches with scene-wide percentiles (computed once by the plan);
 - ``scene_indices``: vegetation indices whose scene-wide percentiles the model needs (computed once by the plan);
-- ``checkpoint_files``: the weights files the model loads (what ``--resume`` hashes); preflight checks they exist.
+- ``checkpoint_files``: the weights files the model loads, resolved and checked before Ray starts (so no tile
+  fails on missing weights); ``--resume`` hashes them.
 
 Adding a model type:
 
@@ -39,10 +39,6 @@ from geoseg.models.unet_meta import read_unet_metadata, sidecar_path, unet_class
 from geoseg.spec import CropHealthSpec, FieldDelineatorSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
 
 
-def _no_checks(spec: Any) -> None:
-    """Nothing to check before the run."""
-
-
 def _no_bands(spec: Any) -> tuple[str, ...]:
     return ()
 
@@ -57,7 +53,6 @@ class ModelType:
 
     builder: str
     info: Callable[[Any], ModelInfo]
-    preflight: Callable[[Any], None] = _no_checks
     stats: Callable[[Any], StatsRole] | None = None
     stretch_bands: Callable[[Any], tuple[str, ...]] = _no_bands
     scene_indices: Callable[[Any], tuple[str, ...]] = _no_bands
@@ -106,10 +101,6 @@ def _sam_info(spec: SamSpec) -> ModelInfo:
     )
 
 
-def _sam_preflight(spec: SamSpec) -> None:
-    resolve_checkpoint(spec.variant, spec.checkpoint)
-
-
 def _unet_info(spec: UNetSpec) -> ModelInfo:
     meta = read_unet_metadata(spec.checkpoint)
     return ModelInfo(
@@ -136,7 +127,6 @@ MODEL_TYPES: dict[type, ModelType] = {
     SamSpec: ModelType(
         builder="geoseg.models.sam:build_sam",
         info=_sam_info,
-        preflight=_sam_preflight,
         stretch_bands=lambda spec: tuple(spec.rgb),
         checkpoint_files=lambda spec: (resolve_checkpoint(spec.variant, spec.checkpoint),),
     ),
@@ -187,12 +177,6 @@ def stretch_bands(specs: list[ModelSpec]) -> tuple[str, ...]:
 def scene_indices(specs: list[ModelSpec]) -> tuple[str, ...]:
     """Vegetation indices some model needs scene-wide percentiles of, each once."""
     return tuple(dict.fromkeys(index for spec in specs for index in model_type(spec).scene_indices(spec)))
-
-
-def preflight(specs: list[ModelSpec]) -> None:
-    """Run every model's checks that must pass before Ray starts."""
-    for spec in specs:
-        model_type(spec).preflight(spec)
 
 
 def checkpoint_files(specs: list[ModelSpec]) -> list[Path]:
