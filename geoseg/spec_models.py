@@ -94,6 +94,9 @@ class FieldDelineatorSpec(StrictModel):
     visible_min: float = Field(
         0.068, description="Without SWIR: pixels with mean(green, red) below this are woods, marsh or water."
     )
+    green_nir_min: float = Field(
+        0.24, description="Pixels this bright in NIR are green crops even where SWIR is dark: woods stay darker."
+    )
     texture_max: float = Field(
         0.12, gt=0, description="Pixels whose NIR std / mean (3 x 3) is above this are woods, town or a hedge."
     )

@@ -10,7 +10,9 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
    - NDWI = (green - NIR) / (green + NIR) <= ``water_ndwi`` — not water;
    - NDVI >= ``bare_ndvi_min`` — not sand, beach, roofs, tarmac (bare soil has NDVI 0.1-0.3, sand and roofs < 0.08);
    - SWIR >= ``swir_min`` (with ``use_swir``; without SWIR: mean(green, red) >= ``visible_min``) — not woods,
-     marsh or water: crops and soil are bright in SWIR (0.2-0.3), woods and wet land dark (< 0.12);
+     marsh or water: crops and soil are bright in SWIR (0.2-0.3), woods and wet land dark (< 0.12) — **or**
+     NIR >= ``green_nir_min``: a dense green crop can be as dark in SWIR as a wood (Landsat TOA: 0.13), but
+     it is brighter in NIR (>= 0.25 where woods stay <= 0.21: their crowns shade each other);
    - NIR texture (standard deviation / mean in 3 x 3) <= ``texture_max`` — not town or woods (crowns, roofs and
      shadows), and not the hedges and lanes between fields.
 3. **Seeds**: field-like pixels whose gradient is below ``edge_threshold``, eroded by ``seed_erode_px`` (cuts
@@ -75,11 +77,8 @@ class FieldDelineator(Model):
         ndwi = _normalized_difference(green, nir)
         ndvi = _normalized_difference(nir, red)
         mask = (ndwi <= spec.water_ndwi) & (ndvi >= spec.bare_ndvi_min) & (texture <= spec.texture_max)
-        if "swir16" in smooth:
-            mask &= smooth["swir16"] >= spec.swir_min
-        else:
-            mask &= (green + red) / 2 >= spec.visible_min
-        return mask
+        dark_ok = smooth["swir16"] >= spec.swir_min if "swir16" in smooth else (green + red) / 2 >= spec.visible_min
+        return mask & (dark_ok | (nir >= spec.green_nir_min))
 
     def _seeds(self, calm: np.ndarray) -> np.ndarray:
         if self.spec.seed_erode_px:
