@@ -13,9 +13,11 @@ Three steps, the middle one done by a person looking at the sheets:
 
 Scenes and regions (pixel grid of the whole scene): ``s2`` (Sentinel-2, 10 m) ``outside`` the sample crop
 (columns 321-1088, rows 64-831) or the sample's ``sample_test`` part (crop columns >= 705); ``l8`` (Landsat 8,
-30 m) ``clear``: BQA cloud and cirrus confidence low and no medium/high cloud within 15 px.
+30 m) ``clear``: BQA cloud and cirrus confidence low and no medium/high cloud within 15 px, or ``farm``: the clear
+parts of four boxes where the parcels look agricultural (L8_FARM_BOXES).
 
-Candidates (seeded): ``points`` are random pixels of the region, 20 px apart at least, open water thinned to 15 %.
+Candidates (seeded): ``points`` are random pixels of the region (``--fieldlike``: only smooth, field-like ones, as
+for pairs), 20 px apart at least, open water thinned to 15 %.
 ``pairs`` are two points 6-16 px apart, both smooth (5x5 spread of the false-colour bands) and field-like (not
 water, not dark vegetation); of three kinds in equal shares: ``hard`` (similar colour at both ends, but the line
 between them crosses a pixel unlike both ends: a lane, ditch or hedge), ``colour`` (the most different ends) and
@@ -50,6 +52,12 @@ FILES = {  # false colour: NIR, red, green
 }
 CROP = (321, 64, 768)  # the sample crop in the Sentinel-2 scene grid: first column, first row, size
 TEST_COL = 705  # sample columns >= this (scene grid) are its test part
+# Landsat boxes (first column, first row, last column, last row) where parcels look agricultural on a false-colour
+# render of the whole scene (rectangular bare or green parcels among pine forest): the north-west checkerboard, the
+# south-west parcel block, the grey-green block west of the river, the south-east parcels between the houses.
+L8_FARM_BOXES = ((60, 0, 135, 125), (50, 460, 140, 575), (215, 530, 290, 600), (330, 470, 470, 602))
+# Thresholds of pixel_classes (on the stretched false colour): 5x5 spread, bright NIR, some NIR, some red.
+CLASS_LIMITS = {"s2": (0.06, 0.5, 0.35, 0.14), "l8": (0.15, 0.55, 0.3, 0.12)}
 CHIP, ZOOM, PER_SHEET, COLS = 40, 4, 30, 6
 PAIR_LABELS = {"same_field", "different_fields", "skip"}
 POINT_LABELS = {"field", "wood", "water", "marsh", "beach", "town", "other", "skip"}
@@ -68,6 +76,7 @@ class Candidate:
 class Scene:
     """False colour (0-1, rows x cols x NIR/red/green), the allowed region, and where the pixels sit."""
 
+    name: str
     image: np.ndarray
     region: np.ndarray
     transform: rasterio.Affine
@@ -90,13 +99,19 @@ def region_mask(scene: str, region: str, folder: Path, shape: tuple[int, int]) -
         return ~in_crop
     if (scene, region) == ("s2", "sample_test"):
         return in_crop & (cols >= TEST_COL)
-    if (scene, region) == ("l8", "clear"):
+    if scene == "l8" and region in ("clear", "farm"):
         with rasterio.open(folder / "l8_BQA.tif") as ds:
             bqa = ds.read(1)
         cloud, cirrus = (bqa >> 14) & 3, (bqa >> 12) & 3
         near_cloud = ndi.binary_dilation(cloud >= 2, iterations=15)
-        return (cloud == 1) & (cirrus <= 1) & ~near_cloud
-    raise SystemExit(f"error: unknown scene/region {scene}/{region} (s2: outside, sample_test; l8: clear)")
+        clear = (cloud == 1) & (cirrus <= 1) & ~near_cloud
+        if region == "clear":
+            return clear
+        farm = np.zeros(shape, bool)
+        for c0, r0, c1, r1 in L8_FARM_BOXES:
+            farm[r0 : r1 + 1, c0 : c1 + 1] = True
+        return clear & farm
+    raise SystemExit(f"error: unknown scene/region {scene}/{region} (s2: outside, sample_test; l8: clear, farm)")
 
 
 def load_scene(data: Path, scene: str, region: str) -> Scene:
@@ -110,16 +125,17 @@ def load_scene(data: Path, scene: str, region: str) -> Scene:
         lo, hi = np.percentile(band[band > 0], (1, 99.5))
         bands.append(np.clip((band - lo) / (hi - lo), 0, 1))
     image = np.dstack(bands)
-    return Scene(image, region_mask(scene, region, folder, image.shape[:2]), transform, crs)
+    return Scene(scene, image, region_mask(scene, region, folder, image.shape[:2]), transform, crs)
 
 
-def pixel_classes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Smooth (5x5 spread < 0.06), field-like (bright NIR, or NIR with some red: not wood), water (dark NIR)."""
+def pixel_classes(image: np.ndarray, scene: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smooth (low 5x5 spread), field-like (bright NIR, or NIR with some red: not wood), water (dark NIR)."""
+    smooth, bright, some_nir, some_red = CLASS_LIMITS[scene]
     spread = sum(np.sqrt(np.maximum(ndi.uniform_filter(b * b, 5) - ndi.uniform_filter(b, 5) ** 2, 0))
                  for b in np.moveaxis(image, 2, 0))  # fmt: skip
     nir, red = image[..., 0], image[..., 1]
-    fieldlike = (nir > 0.5) | ((nir > 0.35) & (red > 0.14))
-    return spread < 0.06, fieldlike, nir < 0.12
+    fieldlike = (nir > bright) | ((nir > some_nir) & (red > some_red))
+    return spread < smooth, fieldlike, nir < 0.12
 
 
 def spaced(picks: list[Candidate], cand: Candidate, avoid: np.ndarray, gap: float = 20.0) -> bool:
@@ -130,10 +146,13 @@ def spaced(picks: list[Candidate], cand: Candidate, avoid: np.ndarray, gap: floa
     return not len(avoid) or bool(np.min(np.hypot(*(avoid - np.array(cand.pixels)[:, None]).T)) >= 4)
 
 
-def point_candidates(scene: Scene, n: int, rng: np.random.Generator, avoid: np.ndarray) -> list[Candidate]:
-    """Random pixels of the region; open water kept with probability 0.15."""
-    water = pixel_classes(scene.image)[2]
-    rows, cols = np.nonzero(scene.region[20:-20, 20:-20])
+def point_candidates(
+    scene: Scene, n: int, rng: np.random.Generator, avoid: np.ndarray, fieldlike: bool = False
+) -> list[Candidate]:
+    """Random pixels of the region (only smooth field-like ones if ``fieldlike``); open water kept with p 0.15."""
+    smooth, like, water = pixel_classes(scene.image, scene.name)
+    allowed = scene.region & smooth & like if fieldlike else scene.region
+    rows, cols = np.nonzero(allowed[20:-20, 20:-20])
     picks: list[Candidate] = []
     for i in rng.permutation(len(rows)):
         r, c = int(rows[i]) + 20, int(cols[i]) + 20
@@ -159,7 +178,7 @@ def pair_features(image: np.ndarray, mean: np.ndarray, a: np.ndarray, b: np.ndar
 
 def pair_pool(scene: Scene, rng: np.random.Generator, tries: int) -> dict[str, list[tuple[float, list]]]:
     """Random valid pairs sorted into hard / colour / plain, each with a score (higher: more typical)."""
-    smooth, fieldlike, _ = pixel_classes(scene.image)
+    smooth, fieldlike, _ = pixel_classes(scene.image, scene.name)
     ok = smooth & fieldlike & scene.region
     mean = ndi.uniform_filter(scene.image, (3, 3, 1))
     h, w = ok.shape
@@ -305,6 +324,7 @@ def main() -> None:
     c.add_argument("kind", choices=("points", "pairs"))
     c.add_argument("--n", type=int, default=60)
     c.add_argument("--seed", type=int, default=13)
+    c.add_argument("--fieldlike", action="store_true", help="points: only smooth, field-like pixels")
     c.add_argument("--kinds", default="hard,colour,plain", help="pair kinds to draw, in equal shares")
     c.add_argument("--avoid", type=Path, help="reference file whose features candidates keep away from")
     c.add_argument("--out", type=Path, required=True)
@@ -320,7 +340,7 @@ def main() -> None:
         rng = np.random.default_rng(args.seed)
         avoid = existing_pixels(args.avoid)
         if args.kind == "points":
-            cands = point_candidates(scene, args.n, rng, avoid)
+            cands = point_candidates(scene, args.n, rng, avoid, args.fieldlike)
         else:
             cands = pair_candidates(scene, args.n, rng, avoid, tuple(args.kinds.split(",")))
         meta = {"scene": args.scene, "region": args.region, "seed": args.seed}
