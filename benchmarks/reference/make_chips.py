@@ -345,7 +345,8 @@ def main() -> None:
             cands = pair_candidates(scene, args.n, rng, avoid, tuple(args.kinds.split(",")))
         meta = {"scene": args.scene, "region": args.region, "seed": args.seed}
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({**meta, "candidates": [asdict(x) for x in cands]}, indent=0) + "\n")
+        rows = ",\n".join(json.dumps(asdict(x)) for x in cands)
+        args.out.write_text(json.dumps(meta)[:-1] + f', "candidates": [\n{rows}\n]}}\n')
         print(f"{len(cands)} candidates -> {args.out}")
         return
     spec = json.loads(args.candidates.read_text())
