@@ -69,7 +69,7 @@ def test_dense_green_crop_dark_in_swir_is_a_field_a_wood_as_dark_is_not() -> Non
         pixels[band] = np.select([crop, wood], [reflectance["crop"][band], reflectance["wood"][band]],
                                  reflectance["soil"][band])  # fmt: skip
     pixels[:, [5, 55], :] = pixels[:, :, [4, 60, 116]] = 0.05  # dark lanes around the crop and the wood
-    labels = _model(min_seed_px=5).delineate(pixels, np.ones(shape, bool)).labels
+    labels = _model(min_seed_m2=500).delineate(pixels, np.ones(shape, bool)).labels
     assert (labels[crop] > 0).mean() > 0.9
     inside = ndimage.binary_erosion(crop | wood, iterations=3)  # their rims mix with the soil when smoothed
     assert (labels[wood & inside] > 0).mean() < 0.02

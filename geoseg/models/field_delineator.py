@@ -16,7 +16,8 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
    - NIR texture (standard deviation / mean in 3 x 3) <= ``texture_max`` — not town or woods (crowns, roofs and
      shadows), and not the hedges and lanes between fields.
 3. **Seeds**: field-like pixels whose gradient is below ``edge_threshold``, eroded by ``seed_erode_px`` (cuts
-   leaks through gaps in a hedge), as 4-connected regions of at least ``min_seed_px`` pixels. A boundary between
+   leaks through gaps in a hedge; by default 1 px up to 20 m pixels, none on coarser ones), as 4-connected regions
+   of at least ``min_seed_m2``. A boundary between
    two fields, even two crops of similar colour, has a gradient above the threshold along its whole length, so
    the fields get separate seeds.
 4. **Regions**: a watershed of the gradient from the seeds over the field-like pixels, so every field-like pixel
@@ -33,8 +34,11 @@ tile sizes small; tests state the tolerance.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage
+from skimage import graph
 from skimage.segmentation import watershed
 
 from geoseg.models.base import InstanceInfo, InstanceOutput, Model, ModelOutput, SceneInfo, TileContext
@@ -49,9 +53,12 @@ class FieldDelineator(Model):
 
     kind = "instance"
 
-    def __init__(self, spec: FieldDelineatorSpec) -> None:
+    def __init__(self, spec: FieldDelineatorSpec, pixel_size_m: float = 10.0) -> None:
         self.spec = spec
         self.name = spec.name
+        erode = spec.seed_erode_px
+        self.seed_erode_px = (1 if pixel_size_m <= 20 else 0) if erode is None else erode
+        self.min_seed_px = max(1, round(spec.min_seed_m2 / pixel_size_m**2))
         self.merge_min_agreement = spec.merge_min_agreement
         self.bands = spec.bands
 
@@ -67,6 +74,8 @@ class FieldDelineator(Model):
         fieldlike = self._fieldlike(smooth, texture) & valid
         seeds = self._seeds(fieldlike & (gradient < self.spec.edge_threshold))
         labels = watershed(gradient, seeds, mask=fieldlike).astype(np.int32)
+        if self.spec.merge_edge_max > 0:
+            labels = _merge_weak_boundaries(labels, gradient, self.spec.merge_edge_max)
         labels = self._drop_textured(labels, texture)
         labels, count = _relabel(labels)
         return InstanceOutput(labels, [InstanceInfo(label=i, score=1.0) for i in range(1, count + 1)])
@@ -81,11 +90,11 @@ class FieldDelineator(Model):
         return mask & (dark_ok | (nir >= spec.green_nir_min))
 
     def _seeds(self, calm: np.ndarray) -> np.ndarray:
-        if self.spec.seed_erode_px:
-            calm = ndimage.binary_erosion(calm, _FOUR_CONNECTED, iterations=self.spec.seed_erode_px)
+        if self.seed_erode_px:
+            calm = ndimage.binary_erosion(calm, _FOUR_CONNECTED, iterations=self.seed_erode_px)
         seeds, _ = ndimage.label(calm, _FOUR_CONNECTED)
         sizes = np.bincount(seeds.ravel())
-        seeds[sizes[seeds] < self.spec.min_seed_px] = 0
+        seeds[sizes[seeds] < self.min_seed_px] = 0
         return seeds
 
     def _drop_textured(self, labels: np.ndarray, texture: np.ndarray) -> np.ndarray:
@@ -95,6 +104,17 @@ class FieldDelineator(Model):
         drop = mean_texture > self.spec.region_texture_max
         drop[0] = True
         return np.where(drop[labels], 0, labels)
+
+
+def _merge_weak_boundaries(labels: np.ndarray, gradient: np.ndarray, edge_max: float) -> np.ndarray:
+    """Join adjacent regions whose shared boundary's mean gradient is below ``edge_max``."""
+    if labels.max() < 2:
+        return labels
+    rag = graph.rag_boundary(labels, gradient.astype(np.float64))
+    if rag.has_node(0):
+        rag.remove_node(0)
+    merged = graph.cut_threshold(labels, rag, edge_max, in_place=True)
+    return np.where(labels > 0, merged + 1, 0).astype(np.int32)
 
 
 def _smooth(band: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
@@ -141,4 +161,4 @@ def _relabel(labels: np.ndarray) -> tuple[np.ndarray, int]:
 
 def build_field_delineator(spec: FieldDelineatorSpec, scene: SceneInfo, device: str) -> FieldDelineator:
     """Builder used by the model registry."""
-    return FieldDelineator(spec)
+    return FieldDelineator(spec, pixel_size_m=math.sqrt(scene.pixel_area_m2))
