@@ -86,7 +86,18 @@ class FieldDelineatorSpec(StrictModel):
     edge_threshold: float = Field(
         0.01, gt=0, description="Multi-band gradient (reflectance per px) below which a pixel may seed a field."
     )
-    merge_edge_max: float = Field(0.0, ge=0, description="Adjacent regions whose shared edge is weaker are joined.")
+    merge_edge_max: float = Field(
+        0.012,
+        ge=0,
+        description="Adjacent regions whose shared boundary is weaker (gradient, see merge_quantile) "
+        "are joined: a streaky field split by its streaks becomes one again; 0 turns merging off.",
+    )
+    merge_quantile: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Quantile of the gradient along a shared boundary compared with merge_edge_max.",
+    )
     seed_erode_px: int | None = Field(
         None,
         ge=0,
