@@ -19,6 +19,9 @@ defaults) or ``test`` (everything else). Metrics, on the exported ``fields`` lay
 - ``nonfield_out``: share of non-field points outside every field polygon;
 - ``same_together``: share of same-field pairs inside one polygon;
 - ``different_apart``: share of different-field pairs not inside one polygon.
+
+Pairs were read twice, blind (``second_reading``): only pairs whose readings agree are scored; the others are
+counted as disputed.
 """
 
 from __future__ import annotations
@@ -128,9 +131,22 @@ def run_job(spec: Path) -> tuple[Path, float]:
     return (spec.parent / job["output"]["path"]).resolve(), wall
 
 
+AGREEING_READING = {"same_field": "same", "different_fields": "different"}
+
+
+def agreed(reference: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Points, and the pairs whose blind second reading (if any) agrees with the label: a pair the second reader
+    called otherwise or unclear is disputed and left out of the scores."""
+    if "second_reading" not in reference:
+        return reference
+    expected = reference["label"].map(AGREEING_READING)
+    second = reference["second_reading"]
+    return reference[expected.isna() | second.isna() | (second == expected)]
+
+
 def score(fields: gpd.GeoDataFrame, reference: gpd.GeoDataFrame, scene: str, split: str) -> Scores:
-    """Compare one scene's field polygons with its reference features of one split."""
-    ref = reference[reference["split"] == split].to_crs(fields.crs)
+    """Compare one scene's field polygons with its reference features of one split (disputed pairs left out)."""
+    ref = agreed(reference[reference["split"] == split]).to_crs(fields.crs)
     polys = fields.geometry.reset_index(drop=True)
     tree = polys.sindex
 
@@ -174,6 +190,8 @@ def main() -> None:
             reference = gpd.read_file(REFERENCE / f"{scene}.geojson")
             for split in sorted(set(reference["split"])):
                 results.append(score(fields, reference, scene, split))
+            disputed = len(reference) - len(agreed(reference))
+            print(f"{scene}: {disputed} disputed pairs left out (the two blind readings differ)")
             areas = fields.geometry.area / 1e4
             print(f"{scene}: {len(fields)} fields, median {np.median(areas):.1f} ha, wall {walls[scene]:.1f} s")
     print(f"{'scene':10s} {'split':6s} {'field_in':16s} {'nonfield_out':16s} {'same_together':16s} different_apart")
