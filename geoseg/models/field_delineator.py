@@ -10,26 +10,34 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
    - NDWI = (green - NIR) / (green + NIR) <= ``water_ndwi`` — not water;
    - NDVI >= ``bare_ndvi_min`` — not sand, beach, roofs, tarmac (bare soil has NDVI 0.1-0.3, sand and roofs < 0.08);
    - SWIR >= ``swir_min`` (with ``use_swir``; without SWIR: mean(green, red) >= ``visible_min``) — not woods,
-     marsh or water: crops and soil are bright in SWIR (0.2-0.3), woods and wet land dark (< 0.12);
+     marsh or water: crops and soil are bright in SWIR (0.2-0.3), woods and wet land dark (< 0.12) — **or**
+     NIR >= ``green_nir_min``: a dense green crop can be as dark in SWIR as a wood (Landsat TOA: 0.13), but
+     it is brighter in NIR (>= 0.25 where woods stay <= 0.21: their crowns shade each other);
    - NIR texture (standard deviation / mean in 3 x 3) <= ``texture_max`` — not town or woods (crowns, roofs and
      shadows), and not the hedges and lanes between fields.
 3. **Seeds**: field-like pixels whose gradient is below ``edge_threshold``, eroded by ``seed_erode_px`` (cuts
-   leaks through gaps in a hedge), as 4-connected regions of at least ``min_seed_px`` pixels. A boundary between
+   leaks through gaps in a hedge; by default 1 px up to 20 m pixels, none on coarser ones), as 4-connected regions
+   of at least ``min_seed_m2``. A boundary between
    two fields, even two crops of similar colour, has a gradient above the threshold along its whole length, so
    the fields get separate seeds.
 4. **Regions**: a watershed of the gradient from the seeds over the field-like pixels, so every field-like pixel
    joins the seed it is reached from by the lowest path and edges settle on the gradient ridge (the hedge, road
    or change of crop).
-5. **Region rule**: a region whose mean texture exceeds ``region_texture_max`` is dropped (orchards, gardens,
+5. **Merge** adjacent regions whose shared boundary is weak: the median (``merge_quantile``) gradient along it is
+   below ``merge_edge_max``. A lane or hedge between two fields is strong along its whole length; a boundary that
+   the seeds drew through a streaky or patchy field passes calm stretches, so that field becomes one region again.
+6. **Region rule**: a region whose mean texture exceeds ``region_texture_max`` is dropped (orchards, gardens,
    scattered houses that passed pixel by pixel).
 
 Tiles: steps 1-3 are local (a few pixels), so seeds are the same in every tile that sees them, and the stitcher
-joins a field's fragments across core edges where the tiles agree (``merge_min_agreement``). The watershed and the
-region rule see the read window: the halo (``receptive_field``, 32 px by default) keeps their differences between
-tile sizes small; tests state the tolerance.
+joins a field's fragments across core edges where the tiles agree (``merge_min_agreement``). The watershed, the
+merge and the region rule see the read window: the halo (``receptive_field``, 32 px by default) keeps their
+differences between tile sizes small; tests state the tolerance.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy import ndimage
@@ -47,9 +55,12 @@ class FieldDelineator(Model):
 
     kind = "instance"
 
-    def __init__(self, spec: FieldDelineatorSpec) -> None:
+    def __init__(self, spec: FieldDelineatorSpec, pixel_size_m: float = 10.0) -> None:
         self.spec = spec
         self.name = spec.name
+        erode = spec.seed_erode_px
+        self.seed_erode_px = (1 if pixel_size_m <= 20 else 0) if erode is None else erode
+        self.min_seed_px = max(1, round(spec.min_seed_m2 / pixel_size_m**2))
         self.merge_min_agreement = spec.merge_min_agreement
         self.bands = spec.bands
 
@@ -65,6 +76,8 @@ class FieldDelineator(Model):
         fieldlike = self._fieldlike(smooth, texture) & valid
         seeds = self._seeds(fieldlike & (gradient < self.spec.edge_threshold))
         labels = watershed(gradient, seeds, mask=fieldlike).astype(np.int32)
+        if self.spec.merge_edge_max > 0:
+            labels = _merge_weak_boundaries(labels, gradient, self.spec.merge_edge_max, self.spec.merge_quantile)
         labels = self._drop_textured(labels, texture)
         labels, count = _relabel(labels)
         return InstanceOutput(labels, [InstanceInfo(label=i, score=1.0) for i in range(1, count + 1)])
@@ -75,18 +88,15 @@ class FieldDelineator(Model):
         ndwi = _normalized_difference(green, nir)
         ndvi = _normalized_difference(nir, red)
         mask = (ndwi <= spec.water_ndwi) & (ndvi >= spec.bare_ndvi_min) & (texture <= spec.texture_max)
-        if "swir16" in smooth:
-            mask &= smooth["swir16"] >= spec.swir_min
-        else:
-            mask &= (green + red) / 2 >= spec.visible_min
-        return mask
+        dark_ok = smooth["swir16"] >= spec.swir_min if "swir16" in smooth else (green + red) / 2 >= spec.visible_min
+        return mask & (dark_ok | (nir >= spec.green_nir_min))
 
     def _seeds(self, calm: np.ndarray) -> np.ndarray:
-        if self.spec.seed_erode_px:
-            calm = ndimage.binary_erosion(calm, _FOUR_CONNECTED, iterations=self.spec.seed_erode_px)
+        if self.seed_erode_px:
+            calm = ndimage.binary_erosion(calm, _FOUR_CONNECTED, iterations=self.seed_erode_px)
         seeds, _ = ndimage.label(calm, _FOUR_CONNECTED)
         sizes = np.bincount(seeds.ravel())
-        seeds[sizes[seeds] < self.spec.min_seed_px] = 0
+        seeds[sizes[seeds] < self.min_seed_px] = 0
         return seeds
 
     def _drop_textured(self, labels: np.ndarray, texture: np.ndarray) -> np.ndarray:
@@ -96,6 +106,42 @@ class FieldDelineator(Model):
         drop = mean_texture > self.spec.region_texture_max
         drop[0] = True
         return np.where(drop[labels], 0, labels)
+
+
+def _merge_weak_boundaries(labels: np.ndarray, strength: np.ndarray, edge_max: float, quantile: float) -> np.ndarray:
+    """Join adjacent regions whose shared boundary is weak: the ``quantile`` of the edge strength along it (the
+    larger of the two pixels across each 4-neighbour step) is below ``edge_max``. A lane or hedge between two
+    fields is strong along its whole length; a boundary through a streaky field passes calm stretches."""
+    pairs, values = [], []
+    for a, b, sa, sb in ((labels[:, :-1], labels[:, 1:], strength[:, :-1], strength[:, 1:]),
+                         (labels[:-1], labels[1:], strength[:-1], strength[1:])):  # fmt: skip
+        step = (a != b) & (a > 0) & (b > 0)
+        lo, hi = np.minimum(a[step], b[step]), np.maximum(a[step], b[step])
+        pairs.append(lo.astype(np.int64) * (int(labels.max()) + 1) + hi)
+        values.append(np.maximum(sa[step], sb[step]))
+    keys, vals = np.concatenate(pairs), np.concatenate(values)
+    if keys.size == 0:
+        return labels
+    order = np.lexsort((vals, keys))
+    keys, vals = keys[order], vals[order]
+    unique, start, count = np.unique(keys, return_index=True, return_counts=True)
+    q = vals[start + np.floor(quantile * (count - 1)).astype(np.int64)]
+    weak = unique[q < edge_max]
+    n = int(labels.max()) + 1
+    uf = np.arange(n)
+
+    def root(i: int) -> int:
+        while uf[i] != i:
+            uf[i] = uf[uf[i]]
+            i = int(uf[i])
+        return i
+
+    for key in weak:
+        ra, rb = root(int(key // n)), root(int(key % n))
+        if ra != rb:
+            uf[max(ra, rb)] = min(ra, rb)
+    lut = np.array([root(i) for i in range(n)])
+    return lut[labels].astype(np.int32)
 
 
 def _smooth(band: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
@@ -142,4 +188,4 @@ def _relabel(labels: np.ndarray) -> tuple[np.ndarray, int]:
 
 def build_field_delineator(spec: FieldDelineatorSpec, scene: SceneInfo, device: str) -> FieldDelineator:
     """Builder used by the model registry."""
-    return FieldDelineator(spec)
+    return FieldDelineator(spec, pixel_size_m=math.sqrt(scene.pixel_area_m2))
