@@ -298,7 +298,7 @@ def _blend_pass(
     show_progress: bool | ProgressMode,
 ) -> None:
     """Blend a layer's tiles that finished the model pass and are not stitched yet (resumed ones may be)."""
-    todo = [t for t in plan.tiles if status[t.id].status in ("done", "resumed") and t.id not in stitcher.fragments]
+    todo = [t for t in plan.tiles if status[t.id].status in ("done", "resumed") and t.id not in stitcher]
     work = _BlendPass(plan, info, stitcher, status)
     with TileProgress(len(todo), enabled=show_progress, label=f"blend {info.name}") as bar:
         run_tiles(todo, work, status, limit=plan.spec.compute.in_flight, batch_size=1, retry=_retry(plan), progress=bar)
