@@ -25,9 +25,8 @@ Everything here is plain numpy/shapely; the cost of merging is O(edge pixels), n
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio.features
@@ -248,6 +247,22 @@ class _OpenTile:
     """Side -> labels on that side's two lines, for each side whose neighbour has not finished."""
 
 
+class ObjectSink(Protocol):
+    """Where a stitcher hands each final object (:class:`geoseg.spool.ObjectSpool` in a run)."""
+
+    def put(self, obj: StitchedObject) -> None: ...
+
+
+class _KeptObjects:
+    """The default sink: objects kept in memory."""
+
+    def __init__(self) -> None:
+        self.objects: list[StitchedObject] = []
+
+    def put(self, obj: StitchedObject) -> None:
+        self.objects.append(obj)
+
+
 class LayerStitcher:
     """Collects one layer's tiles as they finish, merges fragments across shared core edges and hands each object
     to ``sink`` as soon as it is final: every tile it touches finished and every edge it crosses matched. What it
@@ -256,13 +271,11 @@ class LayerStitcher:
     Without a sink, final objects are kept and :meth:`objects` returns them with their ids (tests, small jobs).
     """
 
-    def __init__(
-        self, grid: TileGrid, min_agreement: float = 0.0, sink: Callable[[StitchedObject], None] | None = None
-    ) -> None:
+    def __init__(self, grid: TileGrid, min_agreement: float = 0.0, sink: ObjectSink | None = None) -> None:
         self.grid = grid
         self.min_agreement = min_agreement
-        self._kept: list[StitchedObject] = []
-        self._sink = sink or self._kept.append
+        self._kept = _KeptObjects()
+        self.sink: ObjectSink = sink or self._kept
         self._done: set[str] = set()
         self._open: dict[tuple[int, int], _OpenTile] = {}
         self._sets: MergeSets[tuple[str, Fragment]] = MergeSets()
@@ -327,7 +340,7 @@ class LayerStitcher:
     def _emit(self, root: Any) -> None:
         members = self._sets.pop(root)
         if members:  # a set of halo-only labels has no fragment
-            self._sink(_merge(members))
+            self.sink.put(_merge(members))
 
     def finish(self) -> None:
         """The layer is complete (or what is missing failed): every object still held is final."""
@@ -338,10 +351,10 @@ class LayerStitcher:
     def objects(self) -> list[StitchedObject]:
         """Without a sink: all objects, ids in reading order of their top-left corners."""
         self.finish()
-        self._kept.sort(key=StitchedObject.sort_key)
-        for i, obj in enumerate(self._kept, start=1):
+        objects = sorted(self._kept.objects, key=StitchedObject.sort_key)
+        for i, obj in enumerate(objects, start=1):
             obj.id = i
-        return self._kept
+        return objects
 
 
 def _merge(members: list[tuple[str, Fragment]]) -> StitchedObject:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import shapely
@@ -181,7 +183,7 @@ def test_final_objects_leave_the_stitcher_as_tiles_finish():
             classes[r : r + 4, c : c + 4] = 2  # 32 small objects, each inside one core
     grid = TileGrid(80, 80, 10, 2)
     emitted: list = []
-    stitcher = LayerStitcher(grid, sink=emitted.append)
+    stitcher = LayerStitcher(grid, sink=SimpleNamespace(put=emitted.append))
     held = []
     for tile, layer in _layers(classes, grid):
         stitcher.add(tile, layer)
@@ -202,7 +204,7 @@ def test_objects_along_an_unfinished_neighbour_stay_held():
     classes[2:8, 8:12] = 1  # crosses the edge between tiles (0, 0) and (0, 1)
     grid = TileGrid(20, 20, 10, 2)
     emitted: list = []
-    stitcher = LayerStitcher(grid, sink=emitted.append)
+    stitcher = LayerStitcher(grid, sink=SimpleNamespace(put=emitted.append))
     layers = dict((t.id, (t, layer)) for t, layer in _layers(classes, grid))
     stitcher.add(*layers["r0000_c0000"])
     assert stitcher.held_fragments == 1 and emitted == []
