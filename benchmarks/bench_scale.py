@@ -173,6 +173,8 @@ class TreeSampler:
     samples: list[Sample] = field(default_factory=list)
     per_pid: dict[int, dict[str, Any]] = field(default_factory=dict)
     outside_tree: set[int] = field(default_factory=set)
+    driver_hwm: int = 0
+    """The driver's peak RSS as the kernel counts it (VmHWM of /proc/PID/status): no peak between samples is lost."""
     marker_seen: bool = False
     """Whether the raylet's command line names ``marker`` (so the fallback search would find Ray's processes)."""
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
@@ -245,6 +247,10 @@ class TreeSampler:
             entry["peak_uss"] = max(entry["peak_uss"], mem.uss)
         if not roles:
             return
+        with contextlib.suppress(OSError, ValueError):
+            status = Path(f"/proc/{self.root}/status").read_text()
+            hwm = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+            self.driver_hwm = max(self.driver_hwm, int(hwm.split()[1]) * 1024)
         phase, tiles = self._phase(raylet)
         self.samples.append(Sample(round(t, 2), phase, tiles, pss, rss, uss, roles))
 
@@ -359,6 +365,7 @@ def summarize(
         "peak_phase": peak.phase,
         "driver_peak_pss_mib": mib(driver["peak_pss"]),
         "driver_peak_rss_mib": mib(driver["peak_rss"]),
+        "driver_hwm_mib": mib(s.driver_hwm),
         "driver_peak_phase": max(samples, key=lambda x: x.roles.get("driver", 0)).phase,
         "peak_breakdown_mib": {k: mib(v) for k, v in sorted(peak.roles.items(), key=lambda kv: -kv[1])},
         "peak_by_role_mib": {k: mib(v) for k, v in sorted(by_role.items(), key=lambda kv: -kv[1])},
@@ -389,9 +396,9 @@ def summarize(
 # --------------------------------------------------------------------------------------------- report
 def table(results: list[dict[str, Any]]) -> str:
     head = ["scale", "size", "tiles", "objects/truth", "wall s", "Mpx/s", "peak PSS MiB", "peak RSS MiB", "PSS vs 1x"]
-    head += ["driver PSS MiB", "driver RSS MiB", "driver vs 1x"]
+    head += ["driver PSS MiB", "driver RSS MiB", "driver HWM MiB", "HWM vs 1x"]
     first = next((r for r in results if r["scale"] == 1), results[0])
-    base, driver_base = first["peak_pss_mib"], first["driver_peak_pss_mib"]
+    base, driver_base = first["peak_pss_mib"], first["driver_hwm_mib"]
     rows = [
         [
             f"{r['scale']}x",
@@ -405,7 +412,8 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{r['peak_pss_mib'] / base:.2f}",
             f"{r['driver_peak_pss_mib']:.0f}",
             f"{r['driver_peak_rss_mib']:.0f}",
-            f"{r['driver_peak_pss_mib'] / driver_base:.2f}",
+            f"{r['driver_hwm_mib']:.0f}",
+            f"{r['driver_hwm_mib'] / driver_base:.2f}",
         ]
         for r in results
     ]
@@ -448,7 +456,8 @@ def main() -> None:
         r = results[-1]
         print(
             f"[{scale}x] {r['wall_s']:.1f} s, peak PSS {r['peak_pss_mib']:.0f} MiB ({r['peak_phase']}), "
-            f"driver {r['driver_peak_pss_mib']:.0f} MiB PSS, {r['objects']}/{r['truth']} objects",
+            f"driver {r['driver_peak_pss_mib']:.0f} MiB PSS / {r['driver_hwm_mib']:.0f} MiB peak RSS, "
+            f"{r['objects']}/{r['truth']} objects",
             file=sys.stderr,
             flush=True,
         )
