@@ -72,9 +72,10 @@ class MergeSets(Generic[T]):
         return len(self._sets)
 
     def _set(self, node: Any) -> _Set[T]:
-        if node not in self._uf.parent:
-            self._uf.find(node)
-            self._sets[node] = _Set([node])
+        if node not in self._uf.parent:  # a new node: a set of its own
+            self._uf.parent[node], self._uf.size[node] = node, 1
+            group = self._sets[node] = _Set([node])
+            return group
         return self._sets[self._uf.find(node)]
 
     def find(self, node: Any) -> Any:

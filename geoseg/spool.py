@@ -42,7 +42,7 @@ class ObjectSpool:
             "geom BLOB, doc TEXT)"
         )
         self._db.execute("CREATE TABLE ids (tile TEXT, label INTEGER, id INTEGER)")
-        self._rows: list[tuple[Any, ...]] = []
+        self._pending: list[StitchedObject] = []
         self.count = 0
         self.columns = LayerColumns()
         """The layer's optional columns, over every object put."""
@@ -52,18 +52,26 @@ class ObjectSpool:
 
     def put(self, obj: StitchedObject) -> None:
         """Keep a final object (its id is given when the export reads it back)."""
-        miny, minx, cls, pixels, tile, label = obj.sort_key()
-        self._rows.append((miny, minx, cls, pixels, tile, label, shapely.to_wkb(obj.geometry), _doc(obj)))
+        self._pending.append(obj)
         self.count += 1
         self.columns.add(obj)
-        self.any_multi |= obj.geometry.geom_type == "MultiPolygon"
-        if len(self._rows) >= FLUSH_ROWS:
+        if len(self._pending) >= FLUSH_ROWS:
             self._flush()
 
     def _flush(self) -> None:
-        self._db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._rows)
+        """Write the pending objects (geometry work vectorized over them; the sort key as in ``sort_key``)."""
+        if not self._pending:
+            return
+        objects, self._pending = self._pending, []
+        geoms = np.array([o.geometry for o in objects], dtype=object)
+        self.any_multi |= bool((shapely.get_type_id(geoms) == shapely.GeometryType.MULTIPOLYGON).any())
+        bounds = shapely.bounds(geoms)
+        rows = [
+            (float(b[1]), float(b[0]), o.cls, o.pixels, *min(o.fragments), wkb, _doc(o))
+            for o, b, wkb in zip(objects, bounds, shapely.to_wkb(geoms), strict=True)
+        ]
+        self._db.executemany("INSERT INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         self._db.commit()
-        self._rows.clear()
 
     def batches(self, size: int) -> Iterator[list[StitchedObject]]:
         """All objects in id order, ids 1, 2, ... given here, ``size`` at a time (at least one batch, maybe empty)."""
@@ -73,7 +81,8 @@ class ObjectSpool:
         next_id = 1
         while True:
             rows = cursor.fetchmany(size)
-            batch = [_object(next_id + i, geom, doc) for i, (geom, doc) in enumerate(rows)]
+            geoms = shapely.from_wkb([geom for geom, _ in rows]) if rows else []
+            batch = [_object(next_id + i, g, doc) for i, (g, (_, doc)) in enumerate(zip(geoms, rows, strict=True))]
             next_id += len(batch)
             if batch or next_id == 1:
                 yield batch
@@ -137,11 +146,11 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot spool a {type(value).__name__}")
 
 
-def _object(object_id: int, geom: bytes, doc: str) -> StitchedObject:
+def _object(object_id: int, geometry: shapely.Geometry, doc: str) -> StitchedObject:
     d = json.loads(doc)
     return StitchedObject(
         id=object_id,
-        geometry=shapely.from_wkb(geom),
+        geometry=geometry,
         pixels=d["pixels"],
         score=d["score"],
         cls=d["cls"],

@@ -291,15 +291,16 @@ class LayerStitcher:
 
     def add(self, tile: Tile, layer: LayerTile) -> None:
         """Add a finished tile; merges it with every finished neighbour (edge work only), emits final objects."""
-        self._done.add(tile.id)
+        tile_id = tile.id
+        self._done.add(tile_id)
         keyed = {f.label for f in layer.fragments if f.key is not None}
         touched: list[Any] = []
         for f in layer.fragments:
-            self._sets.add_item((tile.id, f.label), (tile.id, f))
-            touched.append((tile.id, f.label))
+            self._sets.add_item((tile_id, f.label), (tile_id, f))
+            touched.append((tile_id, f.label))
             if f.key is not None:
                 self._sets.pin(("key", f.key))
-                self._sets.union((tile.id, f.label), ("key", f.key))
+                self._sets.union((tile_id, f.label), ("key", f.key))
         open_labels = {}
         for side, (dr, dc) in (("right", (0, 1)), ("bottom", (1, 0)), ("left", (0, -1)), ("top", (-1, 0))):
             row, col = tile.row + dr, tile.col + dc
@@ -307,12 +308,12 @@ class LayerStitcher:
                 continue
             neighbour = self.grid[row, col]
             if neighbour.id not in self._done:
-                open_labels[side] = self._open_side(tile.id, layer.strips, side)
+                open_labels[side] = self._open_side(tile_id, layer.strips, side)
                 continue
             other = self._open[(row, col)]
             for la, lb in edge_matches(layer.strips, other.strips, side, self.min_agreement):
                 if la not in keyed and lb not in other.keyed:  # prompted objects merge by their key only
-                    self._sets.union((tile.id, la), (neighbour.id, lb))
+                    self._sets.union((tile_id, la), (neighbour.id, lb))
             touched += self._close_side(neighbour, _OPPOSITE[side])
         if open_labels:
             self._open[(tile.row, tile.col)] = _OpenTile(layer.strips, keyed, open_labels)
