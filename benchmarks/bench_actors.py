@@ -14,7 +14,8 @@ Reported per run:
 * ``tile phase``: the wall time of the tile loop (:func:`geoseg.tileloop.run_tiles`, actors already started);
 * ``utilisation``: time in ``predict`` summed over the actors / (actors x tile phase): what the issue asks for;
 * ``steady``: the same between each actor's first ``predict`` start and last ``predict`` end (no fill / drain);
-* ``gaps``: the longest and mean wait of an actor between two ``predict`` calls.
+* ``gaps``: the longest and mean wait of an actor between two ``predict`` calls;
+* ``fill`` / ``drain``: tile phase start to the first ``predict``; the last ``predict`` to the tile phase end.
 
 Ray gets ``actors + --task-cpus`` logical CPUs (placement needs one per CPU actor; with sleeping actors the
 ``--task-cpus`` slots are the real cores left for reading and finishing tiles).
@@ -129,6 +130,8 @@ def summarize(
         "predict_s": round(in_predict, 2),
         "utilisation": round(in_predict / (actors * tile_phase), 3),
         "steady_utilisation": round(min(steady), 3) if steady else None,
+        "fill_s": round(min(c[0][0] for c in busy.values()) - phase["start"], 2),
+        "drain_s": round(phase["end"] - max(c[-1][1] for c in busy.values()), 2),
         "max_gap_s": round(max(gaps), 3) if gaps else None,
         "mean_gap_s": round(sum(gaps) / len(gaps), 3) if gaps else None,
         "calls_per_actor": sorted(len(calls) for calls in busy.values()),
@@ -149,7 +152,8 @@ def main() -> None:
         print(
             f"{actors} actor(s): {r['tiles']} tiles, tile phase {r['tile_phase_s']} s (ideal {r['ideal_tile_phase_s']}"
             f" s), utilisation {r['utilisation']:.1%}, steady {r['steady_utilisation']:.1%}, gaps max "
-            f"{r['max_gap_s']} s mean {r['mean_gap_s']} s, wall {r['wall_s']} s",
+            f"{r['max_gap_s']} s mean {r['mean_gap_s']} s, fill {r['fill_s']} s, drain {r['drain_s']} s, "
+            f"wall {r['wall_s']} s",
             flush=True,
         )
     if args.json:
