@@ -173,6 +173,8 @@ class TreeSampler:
     samples: list[Sample] = field(default_factory=list)
     per_pid: dict[int, dict[str, Any]] = field(default_factory=dict)
     outside_tree: set[int] = field(default_factory=set)
+    driver_cpu: float = 0.0
+    """The driver's CPU seconds (user + system) at its last sample."""
     driver_hwm: int = 0
     """The driver's peak RSS as the kernel counts it (VmHWM of /proc/PID/status): no peak between samples is lost."""
     marker_seen: bool = False
@@ -247,6 +249,9 @@ class TreeSampler:
             entry["peak_uss"] = max(entry["peak_uss"], mem.uss)
         if not roles:
             return
+        with contextlib.suppress(psutil.Error):
+            cpu = self._proc(self.root).cpu_times()
+            self.driver_cpu = max(self.driver_cpu, cpu.user + cpu.system)
         with contextlib.suppress(OSError, ValueError):
             status = Path(f"/proc/{self.root}/status").read_text()
             hwm = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
@@ -366,6 +371,7 @@ def summarize(
         "driver_peak_pss_mib": mib(driver["peak_pss"]),
         "driver_peak_rss_mib": mib(driver["peak_rss"]),
         "driver_hwm_mib": mib(s.driver_hwm),
+        "driver_cpu_s": round(s.driver_cpu, 1),
         "driver_peak_phase": max(samples, key=lambda x: x.roles.get("driver", 0)).phase,
         "peak_breakdown_mib": {k: mib(v) for k, v in sorted(peak.roles.items(), key=lambda kv: -kv[1])},
         "peak_by_role_mib": {k: mib(v) for k, v in sorted(by_role.items(), key=lambda kv: -kv[1])},
@@ -456,7 +462,8 @@ def main() -> None:
         r = results[-1]
         print(
             f"[{scale}x] {r['wall_s']:.1f} s, peak PSS {r['peak_pss_mib']:.0f} MiB ({r['peak_phase']}), "
-            f"driver {r['driver_peak_pss_mib']:.0f} MiB PSS / {r['driver_hwm_mib']:.0f} MiB peak RSS, "
+            f"driver {r['driver_peak_pss_mib']:.0f} MiB PSS / {r['driver_hwm_mib']:.0f} MiB peak RSS / "
+            f"{r['driver_cpu_s']:.0f} s CPU, "
             f"{r['objects']}/{r['truth']} objects",
             file=sys.stderr,
             flush=True,
