@@ -91,8 +91,9 @@ def run_tiles(
     in_flight: dict[Any, Tile] = {}
     attempts: Counter[str] = Counter()
     while pending or in_flight:
-        while pending and len(in_flight) < limit:
-            batch = [pending.popleft() for _ in range(min(batch_size, len(pending), limit - len(in_flight)))]
+        # whole batches only: topping up one free slot at a time would send the model batches of one tile
+        while pending and len(in_flight) + min(batch_size, len(pending), limit) <= limit:
+            batch = [pending.popleft() for _ in range(min(batch_size, len(pending), limit))]
             attempts.update(t.id for t in batch)
             in_flight.update(zip(work.submit(batch), batch, strict=True))
         ready, _ = ray.wait(list(in_flight), num_returns=1)

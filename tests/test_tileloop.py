@@ -29,8 +29,10 @@ class _Recorder:
         self.done: list[str] = []
         self.failures: list[tuple[str, str, int, bool]] = []
         self.status = status
+        self.batches: list[int] = []
 
     def submit(self, batch: list[Tile]) -> list[Any]:
+        self.batches.append(len(batch))
         refs = []
         for tile in batch:
             self.tries[tile.id] = self.tries.get(tile.id, 0) + 1
@@ -67,6 +69,20 @@ def test_retries_then_gives_up(ray_local, fail_until, finished):
     assert work.tries["r0000_c0000"] == 3  # one try and two retries, whichever way it ends
     assert [f[2:] for f in work.failures] == [(1, True), (2, True)] + ([] if finished else [(3, False)])
     assert work.failures[0][1] == "InputError: tile r0000_c0000 unreadable (attempt 1)"  # the remote error's gist
+
+
+@pytest.mark.parametrize(("limit", "batch_size"), [(8, 4), (6, 4), (3, 4)])
+def test_batches_are_whole(ray_local, limit, batch_size):
+    """The loop waits for room for a whole batch: the model never gets batches cut to the free slots."""
+    tiles = list(TileGrid(50, 50, 10, 2))  # 25 tiles
+    status = {t.id: TileStatus() for t in tiles}
+    work = _Recorder(ray_local, 0, status)
+    run_tiles(
+        tiles, work, status, limit=limit, batch_size=batch_size, retry=RetryPolicy(), progress=TileProgress(25, False)
+    )
+    whole = min(batch_size, limit)
+    assert sorted(work.done) == sorted(t.id for t in tiles) and work.most_in_flight <= limit
+    assert work.batches[:-1] == [whole] * (len(work.batches) - 1) and 0 < work.batches[-1] <= whole
 
 
 def test_failure_budget_stops_the_loop(ray_local):

@@ -16,7 +16,7 @@ Per batch of tiles:
 
 4. masks are restricted to valid pixels and painted into one int32 label raster over the read window, the higher
    score winning where masks overlap. ``min_area_m2`` / ``max_area_m2`` are not applied here, to fragments, but
-   after stitching, to whole objects (:func:`geoseg.finalize.build_layers`): a large field's small edge fragment is
+   after stitching, to whole objects (:func:`geoseg.finalize.layer_frames`): a large field's small edge fragment is
    kept and joined, and an object too large as a whole is dropped whole.
 """
 
