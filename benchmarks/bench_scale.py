@@ -1,7 +1,14 @@
-"""Memory and time against scene size: is peak memory bounded by the tile size, not the scene size?
+"""Memory and time against scene size and object count: is peak memory bounded by the tile size, not the scene
+size, and is the driver's memory flat in the number of objects?
 
     python benchmarks/bench_scale.py                         # 1x, 4x, 16x of 4096^2 (16x = 16384^2)
     python benchmarks/bench_scale.py --base 1024 --tile-size 256 --json /tmp/scale.json   # quick check (~1 min)
+    python benchmarks/bench_scale.py --objects               # 1x, 4x, 16x objects on one 8192^2 scene (~655k at 16x)
+
+``--objects`` keeps the pixels fixed (``--side``, default 8192) and shrinks the field cell instead (``--cell`` / sqrt
+of the scale: 32, 16, 8 px), so the object count grows 1x / 4x / 16x (~41k / ~164k / ~655k small fields) while
+every tile costs the same; the figure to watch is the driver's own peak (PSS and RSS of the ``geoseg.cli``
+process alone), which holds the stitcher and streams the export.
 
 For each scale the synthetic field scene (``geoseg.testutils.scenes.write_field_scene``; constant ``--cell`` so the
 object density is the same at every scale) is generated once into ``--workdir`` and reused afterwards (not timed).
@@ -70,7 +77,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--base", type=int, default=4096, help="side of the 1x scene in pixels (16x = 4 * base)")
     parser.add_argument("--tile-size", type=int, default=1024)
     parser.add_argument("--halo", type=int, default=16)
-    parser.add_argument("--cell", type=int, default=150, help="field grid cell in pixels (constant density)")
+    parser.add_argument("--cell", type=int, default=None, help="field grid cell in px (default 150; --objects: 32)")
+    parser.add_argument("--objects", action="store_true", help="scale the object count on a fixed --side scene")
+    parser.add_argument("--side", type=int, default=8192, help="scene side with --objects")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-bench"))
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16], help="pixel multiples: perfect squares")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between memory samples")
@@ -164,6 +173,8 @@ class TreeSampler:
     samples: list[Sample] = field(default_factory=list)
     per_pid: dict[int, dict[str, Any]] = field(default_factory=dict)
     outside_tree: set[int] = field(default_factory=set)
+    driver_hwm: int = 0
+    """The driver's peak RSS as the kernel counts it (VmHWM of /proc/PID/status): no peak between samples is lost."""
     marker_seen: bool = False
     """Whether the raylet's command line names ``marker`` (so the fallback search would find Ray's processes)."""
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
@@ -236,6 +247,10 @@ class TreeSampler:
             entry["peak_uss"] = max(entry["peak_uss"], mem.uss)
         if not roles:
             return
+        with contextlib.suppress(OSError, ValueError):
+            status = Path(f"/proc/{self.root}/status").read_text()
+            hwm = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+            self.driver_hwm = max(self.driver_hwm, int(hwm.split()[1]) * 1024)
         phase, tiles = self._phase(raylet)
         self.samples.append(Sample(round(t, 2), phase, tiles, pss, rss, uss, roles))
 
@@ -265,16 +280,19 @@ def run_scale(args: argparse.Namespace, scale: int) -> dict[str, Any]:
     factor = round(scale**0.5)
     if factor * factor != scale:
         raise SystemExit(f"--scales must be perfect squares (pixel multiples of the 1x scene), got {scale}")
-    side = args.base * factor
-    scene, truth = ensure_scene(args.workdir, side, args.cell)
-    run_dir = args.workdir / f"run-{side}-t{args.tile_size}"
+    if args.objects:
+        side, cell = args.side, (args.cell or 32) // factor
+    else:
+        side, cell = args.base * factor, args.cell or 150
+    scene, truth = ensure_scene(args.workdir, side, cell)
+    run_dir = args.workdir / f"run-{side}-c{cell}-t{args.tile_size}"
     run_dir.mkdir(parents=True, exist_ok=True)
     job = write_job(scene, run_dir, args.tile_size, args.halo)
     ray_tmp = tempfile.mkdtemp(prefix="gsb-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [sys.executable, "-m", "geoseg.cli", *(["-v"] if args.verbose_run else []), "run", str(job)]
     cmd += ["--overwrite", "--no-progress"]
-    print(f"[{scale}x] {side} x {side}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+    print(f"[{scale}x] {side} x {side}, cell {cell}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     log_path = run_dir / "run.log"
     with open(log_path, "w") as log:
         wall0 = time.time()
@@ -315,6 +333,7 @@ def summarize(
 ) -> dict[str, Any]:
     samples = s.samples
     peak = max(samples, key=lambda x: x.pss)
+    driver = s.per_pid.get(s.root, {"peak_pss": 0, "peak_rss": 0})
     by_role: dict[str, int] = {}
     by_phase: dict[str, dict[str, Any]] = {}
     for x in samples:
@@ -344,6 +363,10 @@ def summarize(
         "peak_rss_mib": mib(max(x.rss for x in samples)),
         "peak_uss_mib": mib(max(x.uss for x in samples)),
         "peak_phase": peak.phase,
+        "driver_peak_pss_mib": mib(driver["peak_pss"]),
+        "driver_peak_rss_mib": mib(driver["peak_rss"]),
+        "driver_hwm_mib": mib(s.driver_hwm),
+        "driver_peak_phase": max(samples, key=lambda x: x.roles.get("driver", 0)).phase,
         "peak_breakdown_mib": {k: mib(v) for k, v in sorted(peak.roles.items(), key=lambda kv: -kv[1])},
         "peak_by_role_mib": {k: mib(v) for k, v in sorted(by_role.items(), key=lambda kv: -kv[1])},
         "peak_by_phase": by_phase,
@@ -373,7 +396,9 @@ def summarize(
 # --------------------------------------------------------------------------------------------- report
 def table(results: list[dict[str, Any]]) -> str:
     head = ["scale", "size", "tiles", "objects/truth", "wall s", "Mpx/s", "peak PSS MiB", "peak RSS MiB", "PSS vs 1x"]
-    base = next((r["peak_pss_mib"] for r in results if r["scale"] == 1), results[0]["peak_pss_mib"])
+    head += ["driver PSS MiB", "driver RSS MiB", "driver HWM MiB", "HWM vs 1x"]
+    first = next((r for r in results if r["scale"] == 1), results[0])
+    base, driver_base = first["peak_pss_mib"], first["driver_hwm_mib"]
     rows = [
         [
             f"{r['scale']}x",
@@ -385,6 +410,10 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{r['peak_pss_mib']:.0f}",
             f"{r['peak_rss_mib']:.0f}",
             f"{r['peak_pss_mib'] / base:.2f}",
+            f"{r['driver_peak_pss_mib']:.0f}",
+            f"{r['driver_peak_rss_mib']:.0f}",
+            f"{r['driver_hwm_mib']:.0f}",
+            f"{r['driver_hwm_mib'] / driver_base:.2f}",
         ]
         for r in results
     ]
@@ -401,6 +430,7 @@ def table(results: list[dict[str, Any]]) -> str:
     for r in results:
         parts = ", ".join(f"{k} {v:.0f}" for k, v in r["peak_breakdown_mib"].items())
         lines.append(f"{r['scale']}x peak in phase {r['peak_phase']}: {parts} (MiB PSS)")
+        lines.append(f"{r['scale']}x driver peak in phase {r['driver_peak_phase']}")
     return "\n".join(lines)
 
 
@@ -426,6 +456,7 @@ def main() -> None:
         r = results[-1]
         print(
             f"[{scale}x] {r['wall_s']:.1f} s, peak PSS {r['peak_pss_mib']:.0f} MiB ({r['peak_phase']}), "
+            f"driver {r['driver_peak_pss_mib']:.0f} MiB PSS / {r['driver_hwm_mib']:.0f} MiB peak RSS, "
             f"{r['objects']}/{r['truth']} objects",
             file=sys.stderr,
             flush=True,

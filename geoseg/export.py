@@ -10,7 +10,7 @@ layers) before writing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import geopandas as gpd
@@ -23,6 +23,9 @@ from geoseg.atomic import atomic_output, check_output_absent
 __all__ = [
     "GEOMETRY_COLUMN",
     "VECTOR_FORMATS",
+    "LayerAppender",
+    "check_names",
+    "fill_geopackage",
     "reproject_layers",
     "vector_format_path",
     "write_geopackage",
@@ -83,15 +86,75 @@ def write_geopackage(
     """
     tables = tables or {}
     styles = styles or {}
-    geometry_types = geometry_types or {}
     _check_names(layers, tables, styles)
     with atomic_output(Path(path), overwrite) as tmp:
-        for name, gdf in layers.items():
-            _write_layer(gdf, tmp, name, "GPKG", geometry_types.get(name), _GPKG_LAYER_OPTIONS)
-        for name, table in tables.items():
-            _write_table(table, tmp, name)
-        if styles:
-            _write_table(_styles_table(styles), tmp, _STYLES_TABLE, layer_options={"FID": "id"})
+        fill_geopackage(tmp, layers, tables=tables, styles=styles, geometry_types=geometry_types)
+
+
+def fill_geopackage(
+    path: Path,
+    layers: Mapping[str, gpd.GeoDataFrame],
+    *,
+    tables: Mapping[str, pd.DataFrame] | None = None,
+    styles: Mapping[str, str] | None = None,
+    geometry_types: Mapping[str, str] | None = None,
+) -> None:
+    """Add layers, tables and styles to a GeoPackage being written (:func:`write_geopackage` without the checks
+    and the atomic rename; for a file that :class:`LayerAppender` also writes to)."""
+    geometry_types = geometry_types or {}
+    for name, gdf in layers.items():
+        _write_layer(gdf, path, name, "GPKG", geometry_types.get(name), _GPKG_LAYER_OPTIONS)
+    for name, table in (tables or {}).items():
+        _write_table(table, path, name)
+    if styles:
+        _write_table(_styles_table(styles), path, _STYLES_TABLE, layer_options={"FID": "id"})
+
+
+def check_names(layers: Iterable[str], tables: Iterable[str], styles: Iterable[str]) -> None:
+    """Fail on reserved, empty or duplicate layer / table names, or styles for layers not written (ValueError)."""
+    _check_names(dict.fromkeys(layers), dict.fromkeys(tables), dict.fromkeys(styles))
+
+
+class LayerAppender:
+    """Writes one GeoPackage layer batch by batch, with the geometry type :func:`write_geopackage` would give it.
+
+    ``declared`` is a guess at the type of the whole layer (None: take the first batch's, when it is the whole
+    layer). Batches that do not fit the guess are not written; :attr:`redo` then names the right type, and the
+    caller writes all batches again into a fresh appender with it.
+    """
+
+    def __init__(self, path: Path, name: str, declared: str | None, replace: bool = False) -> None:
+        self.path, self.name, self.declared = Path(path), name, declared
+        self.rows = 0
+        self.present: set[str] = set()
+        self._options = {**_GPKG_LAYER_OPTIONS, **({"OVERWRITE": "YES"} if replace else {})}
+        self._started = self._misfit = False
+
+    def append(self, gdf: gpd.GeoDataFrame) -> None:
+        present = set(gdf.geometry.geom_type.dropna().unique())
+        self.present |= present
+        if self._misfit:
+            return
+        if self.declared is None:
+            self.declared = _infer_geometry_type(present)
+        singles = {single for single, multi in _MULTI.items() if multi == self.declared}
+        if present - {self.declared} - singles:
+            self._misfit = True
+            return
+        if not self._started:
+            _write_layer(gdf, self.path, self.name, "GPKG", self.declared, self._options)
+            self._started = True
+        elif len(gdf):
+            pyogrio.write_dataframe(
+                gdf, self.path, layer=self.name, driver="GPKG", append=True, promote_to_multi=bool(present & singles)
+            )
+        self.rows += len(gdf)
+
+    @property
+    def redo(self) -> str | None:
+        """The layer's geometry type when the batches must be written again with it; None when they were right."""
+        inferred = _infer_geometry_type(self.present)
+        return inferred if self._misfit or self.declared != inferred else None
 
 
 def _check_names(layers: Mapping[str, object], tables: Mapping[str, object], styles: Mapping[str, object]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,13 +20,15 @@ from pyproj import CRS
 from rasterio.windows import bounds as window_bounds
 
 import geoseg
-from geoseg.atomic import check_output_absent
+from geoseg.atomic import atomic_output, check_output_absent
 from geoseg.cog import CogWriter
 from geoseg.errors import OutputError
-from geoseg.export import reproject_layers, write_geopackage, write_vector_formats
+from geoseg.export import LayerAppender, check_names, fill_geopackage, reproject_layers, write_vector_formats
 from geoseg.fiboa import write_fiboa
 from geoseg.models import ModelInfo
 from geoseg.plan import TILES_LAYER, JobPlan
+from geoseg.quicklook import QuicklookFeed
+from geoseg.spool import ObjectSpool
 from geoseg.stitch import LayerStitcher, StitchedObject
 from geoseg.styles import categorized_qml, outline_qml
 from geoseg.tileloop import TileStatus
@@ -73,20 +76,36 @@ def check_outputs(plan: JobPlan, overwrite: bool) -> None:
             raise OutputError(f"output folder {folder} is not writable; change output.path")
 
 
-def build_layers(
-    plan: JobPlan, stitchers: dict[str, LayerStitcher]
-) -> tuple[dict[str, gpd.GeoDataFrame], dict[str, list[StitchedObject]]]:
-    """One GeoDataFrame per model (scene CRS), and the stitched objects behind it."""
+EXPORT_BATCH = 20_000
+"""Objects per batch when a layer streams from its spool into the GeoPackage."""
+
+
+def layer_stitchers(plan: JobPlan) -> dict[str, LayerStitcher]:
+    """One stitcher per model, spooling each final object to the work dir (:mod:`geoseg.spool`)."""
+    return {
+        m.name: LayerStitcher(
+            plan.grid, m.merge_min_agreement, ObjectSpool(plan.outputs.work_dir / f"objects.{m.name}")
+        )
+        for m in plan.models
+    }
+
+
+def _cleaning(plan: JobPlan, info: ModelInfo) -> Cleaning:
+    # a model's own area limits (SAM's min/max_area_m2) apply to whole stitched objects, with output.min_area_m2
     out = plan.spec.output
+    min_area = max(out.min_area_m2, info.min_area_m2)
+    return Cleaning(out.simplify, min_area, out.fill_holes_m2, max_area_m2=info.max_area_m2)
+
+
+def layer_frames(plan: JobPlan, info: ModelInfo, spool: ObjectSpool, batch: int) -> Iterator[LayerBatch]:
+    """A model's layer (scene CRS) in id order, one frame per batch of objects, with the objects behind it."""
+    cleaning = _cleaning(plan, info)
     crs = CRS.from_wkt(plan.scene.crs_wkt)
-    layers, objects = {}, {}
-    for info in plan.models:
-        # a model's own area limits (SAM's min/max_area_m2) apply to whole stitched objects, with output.min_area_m2
-        min_area = max(out.min_area_m2, info.min_area_m2)
-        cleaning = Cleaning(out.simplify, min_area, out.fill_holes_m2, max_area_m2=info.max_area_m2)
-        objects[info.name] = stitchers[info.name].objects()
-        layers[info.name] = objects_frame(
-            objects[info.name],
+    if cleaning.simplify > 0:
+        batch = max(spool.count, 1)  # coverage simplification keeps shared edges shared: the whole layer at once
+    for objects in spool.batches(batch):
+        frame = objects_frame(
+            objects,
             plan.scene.transform,
             crs,
             cleaning,
@@ -94,8 +113,15 @@ def build_layers(
             stats_classes=plan.stats.classes if plan.stats else (),
             instance=info.kind == "instance",
             verdict_rules=plan.stats.verdict if plan.stats else None,
+            columns=spool.columns,
         )
-    return layers, objects
+        yield LayerBatch(objects, frame)
+
+
+@dataclass(frozen=True)
+class LayerBatch:
+    objects: list[StitchedObject]
+    frame: gpd.GeoDataFrame
 
 
 def tiles_layer(plan: JobPlan, status: dict[str, TileStatus]) -> gpd.GeoDataFrame:
@@ -145,23 +171,18 @@ def layer_style(info: ModelInfo, verdicts: bool = False) -> str:
     return outline_qml((255, 220, 0, 255), 0.5)
 
 
-def write_masks(
-    plan: JobPlan, objects: dict[str, list[StitchedObject]], kept: dict[str, set[int]], overwrite: bool
-) -> list[Path]:
+def write_masks(plan: JobPlan, spools: dict[str, ObjectSpool], overwrite: bool) -> list[Path]:
     """One COG per model, written window by window from the tiles' saved cores."""
     written = []
     with rasterio.Env(GDAL_CACHEMAX=MASK_CACHE_MB):
         for info in plan.models:
-            written.append(_write_mask(plan, info, objects, kept, overwrite))
+            written.append(_write_mask(plan, info, spools[info.name], overwrite))
     return written
 
 
-def _write_mask(
-    plan: JobPlan, info: ModelInfo, objects: dict[str, list[StitchedObject]], kept: dict[str, set[int]], overwrite: bool
-) -> Path:
+def _write_mask(plan: JobPlan, info: ModelInfo, spool: ObjectSpool, overwrite: bool) -> Path:
     """One model's COG: classes (uint8, colour table) or global instance ids (uint32)."""
     semantic = info.kind == "semantic"
-    luts = {} if semantic else _id_luts(objects[info.name], kept[info.name])
     path = plan.outputs.masks[info.name]
     writer = CogWriter(
         path,
@@ -182,24 +203,10 @@ def _write_mask(
             if core is None:
                 continue  # failed tile: left as nodata
             if not semantic:
-                lut = luts.get(tile.id, np.zeros(1, np.uint32))
+                lut = spool.id_lut(tile.id)
                 core = lut[np.clip(core, 0, len(lut) - 1)]
             writer.write(core, tile.core)
     return path
-
-
-def _id_luts(objects: list[StitchedObject], kept: set[int]) -> dict[str, np.ndarray]:
-    """Per tile, local label -> global id (0 for objects dropped by cleaning)."""
-    pairs: dict[str, dict[int, int]] = {}
-    for obj in objects:
-        for tile_id, label in obj.fragments:
-            pairs.setdefault(tile_id, {})[label] = obj.id if obj.id in kept else 0
-    luts = {}
-    for tile_id, mapping in pairs.items():
-        lut = np.zeros(max(mapping) + 1, np.uint32)
-        lut[list(mapping)] = list(mapping.values())
-        luts[tile_id] = lut
-    return luts
 
 
 def export(
@@ -209,40 +216,82 @@ def export(
     meta: dict[str, Any],
     overwrite: bool,
 ) -> ExportSummary:
-    """Write everything; returns what was written."""
-    layers, objects = build_layers(plan, stitchers)
-    masks = []
-    if plan.spec.output.masks:
-        masks = write_masks(plan, objects, {k: set(v["id"]) for k, v in layers.items()}, overwrite)
-    looks = write_quicklooks(plan, layers, overwrite)
-    layers[TILES_LAYER] = tiles_layer(plan, status)
-    if plan.spec.output.crs:
-        layers = reproject_layers(layers, plan.spec.output.crs)
-    styles = {info.name: layer_style(info, "verdict" in layers[info.name]) for info in plan.models}
-    styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)
-    out = plan.outputs.geopackage
-    write_geopackage(out, layers, tables={JOB_TABLE: job_table(plan, meta)}, styles=styles, overwrite=overwrite)
+    """Write everything, streaming each layer from its spool; returns what was written."""
+    spools = {}
+    for name, stitcher in stitchers.items():
+        stitcher.finish()
+        if not isinstance(stitcher.sink, ObjectSpool):
+            raise TypeError("export needs stitchers that spool their objects (finalize.layer_stitchers)")
+        spools[name] = stitcher.sink
+    out, spec = plan.outputs.geopackage, plan.spec.output
+    names = [*(m.name for m in plan.models), TILES_LAYER]
+    check_names(names, [JOB_TABLE], names)
+    looks = QuicklookFeed(plan.scene, plan.spec.name, plan.outputs.quicklook_png, plan.outputs.quicklook_html)
+    written = LayerSink(plan, bool(spec.formats), looks)
+    with atomic_output(out, overwrite) as tmp:
+        for info in plan.models:
+            written.write(tmp, info, spools[info.name])
+        masks = write_masks(plan, spools, overwrite) if spec.masks else []
+        tiles = written.reproject(tiles_layer(plan, status))
+        styles = {info.name: layer_style(info, info.name in written.verdicts) for info in plan.models}
+        styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)
+        tables = {JOB_TABLE: job_table(plan, meta)}
+        fill_geopackage(tmp, {TILES_LAYER: tiles}, tables=tables, styles=styles)
+    for spool in spools.values():
+        spool.close()
+    extra = _extra_formats(plan, {**written.frames, TILES_LAYER: tiles}, overwrite)
+    summary = {**written.rows, TILES_LAYER: len(tiles)}
+    return ExportSummary(out, summary, masks, [*extra, *looks.write(overwrite)])
+
+
+def _extra_formats(plan: JobPlan, layers: dict[str, gpd.GeoDataFrame], overwrite: bool) -> list[Path]:
+    """GeoParquet / FlatGeobuf / fiboa beside the GeoPackage (from the layers kept whole for them)."""
     formats = [f for f in plan.spec.output.formats if f != "fiboa"]
-    extra = write_vector_formats(out, layers, formats, overwrite) if formats else []
+    extra = write_vector_formats(plan.outputs.geopackage, layers, formats, overwrite) if formats else []
     if "fiboa" in plan.spec.output.formats:
         extra += [
             write_fiboa(layers[name], path, plan.spec.name, plan.scene.datetime, overwrite)
             for name, path in plan.outputs.fiboa.items()
         ]
-    summary = {name: len(gdf) for name, gdf in layers.items()}
-    return ExportSummary(out, summary, masks, [*extra, *looks])
+    return extra
 
 
-def write_quicklooks(plan: JobPlan, layers: dict[str, gpd.GeoDataFrame], overwrite: bool) -> list[Path]:
-    """The quicklook PNG (and HTML) of the instance layers, from a decimated read of the scene."""
-    png, page = plan.outputs.quicklook_png, plan.outputs.quicklook_html
-    if png is None and page is None:
-        return []
-    from geoseg.quicklook import render, write_html, write_png
+class LayerSink:
+    """Writes each model's layer into the GeoPackage being built, batch by batch from its spool, and feeds what
+    the other outputs need: ids for the mask COG, outlines for the quicklook, whole layers for the extra formats
+    (only when they are asked for: ``keep``)."""
 
-    outlined = {info.name: layers[info.name] for info in plan.models if info.kind == "instance"}
-    canvas = render(plan.scene, outlined, plan.spec.name)
-    written = [write_png(canvas, png, overwrite)] if png is not None else []
-    if page is not None:
-        written.append(write_html(canvas, outlined, page, plan.spec.name, overwrite))
-    return written
+    def __init__(self, plan: JobPlan, keep: bool, looks: QuicklookFeed) -> None:
+        self.plan, self.keep, self.looks = plan, keep, looks
+        self.rows: dict[str, int] = {}
+        self.verdicts: set[str] = set()
+        """Layers with a verdict column."""
+        self.frames: dict[str, gpd.GeoDataFrame] = {}
+        """Whole layers (output CRS), when kept."""
+
+    def reproject(self, frame: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        crs = self.plan.spec.output.crs
+        return reproject_layers({"layer": frame}, crs)["layer"] if crs else frame
+
+    def write(self, path: Path, info: ModelInfo, spool: ObjectSpool) -> None:
+        """Stream one model's layer into ``path``; once more with the right geometry type if the guess was wrong."""
+        whole = spool.count <= EXPORT_BATCH or self.plan.spec.output.simplify > 0
+        appender = LayerAppender(path, info.name, None if whole else ("MultiPolygon" if spool.any_multi else "Polygon"))
+        kept = []
+        for batch in layer_frames(self.plan, info, spool, EXPORT_BATCH):
+            if info.kind == "instance":
+                spool.record_ids(batch.objects, set(batch.frame["id"].tolist()))
+                self.looks.add(info.name, batch.frame)
+            if "verdict" in batch.frame:
+                self.verdicts.add(info.name)
+            frame = self.reproject(batch.frame)
+            appender.append(frame)
+            if self.keep:
+                kept.append(frame)
+        if appender.redo:
+            appender = LayerAppender(path, info.name, appender.redo, replace=True)
+            for batch in layer_frames(self.plan, info, spool, EXPORT_BATCH):
+                appender.append(self.reproject(batch.frame))
+        self.rows[info.name] = appender.rows
+        if self.keep:
+            self.frames[info.name] = kept[0] if len(kept) == 1 else pd.concat(kept, ignore_index=True)

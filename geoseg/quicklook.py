@@ -15,6 +15,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from affine import Affine
 from PIL import Image, ImageDraw, ImageFont
@@ -138,6 +139,39 @@ def render(scene: Scene, layers: Mapping[str, gpd.GeoDataFrame], title: str, max
                 counts[str(verdict)] = counts.get(str(verdict), 0) + int(n)
     draw_legend(canvas, counts, title)
     return canvas
+
+
+class QuicklookFeed:
+    """The quicklook drawn while a layer streams out in batches: the same image as :func:`render` of the whole
+    layers. Only the HTML page keeps the features (it holds one SVG path per field anyway)."""
+
+    def __init__(self, scene: Scene, title: str, png: Path | None, page: Path | None) -> None:
+        self.title, self.png, self.page = title, png, page
+        self.canvas = false_colour(scene) if png is not None or page is not None else None
+        self.counts: dict[str, int] = {}
+        self.frames: dict[str, list[gpd.GeoDataFrame]] = {}
+
+    def add(self, name: str, gdf: gpd.GeoDataFrame) -> None:
+        """Outline a batch of an instance layer (scene CRS)."""
+        if self.canvas is None:
+            return
+        draw_fields(self.canvas, {name: gdf})
+        if "verdict" in gdf:
+            for verdict, n in gdf["verdict"].value_counts().items():
+                self.counts[str(verdict)] = self.counts.get(str(verdict), 0) + int(n)
+        if self.page is not None:
+            self.frames.setdefault(name, []).append(gdf)
+
+    def write(self, overwrite: bool) -> list[Path]:
+        """Add the legend and write the PNG and / or the HTML page."""
+        if self.canvas is None:
+            return []
+        draw_legend(self.canvas, self.counts, self.title)
+        written = [write_png(self.canvas, self.png, overwrite)] if self.png is not None else []
+        if self.page is not None:
+            layers = {name: pd.concat(parts, ignore_index=True) for name, parts in self.frames.items()}
+            written.append(write_html(self.canvas, layers, self.page, self.title, overwrite))
+        return written
 
 
 def write_png(canvas: Canvas, path: Path, overwrite: bool) -> Path:

@@ -25,7 +25,7 @@ from typing import Any
 
 from geoseg import workdir
 from geoseg.errors import GeosegError, TileFailedError, error_gist, raise_job_terminated
-from geoseg.finalize import ExportSummary, check_outputs, export
+from geoseg.finalize import ExportSummary, check_outputs, export, layer_stitchers
 from geoseg.models import ModelInfo
 from geoseg.placement import place_actors
 from geoseg.plan import TILES_LAYER, JobPlan, input_files, plan_job, preflight
@@ -146,7 +146,7 @@ def run_job(
     work_dir = plan.outputs.work_dir
     fresh_work_dir = not work_dir.exists()
     workdir.prepare(work_dir, spec, resume, input_files(plan), checkpoints)
-    stitchers = {m.name: LayerStitcher(plan.grid, m.merge_min_agreement) for m in plan.models}
+    stitchers = layer_stitchers(plan)
     status: dict[str, TileStatus] = {t.id: TileStatus() for t in plan.tiles}
     todo = _resume(plan, stitchers, status) if resume else list(plan.tiles)
     resumed = len(plan.tiles) - len(todo)
@@ -298,7 +298,7 @@ def _blend_pass(
     show_progress: bool | ProgressMode,
 ) -> None:
     """Blend a layer's tiles that finished the model pass and are not stitched yet (resumed ones may be)."""
-    todo = [t for t in plan.tiles if status[t.id].status in ("done", "resumed") and t.id not in stitcher.fragments]
+    todo = [t for t in plan.tiles if status[t.id].status in ("done", "resumed") and t.id not in stitcher]
     work = _BlendPass(plan, info, stitcher, status)
     with TileProgress(len(todo), enabled=show_progress, label=f"blend {info.name}") as bar:
         run_tiles(todo, work, status, limit=plan.spec.compute.in_flight, batch_size=1, retry=_retry(plan), progress=bar)

@@ -15,6 +15,9 @@ Rules (see README "How stitching works"):
 4. Union-find over (tile, label) pairs gives objects; each object's fragments are dissolved in integer scene pixel
    coordinates (exact shared edges), and its statistics summed. Ids are assigned in reading order of the objects'
    top-left corners, so they do not depend on the tile size.
+5. An object is *final* once every tile it touches has finished and every edge it crosses was matched with its
+   finished neighbour (:mod:`geoseg.mergesets`); the stitcher hands it on then and forgets its fragments, so the
+   driver holds only the objects along the front of unfinished tiles, not every object of the layer.
 
 Everything here is plain numpy/shapely; the cost of merging is O(edge pixels), not O(scene).
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import rasterio.features
@@ -32,6 +35,7 @@ from affine import Affine
 from scipy import ndimage
 
 from geoseg.fieldstats import StatsSource, index_summary, label_sums
+from geoseg.mergesets import MergeSets
 from geoseg.models.base import InstanceInfo, ModelOutput, SemanticOutput
 from geoseg.tiling import Tile, TileGrid
 
@@ -205,32 +209,6 @@ def edge_matches(a: EdgeStrips, b: EdgeStrips, side: str, min_agreement: float =
     ]
 
 
-class UnionFind:
-    """Disjoint sets over hashable items, with path halving and union by size."""
-
-    def __init__(self) -> None:
-        self.parent: dict[Any, Any] = {}
-        self.size: dict[Any, int] = {}
-
-    def find(self, item: Any) -> Any:
-        parent = self.parent.setdefault(item, item)
-        self.size.setdefault(item, 1)
-        while parent != item:
-            grand = self.parent[parent]
-            self.parent[item] = grand
-            item, parent = parent, grand
-        return item
-
-    def union(self, a: Any, b: Any) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        if self.size[ra] < self.size[rb]:
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        self.size[ra] += self.size[rb]
-
-
 @dataclass
 class StitchedObject:
     """One object after stitching, in scene pixel coordinates."""
@@ -253,51 +231,135 @@ class StitchedObject:
     edge_sides: int = 0
     edge_sides_masked: int = 0
 
+    def sort_key(self) -> tuple[float, float, int, int, str, int]:
+        """Reading order of the top-left corner (ids follow it); ties broken by the first fragment."""
+        minx, miny = self.geometry.bounds[:2]
+        return (miny, minx, self.cls, self.pixels, *min(self.fragments))
+
+
+@dataclass
+class _OpenTile:
+    """A finished tile with unfinished neighbours: what later edge matches need."""
+
+    strips: EdgeStrips
+    keyed: set[int]
+    open_labels: dict[str, np.ndarray]
+    """Side -> labels on that side's two lines, for each side whose neighbour has not finished."""
+
+
+class ObjectSink(Protocol):
+    """Where a stitcher hands each final object (:class:`geoseg.spool.ObjectSpool` in a run)."""
+
+    def put(self, obj: StitchedObject) -> None: ...
+
+
+class _KeptObjects:
+    """The default sink: objects kept in memory."""
+
+    def __init__(self) -> None:
+        self.objects: list[StitchedObject] = []
+
+    def put(self, obj: StitchedObject) -> None:
+        self.objects.append(obj)
+
 
 class LayerStitcher:
-    """Collects one layer's tiles as they finish and merges fragments across shared core edges."""
+    """Collects one layer's tiles as they finish, merges fragments across shared core edges and hands each object
+    to ``sink`` as soon as it is final: every tile it touches finished and every edge it crosses matched. What it
+    holds is the open objects along the front of unfinished tiles, not every object of the layer.
 
-    def __init__(self, grid: TileGrid, min_agreement: float = 0.0) -> None:
+    Without a sink, final objects are kept and :meth:`objects` returns them with their ids (tests, small jobs).
+    """
+
+    def __init__(self, grid: TileGrid, min_agreement: float = 0.0, sink: ObjectSink | None = None) -> None:
         self.grid = grid
         self.min_agreement = min_agreement
-        self.fragments: dict[str, list[Fragment]] = {}
-        self._strips: dict[tuple[int, int], EdgeStrips] = {}
-        self._keyed: dict[str, set[int]] = {}
-        self._uf = UnionFind()
+        self._kept = _KeptObjects()
+        self.sink: ObjectSink = sink or self._kept
+        self._done: set[str] = set()
+        self._open: dict[tuple[int, int], _OpenTile] = {}
+        self._sets: MergeSets[tuple[str, Fragment]] = MergeSets()
+
+    def __contains__(self, tile_id: str) -> bool:
+        """Whether the tile was added."""
+        return tile_id in self._done
+
+    @property
+    def held_fragments(self) -> int:
+        """Fragments of objects that are not final yet: what the stitcher holds."""
+        return self._sets.held
 
     def add(self, tile: Tile, layer: LayerTile) -> None:
-        """Add a finished tile; merges it with every finished neighbour (edge work only)."""
-        self.fragments[tile.id] = layer.fragments
-        self._strips[(tile.row, tile.col)] = layer.strips
-        self._keyed[tile.id] = {f.label for f in layer.fragments if f.key is not None}
+        """Add a finished tile; merges it with every finished neighbour (edge work only), emits final objects."""
+        tile_id = tile.id
+        self._done.add(tile_id)
+        keyed = {f.label for f in layer.fragments if f.key is not None}
+        touched: list[Any] = []
         for f in layer.fragments:
-            self._uf.find((tile.id, f.label))
+            self._sets.add_item((tile_id, f.label), (tile_id, f))
+            touched.append((tile_id, f.label))
             if f.key is not None:
-                self._uf.union((tile.id, f.label), ("key", f.key))
+                self._sets.pin(("key", f.key))
+                self._sets.union((tile_id, f.label), ("key", f.key))
+        open_labels = {}
         for side, (dr, dc) in (("right", (0, 1)), ("bottom", (1, 0)), ("left", (0, -1)), ("top", (-1, 0))):
-            other = self._strips.get((tile.row + dr, tile.col + dc))
-            if other is None:
+            row, col = tile.row + dr, tile.col + dc
+            if not (0 <= row < self.grid.shape[0] and 0 <= col < self.grid.shape[1]):
                 continue
-            neighbour_id = self.grid[tile.row + dr, tile.col + dc].id
-            for la, lb in edge_matches(layer.strips, other, side, self.min_agreement):
-                if la in self._keyed[tile.id] or lb in self._keyed[neighbour_id]:
-                    continue  # prompted objects merge by their key only
-                self._uf.union((tile.id, la), (neighbour_id, lb))
+            neighbour = self.grid[row, col]
+            if neighbour.id not in self._done:
+                open_labels[side] = self._open_side(tile_id, layer.strips, side)
+                continue
+            other = self._open[(row, col)]
+            for la, lb in edge_matches(layer.strips, other.strips, side, self.min_agreement):
+                if la not in keyed and lb not in other.keyed:  # prompted objects merge by their key only
+                    self._sets.union((tile_id, la), (neighbour.id, lb))
+            touched += self._close_side(neighbour, _OPPOSITE[side])
+        if open_labels:
+            self._open[(tile.row, tile.col)] = _OpenTile(layer.strips, keyed, open_labels)
+        for root in self._sets.final_roots(touched):
+            self._emit(root)
+
+    def _open_side(self, tile_id: str, strips: EdgeStrips, side: str) -> np.ndarray:
+        """Labels on a side whose neighbour has not finished hold their sets open."""
+        labels = np.unique(np.concatenate([strips.inside[side], strips.outside[side]]))
+        labels = labels[labels > 0]
+        for label in labels.tolist():
+            self._sets.refer((tile_id, label), 1)
+        return labels
+
+    def _close_side(self, tile: Tile, side: str) -> list[tuple[str, int]]:
+        """A finished tile's side whose neighbour just finished: its labels no longer hold their sets open."""
+        entry = self._open[(tile.row, tile.col)]
+        nodes = [(tile.id, label) for label in entry.open_labels.pop(side).tolist()]
+        for node in nodes:
+            self._sets.refer(node, -1)
+        if not entry.open_labels:
+            del self._open[(tile.row, tile.col)]
+        return nodes
+
+    def _emit(self, root: Any) -> None:
+        members = self._sets.pop(root)
+        if members:  # a set of halo-only labels has no fragment
+            self.sink.put(_merge(members))
+
+    def finish(self) -> None:
+        """The layer is complete (or what is missing failed): every object still held is final."""
+        for root in self._sets.roots():
+            self._emit(root)
+        self._open.clear()
 
     def objects(self) -> list[StitchedObject]:
-        """Merge fragments into objects with ids in reading order of their top-left corners."""
-        groups: dict[Any, list[tuple[str, Fragment]]] = defaultdict(list)
-        for tile_id, frags in self.fragments.items():
-            for frag in frags:
-                groups[self._uf.find((tile_id, frag.label))].append((tile_id, frag))
-        merged = [_merge(members) for members in groups.values()]
-        merged.sort(key=lambda o: (o.geometry.bounds[1], o.geometry.bounds[0], o.cls, o.pixels))
-        for i, obj in enumerate(merged, start=1):
+        """Without a sink: all objects, ids in reading order of their top-left corners."""
+        self.finish()
+        objects = sorted(self._kept.objects, key=StitchedObject.sort_key)
+        for i, obj in enumerate(objects, start=1):
             obj.id = i
-        return merged
+        return objects
 
 
 def _merge(members: list[tuple[str, Fragment]]) -> StitchedObject:
+    members = sorted(members, key=lambda m: (m[0], m[1].label))  # independent of the order tiles finished in
     frags = [f for _, f in members]
     geoms = [shapely.from_wkb(f.geometry) for f in frags]
     geometry = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)

@@ -8,7 +8,7 @@ and measured (area and perimeter in metres, geodesic for geographic CRSs).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import geopandas as gpd
 import numpy as np
@@ -35,6 +35,35 @@ class Cleaning:
     fill_holes_m2: float = 0.0
     """Fill interior rings smaller than this (instance layers only: zones tile the plane)."""
     max_area_m2: float | None = None
+
+
+@dataclass
+class LayerColumns:
+    """The optional columns of a layer, decided over all its objects (so every batch of a layer has the same)."""
+
+    stability: bool = False
+    prompts: bool = False
+    prompt_attrs: set[str] = field(default_factory=set)
+    indices: set[str] = field(default_factory=set)
+    medians: set[str] = field(default_factory=set)
+    class_counts: bool = False
+
+    def add(self, obj: StitchedObject) -> None:
+        """Account for one object."""
+        self.stability |= obj.stability is not None
+        if obj.key is not None:
+            self.prompts = True
+            self.prompt_attrs.update(obj.attrs)
+        self.indices.update(obj.index_means)
+        self.medians.update(obj.index_medians)
+        self.class_counts |= obj.class_counts is not None
+
+    @classmethod
+    def of(cls, objects: Sequence[StitchedObject]) -> LayerColumns:
+        columns = cls()
+        for obj in objects:
+            columns.add(obj)
+        return columns
 
 
 def to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:
@@ -98,6 +127,7 @@ def objects_frame(
     stats_classes: Sequence[ClassInfo] = (),
     instance: bool = True,
     verdict_rules: VerdictRules | None = None,
+    columns: LayerColumns | None = None,
 ) -> gpd.GeoDataFrame:
     """Build a layer: one row per object, attributes per the object kind.
 
@@ -110,18 +140,20 @@ def objects_frame(
         stats_classes: health classes whose shares are reported per object.
         instance: instance layer (score, holes filled) or semantic zones.
         verdict_rules: per-object verdict rules (instance layers of a job with a crop-health model).
+        columns: the layer's optional columns when ``objects`` is one batch of it (default: from ``objects``).
     """
+    columns = columns or LayerColumns.of(objects)
     geoms = to_map(np.array([o.geometry for o in objects], dtype=object), transform)
     geoms = clean(geoms, cleaning, crs, fill=instance)
     area, perimeter = measure(geoms, crs)
     frame = pd.DataFrame({"id": np.array([o.id for o in objects], dtype=np.int64)})
     if instance:
         frame["score"] = [round(o.score, 4) for o in objects]
-        if any(o.stability is not None for o in objects):
+        if columns.stability:
             frame["stability"] = [o.stability for o in objects]
-        if any(o.key is not None for o in objects):
+        if columns.prompts:
             frame["prompt_id"] = [o.key for o in objects]
-            for name in sorted({k for o in objects for k in o.attrs}):
+            for name in sorted(columns.prompt_attrs):
                 frame[f"prompt_{name}"] = [o.attrs.get(name) for o in objects]
     else:
         names = {c.value: c.name for c in classes}
@@ -130,7 +162,7 @@ def objects_frame(
     frame["pixels"] = np.array([o.pixels for o in objects], dtype=np.int64)
     frame["area_m2"] = np.round(area, 2)
     frame["perimeter_m"] = np.round(perimeter, 2)
-    _add_stats(frame, objects, stats_classes, medians=instance)
+    _add_stats(frame, objects, stats_classes, columns if instance else replace(columns, medians=set()))
     if instance and verdict_rules is not None and stats_classes:
         names = {c.value: c.name for c in stats_classes}
         for column, values in verdict_columns(objects, names, verdict_rules).items():
@@ -143,15 +175,14 @@ def objects_frame(
 
 
 def _add_stats(
-    frame: pd.DataFrame, objects: Sequence[StitchedObject], stats_classes: Sequence[ClassInfo], medians: bool
+    frame: pd.DataFrame, objects: Sequence[StitchedObject], stats_classes: Sequence[ClassInfo], columns: LayerColumns
 ) -> None:
-    names = sorted({n for o in objects for n in o.index_means})
-    for name in names:
+    for name in sorted(columns.indices):
         frame[f"{name}_mean"] = [round(o.index_means.get(name, np.nan), 4) for o in objects]
-        if medians and any(name in o.index_medians for o in objects):
+        if name in columns.medians:
             frame[f"{name}_median"] = [round(o.index_medians.get(name, np.nan), 4) for o in objects]
             frame[f"{name}_p10"] = [round(o.index_p10.get(name, np.nan), 4) for o in objects]
-    if stats_classes and any(o.class_counts is not None for o in objects):
+    if stats_classes and columns.class_counts:
         for info in stats_classes:
             frame[f"share_{info.name}"] = [_share(o, info.value) for o in objects]
 

@@ -152,6 +152,9 @@ def _fragment_json(f: Fragment) -> dict[str, Any]:
         "index_sums": f.index_sums,
         "index_counts": f.index_counts,
         "index_hists": {k: v.tolist() for k, v in f.index_hists.items()},
+        "masked_pixels": f.masked_pixels,
+        "edge_sides": f.edge_sides,
+        "edge_sides_masked": f.edge_sides_masked,
     }
 
 
@@ -169,6 +172,9 @@ def _fragment_from_json(d: dict[str, Any]) -> Fragment:
         index_sums=d["index_sums"],
         index_counts=d["index_counts"],
         index_hists={k: np.asarray(v, np.int64) for k, v in d["index_hists"].items()},
+        masked_pixels=d.get("masked_pixels", 0),
+        edge_sides=d.get("edge_sides", 0),
+        edge_sides_masked=d.get("edge_sides_masked", 0),
     )
 
 

@@ -24,6 +24,7 @@ from shapely.geometry import MultiPolygon, box
 from geoseg.cog import CogWriter, overview_factors
 from geoseg.errors import OutputExistsError
 from geoseg.export import (
+    LayerAppender,
     reproject_layers,
     vector_format_path,
     write_geopackage,
@@ -174,6 +175,38 @@ def test_geopackage_pinned_geometry_type(tmp_path: Path) -> None:
     assert pyogrio.read_info(path, layer="health")["geometry_type"] == "MultiPolygon"
     with pytest.raises(ValueError, match="declared Polygon"):
         write_geopackage(tmp_path / "bad.gpkg", {"fields": _fields()}, geometry_types={"fields": "Polygon"})
+
+
+@pytest.mark.parametrize(
+    ("guess", "rows", "redo", "final"),
+    [
+        ("Polygon", [0, 1, 2], "MultiPolygon", "MultiPolygon"),  # a MultiPolygon in a later batch: write again
+        ("MultiPolygon", [0, 1], "Polygon", "Polygon"),  # guessed multi, all single: write again as single
+        ("MultiPolygon", [2, 0], None, "MultiPolygon"),
+        ("Polygon", [], "MultiPolygon", "MultiPolygon"),  # an empty layer is a MultiPolygon layer
+    ],
+)
+def test_layer_appender_ends_with_the_type_of_the_whole_layer(tmp_path: Path, guess, rows, redo, final) -> None:
+    """Batch by batch, a layer gets the geometry type write_geopackage gives the whole layer at once."""
+    fields = _fields()
+    batches = [fields.iloc[[i]] for i in rows] or [fields.iloc[[]]]
+    path = tmp_path / "s.gpkg"
+    appender = LayerAppender(path, "fields", guess)
+    for batch in batches:
+        appender.append(batch)
+    assert appender.redo == redo
+    if redo:
+        appender = LayerAppender(path, "fields", redo, replace=True)
+        for batch in batches:
+            appender.append(batch)
+        assert appender.redo is None
+    whole = tmp_path / "whole.gpkg"
+    write_geopackage(whole, {"fields": fields.iloc[rows]})
+    assert pyogrio.read_info(path, layer="fields")["geometry_type"] == final
+    assert pyogrio.read_info(whole, layer="fields")["geometry_type"] == final
+    back, expected = gpd.read_file(path, layer="fields"), gpd.read_file(whole, layer="fields")
+    assert appender.rows == len(rows) == len(back)
+    assert back.equals(expected)
 
 
 # --------------------------------------------------------------------------------------------- other formats

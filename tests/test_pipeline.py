@@ -118,6 +118,28 @@ def test_id_raster_matches_polygons(tmp_path, field_scene):
         assert counts[row.id] == row.pixels
 
 
+def test_layers_streamed_in_batches_equal_one_batch(tmp_path, field_scene, monkeypatch):
+    """The export streams each layer from the spool of final objects; batch size changes nothing written."""
+    import geoseg.finalize
+
+    outputs = []
+    for batch in (geoseg.finalize.EXPORT_BATCH, 7):
+        monkeypatch.setattr(geoseg.finalize, "EXPORT_BATCH", batch)
+        raw = field_job(field_scene, tmp_path / f"b{batch}.gpkg", tile_size=256)
+        raw["models"].append({"type": "crop_health", "name": "health", "indices": ["ndvi"], "classify_by": "ndvi"})
+        run_job(parse_spec(raw), progress=False)
+        layers = {name: gpd.read_file(tmp_path / f"b{batch}.gpkg", layer=name) for name in ("fields", "health")}
+        with rasterio.open(tmp_path / f"b{batch}_fields.tif") as src:
+            outputs.append((layers, src.read(1)))
+        assert not list((tmp_path / f"b{batch}.work").glob("objects.*"))  # spools removed after the export
+    (one, ids_one), (many, ids_many) = outputs
+    assert len(one["fields"]) == len(field_scene.boxes) > 7 and "verdict" in one["fields"]
+    for name in one:
+        assert one[name].drop(columns="geometry").equals(many[name].drop(columns="geometry"))
+        assert list(shapely.to_wkb(one[name].geometry.values)) == list(shapely.to_wkb(many[name].geometry.values))
+    np.testing.assert_array_equal(ids_one, ids_many)
+
+
 def _sample_spec(tmp_path: Path, **changes) -> Path:
     raw = yaml.safe_load((REPO / "jobs" / "sample_fields.yaml").read_text())
     for key, value in changes.items():
@@ -197,6 +219,7 @@ def test_resume_recomputes_only_missing_tiles(tmp_path, field_scene):
     after = gpd.read_file(tmp_path / "f.gpkg", layer="fields")
     assert len(after) == len(before)
     assert shapely.union_all(after.geometry.values).equals(shapely.union_all(before.geometry.values))
+    assert list(after["id"]) == list(before["id"]) and list(after["pixels"]) == list(before["pixels"])
 
 
 def test_failing_tiles_are_reported_not_silent(tmp_path, field_scene):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import shapely
@@ -10,12 +12,12 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from geoseg.fieldstats import hist_quantile
+from geoseg.mergesets import UnionFind
 from geoseg.models.base import InstanceInfo, InstanceOutput, SemanticOutput
 from geoseg.stitch import (
     EdgeStrips,
     LayerStitcher,
     StatsSource,
-    UnionFind,
     edge_matches,
     region_labels,
     tile_layer,
@@ -149,3 +151,66 @@ def test_fragments_are_in_integer_pixel_coordinates():
     geom = shapely.from_wkb(layer.fragments[0].geometry)
     assert geom.equals(shapely.box(6, 6, 12, 12))
     assert layer.fragments[0].pixels == 36 and layer.fragments[0].score_sum == pytest.approx(18.0)
+
+
+def _layers(classes: np.ndarray, grid: TileGrid) -> list[tuple[Tile, object]]:
+    return [(tile, tile_layer(SemanticOutput(_window(classes, tile)), tile)[0]) for tile in grid]
+
+
+@settings(max_examples=40, deadline=None)
+@given(classes=class_scenes(), tile_size=st.integers(3, 20), halo=st.integers(1, 3), seed=st.integers(0, 2**31))
+def test_objects_do_not_depend_on_the_order_tiles_finish(classes, tile_size, halo, seed):
+    grid = TileGrid(classes.shape[1], classes.shape[0], tile_size, halo)
+    layers = _layers(classes, grid)
+    in_order = LayerStitcher(grid)
+    for tile, layer in layers:
+        in_order.add(tile, layer)
+    shuffled = LayerStitcher(grid)
+    for i in np.random.default_rng(seed).permutation(len(layers)):
+        shuffled.add(*layers[i])
+    a, b = in_order.objects(), shuffled.objects()
+    assert [(o.id, o.cls, o.pixels, o.fragments) for o in a] == [(o.id, o.cls, o.pixels, o.fragments) for o in b]
+    assert all(x.geometry.equals(y.geometry) for x, y in zip(a, b, strict=True))
+
+
+def test_final_objects_leave_the_stitcher_as_tiles_finish():
+    """Small objects inside one tile go as soon as their tile and its neighbours are done; an object spanning
+    every tile row stays held until its last tile finishes, then comes out once and whole."""
+    classes = np.zeros((80, 80), np.uint8)
+    classes[2:78, 32:36] = 1  # one long object crossing every tile row (tiles of 10 px)
+    for r in range(3, 80, 10):
+        for c in (3, 13, 53, 63):
+            classes[r : r + 4, c : c + 4] = 2  # 32 small objects, each inside one core
+    grid = TileGrid(80, 80, 10, 2)
+    emitted: list = []
+    stitcher = LayerStitcher(grid, sink=SimpleNamespace(put=emitted.append))
+    held = []
+    for tile, layer in _layers(classes, grid):
+        stitcher.add(tile, layer)
+        held.append(stitcher.held_fragments)
+    per_row = grid.shape[1]
+    # each small object goes when its tile is added (it touches no edge); the long object's fragments stay
+    for row in range(grid.shape[0] - 1):
+        assert held[(row + 1) * per_row - 1] == row + 1
+    assert held[-1] == 0 and stitcher.held_fragments == 0
+    long = [o for o in emitted if o.cls == 1]
+    assert len(long) == 1 and len(long[0].fragments) == grid.shape[0]
+    assert long[0].pixels == 76 * 4 and long[0].geometry.equals(shapely.box(32, 2, 36, 78))
+    assert sorted(o.pixels for o in emitted if o.cls == 2) == [16] * 32
+
+
+def test_objects_along_an_unfinished_neighbour_stay_held():
+    classes = np.zeros((20, 20), np.uint8)
+    classes[2:8, 8:12] = 1  # crosses the edge between tiles (0, 0) and (0, 1)
+    grid = TileGrid(20, 20, 10, 2)
+    emitted: list = []
+    stitcher = LayerStitcher(grid, sink=SimpleNamespace(put=emitted.append))
+    layers = dict((t.id, (t, layer)) for t, layer in _layers(classes, grid))
+    stitcher.add(*layers["r0000_c0000"])
+    assert stitcher.held_fragments == 1 and emitted == []
+    stitcher.add(*layers["r0001_c0001"])
+    stitcher.add(*layers["r0000_c0001"])
+    assert stitcher.held_fragments == 0 and len(emitted) == 1 and emitted[0].pixels == 24
+    assert "r0001_c0000" not in stitcher
+    stitcher.finish()
+    assert len(emitted) == 1

@@ -6,12 +6,15 @@ import os
 
 import numpy as np
 import pytest
+import shapely
 
+from geoseg import spool as spool_module
 from geoseg import workdir
 from geoseg.errors import SpecError
 from geoseg.models.base import InstanceInfo, InstanceOutput
 from geoseg.spec import parse_spec
-from geoseg.stitch import tile_layer
+from geoseg.spool import ObjectSpool
+from geoseg.stitch import StitchedObject, tile_layer
 from geoseg.tiling import TileGrid
 
 
@@ -32,14 +35,16 @@ def test_tile_round_trip(tmp_path):
     labels = np.zeros((14, 14), np.int32)
     labels[3:9, 3:12] = 4
     layer, core = tile_layer(InstanceOutput(labels, [InstanceInfo(4, 0.7, key="p1", attrs={"name": "x"})]), tile)
+    layer.fragments[0].masked_pixels, layer.fragments[0].edge_sides, layer.fragments[0].edge_sides_masked = 5, 30, 7
     seconds = workdir.StageSeconds(read=0.1, model=0.2, finish=0.3)
     workdir.save_tile(tmp_path / "w", tile.id, {"fields": layer}, {"fields": core}, seconds)
     saved = workdir.load_tile(tmp_path / "w", tile.id)
     assert saved is not None
     back = saved.layers["fields"]
     assert saved.seconds == seconds
-    assert [(f.label, f.pixels, f.key, f.attrs, f.geometry) for f in back.fragments] == [
-        (f.label, f.pixels, f.key, f.attrs, f.geometry) for f in layer.fragments
+    kept = ("label", "pixels", "key", "attrs", "geometry", "masked_pixels", "edge_sides", "edge_sides_masked")
+    assert [[getattr(f, k) for k in kept] for f in back.fragments] == [
+        [getattr(f, k) for k in kept] for f in layer.fragments
     ]
     for side in ("top", "bottom", "left", "right"):
         np.testing.assert_array_equal(back.strips.inside[side], layer.strips.inside[side])
@@ -114,3 +119,50 @@ def test_scores_and_a_layer_added_later(tmp_path):
     np.testing.assert_array_equal(workdir.load_core(work, tile.id, "landcover"), core)
     workdir.prepare(work, _spec(tmp_path), resume=False)
     assert not (work / "scores").exists()  # a fresh run drops old scores too
+
+
+def _stitched(i: int, x: int, y: int, tiles: list[tuple[str, int]]) -> StitchedObject:
+    geom = shapely.box(x, y, x + 3, y + 2) if i % 3 else shapely.MultiPolygon([shapely.box(x, y, x + 1, y + 1)] * 1)
+    return StitchedObject(
+        id=0, geometry=geom, pixels=6 + i, score=1 / (i + 3), cls=i % 2, key=None if i % 4 else f"k{i}",
+        stability=None, attrs={"n": i} if i % 4 == 0 else {}, class_counts=np.arange(4, dtype=np.int64) * i,
+        index_means={"ndvi": 0.1 * i, "ndre": float("nan")}, index_medians={"ndvi": 0.5}, fragments=tiles,
+        index_p10={"ndvi": -0.25}, masked_pixels=i, edge_sides=2 * i, edge_sides_masked=i // 2,
+    )  # fmt: skip
+
+
+def test_object_spool_gives_objects_back_in_reading_order_with_ids(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool_module, "FLUSH_ROWS", 3)
+    rng = np.random.default_rng(0)
+    objects = [
+        _stitched(i, int(x), int(y), [("r0000_c0001", i + 1), ("r0000_c0000", i + 1)])
+        for i, (x, y) in enumerate(rng.integers(0, 50, (25, 2)))
+    ]
+    spool = ObjectSpool(tmp_path / "objects.fields.sqlite")
+    for obj in objects:
+        spool.put(obj)
+    assert spool.count == 25 and spool.any_multi and spool.columns.prompts and spool.columns.indices == {"ndvi", "ndre"}
+    batches = list(spool.batches(4))
+    assert [len(b) for b in batches] == [4] * 6 + [1]
+    back = [obj for batch in batches for obj in batch]
+    expected = sorted(objects, key=lambda o: o.sort_key())
+    assert [o.id for o in back] == list(range(1, 26))
+    for a, b in zip(back, expected, strict=True):
+        assert a.geometry.equals_exact(b.geometry, 0) and a.geometry.geom_type == b.geometry.geom_type
+        np.testing.assert_array_equal(a.class_counts, b.class_counts)
+        for name in ("pixels", "score", "cls", "key", "attrs", "index_medians", "fragments", "edge_sides_masked"):
+            assert getattr(a, name) == getattr(b, name)
+        assert a.index_means["ndvi"] == b.index_means["ndvi"] and np.isnan(a.index_means["ndre"])
+    spool.record_ids(back[:2], kept={back[1].id})
+    lut = spool.id_lut("r0000_c0000")
+    label = back[1].fragments[1][1]
+    assert lut[label] == 2 and int(lut.sum()) == 2  # only the kept object's fragment
+    assert spool.id_lut("r0009_c0009").tolist() == [0]
+    spool.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_empty_spool_gives_one_empty_batch(tmp_path):
+    spool = ObjectSpool(tmp_path / "s.sqlite")
+    assert [len(b) for b in spool.batches(10)] == [0]
+    spool.close()
