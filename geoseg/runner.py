@@ -30,6 +30,7 @@ from geoseg.models import ModelInfo
 from geoseg.placement import place_actors
 from geoseg.plan import TILES_LAYER, JobPlan, input_files, plan_job, preflight
 from geoseg.progress import ProgressMode, TileProgress
+from geoseg.refine import RefinePass, refine_todo, run_refine_pass, source_prompts
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher, LayerTile
 from geoseg.tileloop import RetryPolicy, TileStatus, run_tiles
@@ -110,12 +111,14 @@ def _remote_functions() -> tuple[Any, Any, Any]:
     return read, finish, actor
 
 
-def _start_actors(plan: JobPlan, actor_cls: Any) -> list[Any]:
-    """Start the model actors where ``compute.device`` puts them (:mod:`geoseg.placement`)."""
+def _start_actors(plan: JobPlan, actor_cls: Any, names: set[str]) -> list[Any]:
+    """Start model actors holding the models ``names``, where ``compute.device`` puts them (:mod:`geoseg.placement`)."""
     import ray
 
     placement = place_actors(plan.spec.compute)
-    args = (list(plan.spec.models), list(plan.models), plan.scene_info, plan.bands, placement.device)
+    specs = [m for m in plan.spec.models if m.name in names]
+    infos = [m for m in plan.models if m.name in names]
+    args = (specs, infos, plan.scene_info, plan.bands, placement.device)
     actors = [actor_cls.options(**placement.options(i)).remote(*args) for i in range(plan.spec.compute.actors)]
     try:
         ray.get([actor.device_name.remote() for actor in actors])  # models load once per actor, here
@@ -158,6 +161,9 @@ def run_job(
             for info in plan.models:
                 if info.merge != "core":
                     _blend_pass(plan, info, stitchers[info.name], status, progress)
+            for info in plan.models:
+                if info.prompts_from:
+                    _refine_pass(plan, info, stitchers, status, progress)
     except GeosegError:
         if fresh_work_dir:  # failed before any work (Ray, actors): leave nothing behind
             workdir.discard_if_unused(work_dir)
@@ -250,7 +256,7 @@ def _model_pass(
     import ray
 
     _, _, actor_cls = _remote_functions()
-    actors = _start_actors(plan, actor_cls)
+    actors = _start_actors(plan, actor_cls, {m.name for m in plan.models if not m.prompts_from})
     compute = plan.spec.compute
     work = _ModelPass(plan, stitchers, status, actors)
     with TileProgress(len(todo), enabled=show_progress) as bar:
@@ -302,6 +308,25 @@ def _blend_pass(
     work = _BlendPass(plan, info, stitcher, status)
     with TileProgress(len(todo), enabled=show_progress, label=f"blend {info.name}") as bar:
         run_tiles(todo, work, status, limit=plan.spec.compute.in_flight, batch_size=1, retry=_retry(plan), progress=bar)
+
+
+def _refine_pass(
+    plan: JobPlan,
+    info: ModelInfo,
+    stitchers: dict[str, LayerStitcher],
+    status: dict[str, TileStatus],
+    show_progress: bool | ProgressMode,
+) -> None:
+    """The second pass of a model prompted by another one's objects (:mod:`geoseg.refine`)."""
+    assert info.prompts_from is not None
+    table = source_prompts(plan, info, stitchers[info.prompts_from])
+    todo = refine_todo(plan, table, stitchers[info.name], status)
+    if not todo:
+        return
+    _, _, actor_cls = _remote_functions()
+    actors = _start_actors(plan, actor_cls, {info.name})
+    work = RefinePass(plan, info, table, stitchers[info.name], status, actors)
+    run_refine_pass(plan, work, todo, _retry(plan), show_progress)
 
 
 def _retry(plan: JobPlan) -> RetryPolicy:

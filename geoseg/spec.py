@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, Field, ValidationError, field_validator, mod
 
 from geoseg.errors import SpecError
 from geoseg.spec_models import (
+    PROMPT_SOURCE_TYPES,
     CropHealthSpec,
     CropHealthThresholds,
     FieldDelineatorSpec,
@@ -215,6 +216,26 @@ class JobSpec(StrictModel):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique (they name the output layers): {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _prompt_sources(self) -> JobSpec:
+        """``prompts_from`` names another instance model of the job that takes no prompts from a model itself."""
+        by_name = {m.name: m for m in self.models}
+        for model in self.models:
+            source_name = getattr(model, "prompts_from", None)
+            if source_name is None:
+                continue
+            source = by_name.get(source_name)
+            if source is None or source is model:
+                others = sorted(n for n in by_name if n != model.name)
+                raise ValueError(f"model {model.name!r}: prompts_from {source_name!r} is not another model of this "
+                                 f"job; use one of {others}")  # fmt: skip
+            if source.type not in PROMPT_SOURCE_TYPES or getattr(source, "prompts_from", None):
+                raise ValueError(
+                    f"model {model.name!r}: prompts_from {source_name!r} must be an instance model "
+                    f"({', '.join(PROMPT_SOURCE_TYPES)}) that takes no prompts_from itself"
+                )
         return self
 
     @model_validator(mode="after")

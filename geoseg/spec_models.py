@@ -156,6 +156,11 @@ class SamSpec(StrictModel):
     )
     prompts: str | None = Field(None, description="Vector file of points and/or polygons (boxes) for prompted mode.")
     prompts_layer: str | None = None
+    prompts_from: str | None = Field(
+        None,
+        description="Name of another instance model of this job (a field_delineator, say) whose stitched "
+        "objects prompt this one with their bounding boxes: that model proposes, SAM refines the edges.",
+    )
     # automatic mask generator parameters (segment-anything's names)
     points_per_side: int = Field(32, ge=1)
     points_per_batch: int = Field(64, ge=1)
@@ -184,8 +189,14 @@ class SamSpec(StrictModel):
 
     @model_validator(mode="after")
     def _prompts_for_prompted(self) -> SamSpec:
-        if self.mode == "prompted" and not self.prompts:
-            raise ValueError("sam mode 'prompted' needs `prompts:` (a vector file of points or boxes)")
+        if self.mode == "prompted" and not (self.prompts or self.prompts_from):
+            raise ValueError(
+                "sam mode 'prompted' needs `prompts:` (a vector file of points or boxes) or `prompts_from:` (a model)"
+            )
+        if self.prompts and self.prompts_from:
+            raise ValueError("give sam `prompts:` or `prompts_from:`, not both")
+        if self.prompts_from and self.mode != "prompted":
+            raise ValueError("sam `prompts_from:` needs `mode: prompted`")
         return self
 
 
@@ -201,6 +212,9 @@ class UNetSpec(StrictModel):
         "linear", description="Overlapping tiles: core = each tile's own pixels; mean / linear = blended scores."
     )
 
+
+PROMPT_SOURCE_TYPES = ("field_delineator", "field_regions", "sam")
+"""Model types whose stitched objects can prompt a SAM model (``prompts_from``): the instance models."""
 
 ModelSpec = Annotated[
     CropHealthSpec | FieldRegionsSpec | FieldDelineatorSpec | SamSpec | UNetSpec, Field(discriminator="type")

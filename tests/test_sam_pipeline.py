@@ -7,6 +7,7 @@ attributes, no overlaps, ids consistent between the GeoPackage and the id raster
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -88,6 +89,69 @@ def test_sam_prompted_by_points_in_wgs84(tmp_path, checkpoint, ray_with_tiny_sam
     names = dict(zip(points["id"].astype(str), points["name"], strict=True))
     for row in objects.itertuples():
         assert names[str(row.prompt_id)] == row.prompt_name
+
+
+def _refine_job(tmp_path: Path, checkpoint: Path) -> dict:
+    """The field delineator proposes fields; the tiny SAM refines each from its box, in one job."""
+    job = _job(tmp_path, checkpoint, mode="prompted", prompts_from="fields", name="refined")
+    job["inputs"]["bands"] |= {
+        name: {"path": str(SAMPLE / f"{file}.tif")} for name, file in (("nir", "B08"), ("swir16", "B11"))
+    }
+    job["tiling"]["halo"] = 32
+    job["models"].insert(0, {"type": "field_delineator", "name": "fields"})
+    job["output"]["min_area_m2"] = 20000  # the larger fields only: fewer prompts for the CPU
+    return job
+
+
+@pytest.fixture(scope="module")
+def refined_run(tmp_path_factory, checkpoint, ray_with_tiny_sam) -> Path:
+    """One delineator + SAM refine job; its folder (GeoPackage and work dir)."""
+    folder = tmp_path_factory.mktemp("refine")
+    run_job(parse_spec(_refine_job(folder, checkpoint)), progress=False)
+    return folder
+
+
+def test_sam_refines_the_delineators_fields_in_one_job(refined_run):
+    """Each kept field prompts SAM once with its box; fragments of one field's prompt merge into one object."""
+    tmp_path = refined_run
+    fields = gpd.read_file(tmp_path / "sam.gpkg", layer="fields")
+    refined = gpd.read_file(tmp_path / "sam.gpkg", layer="refined")
+    assert len(fields) > 5 and 0 < len(refined) <= len(fields)
+    assert refined["prompt_id"].is_unique and (refined["prompt_source"] == "fields").all()
+    assert set(refined["prompt_id"].astype(int)) <= set(fields["id"])
+    union = shapely.union_all(refined.geometry.values)
+    assert union.area == pytest.approx(refined.geometry.area.sum(), rel=1e-6)  # no overlaps after stitching
+    for row in refined.itertuples():  # random weights: the mask is arbitrary, but it stays near its prompt's box
+        field = fields.loc[fields["id"] == int(row.prompt_id)].geometry.iloc[0]
+        assert row.geometry.intersects(shapely.box(*field.bounds).buffer(200))
+
+
+def _drop_layer(tile_file: Path, layer: str) -> None:
+    """Rewrite a saved tile without one layer, as if the pass that adds it had not reached the tile."""
+    with np.load(tile_file, allow_pickle=False) as data:
+        arrays = {
+            k: data[k] for k in data.files if k != "doc" and f".{layer}." not in k and not k.endswith(f".{layer}")
+        }
+        doc = json.loads(str(data["doc"]))
+    doc["layers"].pop(layer)
+    np.savez(tile_file, doc=np.array(json.dumps(doc)), **arrays)
+
+
+def test_refine_pass_resumes_without_redoing_the_first(refined_run, checkpoint):
+    """Tiles saved with the first pass's layers only (an interrupted second pass) get just the refined layer."""
+    tmp_path = refined_run
+    spec = parse_spec(_refine_job(tmp_path, checkpoint))
+    expected = gpd.read_file(tmp_path / "sam.gpkg", layer="refined")
+    tile_files = sorted((tmp_path / "sam.work" / "tiles").glob("*.npz"))
+    stripped = [f for f in tile_files if "refined" in json.loads(str(np.load(f)["doc"]))["layers"]][:2]
+    assert stripped, "some tiles hold a refined layer"
+    for tile_file in stripped:
+        _drop_layer(tile_file, "refined")
+    result = run_job(spec, resume=True, overwrite=True, progress=False)
+    assert result.tiles_resumed == result.tiles_done  # the first pass did not run again
+    again = gpd.read_file(tmp_path / "sam.gpkg", layer="refined")
+    assert sorted(again["prompt_id"]) == sorted(expected["prompt_id"])
+    assert shapely.union_all(again.geometry.values).equals(shapely.union_all(expected.geometry.values))
 
 
 def test_corrupt_checkpoint_fails_fast_with_one_line(tmp_path, ray_with_tiny_sam):

@@ -139,6 +139,10 @@ def _set_model(raw: dict[str, Any], model: dict[str, Any]) -> None:
     raw["models"] = [model]
 
 
+def _sam_from(source: str) -> dict[str, Any]:
+    return {"type": "sam", "mode": "prompted", "prompts_from": source}
+
+
 BAD_SPECS: list[tuple[str, Mutation, tuple[str, ...]]] = [
     ("unknown top-level key", lambda r: r.update(colour="red"), ("colour", "unknown key")),
     ("unknown inputs key", lambda r: r["inputs"].update(nodta=0), ("inputs.nodta", "unknown key")),
@@ -193,6 +197,21 @@ BAD_SPECS: list[tuple[str, Mutation, tuple[str, ...]]] = [
         "sam prompted without prompts",
         lambda r: _set_model(r, {"type": "sam", "mode": "prompted"}),
         ("models.0", "prompts"),
+    ),
+    (
+        "sam prompts_from an unknown model",
+        lambda r: _set_model(r, _sam_from("feilds")),
+        ("prompts_from 'feilds' is not another model", "use one of"),
+    ),
+    (
+        "sam prompts_from a semantic model",
+        lambda r: r.update(models=[{"type": "crop_health", "name": "health"}, _sam_from("health")]),
+        ("prompts_from 'health' must be an instance model",),
+    ),
+    (
+        "sam prompts and prompts_from",
+        lambda r: r.update(models=[{"type": "field_delineator"}, {**_sam_from("fields"), "prompts": "p.gpkg"}]),
+        ("not both",),
     ),
     (
         "sam percentiles",

@@ -57,6 +57,8 @@ class ModelInfo:
     merge_min_agreement: float = 0.0
     prompts: str | None = None
     prompts_layer: str | None = None
+    prompts_from: str | None = None
+    """Another instance model of the job whose stitched objects prompt this one with their bounding boxes."""
     merge: str = "core"
     """How overlapping tiles combine for a semantic model: ``core``, or a blend from :mod:`geoseg.blend`."""
     receptive_field: int = 0

@@ -96,6 +96,7 @@ def _sam_info(spec: SamSpec) -> ModelInfo:
         spec.merge_min_agreement,
         prompts,
         spec.prompts_layer,
+        prompts_from=spec.prompts_from,
         min_area_m2=spec.min_area_m2,
         max_area_m2=spec.max_area_m2,
     )
