@@ -29,6 +29,7 @@ from geoseg.plan import TILES_LAYER, JobPlan
 from geoseg.stitch import LayerStitcher, StitchedObject
 from geoseg.styles import categorized_qml, outline_qml
 from geoseg.tileloop import TileStatus
+from geoseg.timings import JobTimings
 from geoseg.vectorize import Cleaning, objects_frame
 from geoseg.verdict import VERDICT_COLORS, VERDICTS
 from geoseg.workdir import load_core
@@ -208,12 +209,17 @@ def export(
     status: dict[str, TileStatus],
     meta: dict[str, Any],
     overwrite: bool,
+    timings: JobTimings | None = None,
 ) -> ExportSummary:
-    """Write everything; returns what was written."""
-    layers, objects = build_layers(plan, stitchers)
+    """Write everything; returns what was written (``timings``: the run's stage seconds, for the job table)."""
+    timings = timings or JobTimings()
+    with timings.stage("objects"):
+        layers, objects = build_layers(plan, stitchers)
     masks = []
     if plan.spec.output.masks:
-        masks = write_masks(plan, objects, {k: set(v["id"]) for k, v in layers.items()}, overwrite)
+        with timings.stage("masks"):
+            masks = write_masks(plan, objects, {k: set(v["id"]) for k, v in layers.items()}, overwrite)
+    meta = {**meta, **timings.rows()}
     looks = write_quicklooks(plan, layers, overwrite)
     layers[TILES_LAYER] = tiles_layer(plan, status)
     if plan.spec.output.crs:

@@ -35,6 +35,7 @@ from geoseg.stitch import LayerStitcher, LayerTile
 from geoseg.tileloop import RetryPolicy, TileStatus, run_tiles
 from geoseg.tilework import ModelRunner, TileRecord, blend_tile, finish_tile, read_tile
 from geoseg.tiling import Tile
+from geoseg.timings import JobTimings
 
 log = logging.getLogger("geoseg")
 
@@ -53,8 +54,9 @@ class RunResult:
 
 # --------------------------------------------------------------------------------------------- ray session
 @contextmanager
-def ray_session(address: str | None, spec: JobSpec) -> Iterator[None]:
+def ray_session(address: str | None, spec: JobSpec, timings: JobTimings | None = None) -> Iterator[None]:
     """Connect to a cluster (``address``), reuse a running Ray, or start an embedded one bound to 127.0.0.1."""
+    timings = timings or JobTimings()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address is None and "ray" not in sys.modules:  # read when ray is first imported
@@ -73,14 +75,16 @@ def ray_session(address: str | None, spec: JobSpec) -> Iterator[None]:
         }
     try:
         # "local" always starts a fresh Ray: a stale `ray start` address file must not be joined
-        ray.init(address=address or "local", **kwargs)
+        with timings.stage("ray_start"):
+            ray.init(address=address or "local", **kwargs)
     except ConnectionError as err:
         raise GeosegError(f"cannot reach the Ray cluster at {address}: {err}") from None
     previous = _on_sigterm(raise_job_terminated)  # ray.init set its own (sys.exit(15))
     try:
         yield
     finally:
-        ray.shutdown()
+        with timings.stage("ray_stop"):
+            ray.shutdown()
         _on_sigterm(previous)
 
 
@@ -140,9 +144,11 @@ def run_job(
         TileFailedError: tiles failed after their retries (outputs are written; the tile index names them).
     """
     start = time.perf_counter()
-    plan = plan_job(spec)
-    check_outputs(plan, overwrite)
-    checkpoints = preflight(plan)
+    timings = JobTimings()
+    with timings.stage("plan"):
+        plan = plan_job(spec)
+        check_outputs(plan, overwrite)
+        checkpoints = preflight(plan)
     work_dir = plan.outputs.work_dir
     fresh_work_dir = not work_dir.exists()
     workdir.prepare(work_dir, spec, resume, input_files(plan), checkpoints)
@@ -152,19 +158,20 @@ def run_job(
     resumed = len(plan.tiles) - len(todo)
     device = "cpu"
     try:
-        with ray_session(address or spec.compute.address, spec):
+        with ray_session(address or spec.compute.address, spec, timings):
             if todo:
-                device = _model_pass(plan, todo, stitchers, status, progress)
+                device = _model_pass(plan, todo, stitchers, status, progress, timings)
             for info in plan.models:
                 if info.merge != "core":
-                    _blend_pass(plan, info, stitchers[info.name], status, progress)
+                    with timings.stage("blend"):
+                        _blend_pass(plan, info, stitchers[info.name], status, progress)
     except GeosegError:
         if fresh_work_dir:  # failed before any work (Ray, actors): leave nothing behind
             workdir.discard_if_unused(work_dir)
         raise
     failed = [tid for tid, s in status.items() if s.status == "failed"]
     meta = {"device": device, "tiles_failed": len(failed), "tiles_resumed": resumed}
-    outputs = export(plan, stitchers, status, meta, overwrite)
+    outputs = export(plan, stitchers, status, meta, overwrite, timings)
     result = RunResult(
         outputs, len(plan.tiles) - len(failed), resumed, len(failed), time.perf_counter() - start, device
     )
@@ -195,9 +202,15 @@ class _ModelPass:
     """The first pass: read tasks -> the least busy model actor (one call per batch) -> a finish task per tile."""
 
     def __init__(
-        self, plan: JobPlan, stitchers: dict[str, LayerStitcher], status: dict[str, TileStatus], actors: list[Any]
+        self,
+        plan: JobPlan,
+        stitchers: dict[str, LayerStitcher],
+        status: dict[str, TileStatus],
+        actors: list[Any],
+        timings: JobTimings,
     ) -> None:
         self.plan, self.stitchers, self.status, self.actors = plan, stitchers, status, actors
+        self.timings = timings
         self.read, self.finish, _ = _remote_functions()
         self.prompts = _prompt_tables(plan)
         self.load = [0] * len(actors)
@@ -226,8 +239,9 @@ class _ModelPass:
         if self.status[tile.id].status == "done":  # never stitch a tile twice
             log.warning("tile %s came back twice; the second result is ignored", tile.id)
             return
-        for name, layer in value.layers.items():
-            self.stitchers[name].add(tile, layer)
+        with self.timings.stage("stitch"):
+            for name, layer in value.layers.items():
+                self.stitchers[name].add(tile, layer)
         self.status[tile.id] = TileStatus("done", attempts, value.seconds)
 
     def failed(self, tile: Tile, error: str, attempts: int, retrying: bool) -> None:
@@ -245,15 +259,17 @@ def _model_pass(
     stitchers: dict[str, LayerStitcher],
     status: dict[str, TileStatus],
     show_progress: bool | ProgressMode,
+    timings: JobTimings,
 ) -> str:
     """Run the models on the tiles still to do; returns the actors' device."""
     import ray
 
     _, _, actor_cls = _remote_functions()
-    actors = _start_actors(plan, actor_cls)
+    with timings.stage("actors_start"):
+        actors = _start_actors(plan, actor_cls)
     compute = plan.spec.compute
-    work = _ModelPass(plan, stitchers, status, actors)
-    with TileProgress(len(todo), enabled=show_progress) as bar:
+    work = _ModelPass(plan, stitchers, status, actors, timings)
+    with TileProgress(len(todo), enabled=show_progress) as bar, timings.stage("tiles"):
         run_tiles(
             todo, work, status, limit=compute.in_flight, batch_size=compute.batch_size, retry=_retry(plan), progress=bar
         )
