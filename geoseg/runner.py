@@ -4,6 +4,8 @@ Tiles stream through three stages with a bounded number in flight:
 
     read task (CPU)  ->  model actor (a batch of tiles; models loaded once)  ->  finish task (CPU)
 
+A job of only cheap CPU models (``cheap`` in :mod:`geoseg.models.table`) runs each tile start to finish in one of
+the tile workers instead (one per CPU, see :class:`geoseg.tilework.TileWorker`): no pixels through the object store.
 Each finished tile lands in the work dir at once (the basis for ``--resume``) and sends back only its fragments
 and edge strips, which the driver stitches as neighbours finish. Blended layers get a second pass over the saved
 class probabilities. Both passes run in :func:`geoseg.tileloop.run_tiles` under one retry policy; a tile that keeps
@@ -27,13 +29,14 @@ from geoseg import workdir
 from geoseg.errors import GeosegError, TileFailedError, error_gist, raise_job_terminated
 from geoseg.finalize import ExportSummary, check_outputs, export
 from geoseg.models import ModelInfo
+from geoseg.models.table import all_cheap
 from geoseg.placement import place_actors
 from geoseg.plan import TILES_LAYER, JobPlan, input_files, plan_job, preflight
 from geoseg.progress import ProgressMode, TileProgress
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher, LayerTile
 from geoseg.tileloop import RetryPolicy, TileStatus, run_tiles
-from geoseg.tilework import ModelRunner, TileRecord, blend_tile, finish_tile, read_tile
+from geoseg.tilework import ModelRunner, TileJob, TileRecord, TileWorker, blend_tile, finish_tile, read_tile
 from geoseg.tiling import Tile
 from geoseg.timings import JobTimings
 
@@ -116,11 +119,29 @@ def _remote_functions() -> tuple[Any, Any, Any]:
 
 def _start_actors(plan: JobPlan, actor_cls: Any) -> list[Any]:
     """Start the model actors where ``compute.device`` puts them (:mod:`geoseg.placement`)."""
-    import ray
 
     placement = place_actors(plan.spec.compute)
     args = (list(plan.spec.models), list(plan.models), plan.scene_info, plan.bands, placement.device)
     actors = [actor_cls.options(**placement.options(i)).remote(*args) for i in range(plan.spec.compute.actors)]
+    return _started(actors)
+
+
+def _start_tile_workers(plan: JobPlan) -> list[Any]:
+    """One tile worker per CPU of the cluster (each loads the models once)."""
+    import ray
+
+    worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=2)(TileWorker)
+    blended = frozenset(m.name for m in plan.models if m.merge != "core")
+    job = TileJob(plan.scene, plan.bands, plan.stats, str(plan.outputs.work_dir), blended)
+    args = (list(plan.spec.models), list(plan.models), plan.scene_info, job, "cpu")
+    count = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return _started([worker_cls.remote(*args) for _ in range(count)])
+
+
+def _started(actors: list[Any]) -> list[Any]:
+    """The actors, once each has loaded its models."""
+    import ray
+
     try:
         ray.get([actor.device_name.remote() for actor in actors])  # models load once per actor, here
     except ray.exceptions.RayError as err:
@@ -170,7 +191,8 @@ def run_job(
             workdir.discard_if_unused(work_dir)
         raise
     failed = [tid for tid, s in status.items() if s.status == "failed"]
-    meta = {"device": device, "tiles_failed": len(failed), "tiles_resumed": resumed}
+    pipeline = "tile workers" if _fused(plan) else "model actors"
+    meta = {"device": device, "pipeline": pipeline, "tiles_failed": len(failed), "tiles_resumed": resumed}
     outputs = export(plan, stitchers, status, meta, overwrite, timings)
     result = RunResult(
         outputs, len(plan.tiles) - len(failed), resumed, len(failed), time.perf_counter() - start, device
@@ -253,6 +275,39 @@ class _ModelPass:
             log.error("tile %s failed after %d attempts: %s", tile.id, attempts, error)
 
 
+class _FusedPass(_ModelPass):
+    """The model pass for cheap CPU models: one call per tile to a tile worker, which reads, runs the models and
+    finishes it. Each worker owns a strip of tile columns, so neighbouring tiles share the decoded blocks of their
+    halos; a tile goes to the least busy worker instead when its owner is behind."""
+
+    def submit(self, batch: list[Tile]) -> list[Any]:
+        refs = []
+        for tile in batch:
+            owner = tile.col * len(self.actors) // self.plan.grid.shape[1]
+            slot = owner if self.load[owner] <= min(self.load) + 1 else self.load.index(min(self.load))
+            prompts = {name: table.for_tile(tile) for name, table in self.prompts.items()}
+            ref = self.actors[slot].process.remote(tile, tile.read_transform(self.plan.scene.transform), prompts)
+            self.slots[ref] = slot
+            self.load[slot] += 1
+            refs.append(ref)
+        return refs
+
+
+def strip_order(tiles: list[Tile], strips: int, cols: int) -> list[Tile]:
+    """Tiles row by row, taking turns between ``strips`` strips of columns (so every strip's worker has work)."""
+
+    def key(tile: Tile) -> tuple[int, int, int]:
+        strip = tile.col * strips // cols
+        return tile.row, tile.col - -(-strip * cols // strips), strip
+
+    return sorted(tiles, key=key)
+
+
+def _fused(plan: JobPlan) -> bool:
+    """Whether the job's tiles run start to finish in tile workers: cheap models only, no GPU asked for."""
+    return all_cheap(list(plan.spec.models)) and plan.spec.compute.gpus_per_actor == 0
+
+
 def _model_pass(
     plan: JobPlan,
     todo: list[Tile],
@@ -264,15 +319,18 @@ def _model_pass(
     """Run the models on the tiles still to do; returns the actors' device."""
     import ray
 
-    _, _, actor_cls = _remote_functions()
+    compute, fused = plan.spec.compute, _fused(plan)
     with timings.stage("actors_start"):
-        actors = _start_actors(plan, actor_cls)
-    compute = plan.spec.compute
-    work = _ModelPass(plan, stitchers, status, actors, timings)
+        actors = _start_tile_workers(plan) if fused else _start_actors(plan, _remote_functions()[2])
+    if fused:
+        work: _ModelPass = _FusedPass(plan, stitchers, status, actors, timings)
+        todo = strip_order(todo, len(actors), plan.grid.shape[1])
+        limit, batch_size = compute.max_in_flight or 2 * len(actors), 1
+    else:
+        work = _ModelPass(plan, stitchers, status, actors, timings)
+        limit, batch_size = compute.in_flight, compute.batch_size
     with TileProgress(len(todo), enabled=show_progress) as bar, timings.stage("tiles"):
-        run_tiles(
-            todo, work, status, limit=compute.in_flight, batch_size=compute.batch_size, retry=_retry(plan), progress=bar
-        )
+        run_tiles(todo, work, status, limit=limit, batch_size=batch_size, retry=_retry(plan), progress=bar)
     return str(ray.get(actors[0].device_name.remote()))
 
 
