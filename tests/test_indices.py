@@ -204,3 +204,18 @@ def test_crop_health_model_predict():
     np.testing.assert_allclose(out.layers["ndvi"], [[0.4 / 0.6, 0.5, NAN, NAN]], rtol=1e-6)
     np.testing.assert_allclose(out.layers["ndre"], [[0.3 / 0.7, 0.5 / 0.7, NAN, NAN]], rtol=1e-6)
     assert out.layers["ndre"].dtype == np.float32
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_majority_filter_equals_a_window_by_window_count(radius):
+    """Random classes (0 = nodata): every pixel gets the most frequent class of its window, counted directly."""
+    rng = np.random.default_rng(radius)
+    classes = rng.integers(0, 5, size=(2, 23, 17)).astype(np.uint8)
+    padded = np.pad(classes, ((0, 0), (radius, radius), (radius, radius)))
+    expected = classes.copy()
+    for n, r, c in zip(*np.nonzero(classes), strict=True):
+        window = padded[n, r : r + 2 * radius + 1, c : c + 2 * radius + 1]
+        counts = np.bincount(window.ravel(), minlength=5)[1:]
+        expected[n, r, c] = counts.argmax() + 1
+    got = majority_filter(torch.from_numpy(classes), radius, 4).numpy()
+    np.testing.assert_array_equal(got, expected)
