@@ -15,29 +15,24 @@ failing is reported in the tile index and the job fails loudly after writing wha
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from geoseg import workdir
-from geoseg.errors import GeosegError, TileFailedError, error_gist, raise_job_terminated
+from geoseg.errors import GeosegError, TileFailedError, error_gist
 from geoseg.finalize import ExportSummary, check_outputs, export
 from geoseg.models import ModelInfo
 from geoseg.models.table import all_cheap
 from geoseg.placement import place_actors
 from geoseg.plan import TILES_LAYER, JobPlan, input_files, plan_job, preflight
 from geoseg.progress import ProgressMode, TileProgress
+from geoseg.raysession import Shutdown, ray_session
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher, LayerTile
 from geoseg.tileloop import RetryPolicy, TileStatus, run_tiles
 from geoseg.tilework import ModelRunner, TileJob, TileRecord, TileWorker, blend_tile, finish_tile, read_tile
-from geoseg.tiling import Tile
+from geoseg.tiling import Tile, strip_order
 from geoseg.timings import JobTimings
 
 log = logging.getLogger("geoseg")
@@ -53,49 +48,6 @@ class RunResult:
     tiles_failed: int
     seconds: float
     device: str
-
-
-# --------------------------------------------------------------------------------------------- ray session
-@contextmanager
-def ray_session(address: str | None, spec: JobSpec, timings: JobTimings | None = None) -> Iterator[None]:
-    """Connect to a cluster (``address``), reuse a running Ray, or start an embedded one bound to 127.0.0.1."""
-    timings = timings or JobTimings()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    if address is None and "ray" not in sys.modules:  # read when ray is first imported
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # embedded Ray binds to 127.0.0.1
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if address is None:
-        kwargs |= {
-            "num_cpus": spec.compute.num_cpus,
-            "include_dashboard": False,
-            "object_store_memory": spec.compute.object_store_mb * 2**20,
-        }
-    try:
-        # "local" always starts a fresh Ray: a stale `ray start` address file must not be joined
-        with timings.stage("ray_start"):
-            ray.init(address=address or "local", **kwargs)
-    except ConnectionError as err:
-        raise GeosegError(f"cannot reach the Ray cluster at {address}: {err}") from None
-    previous = _on_sigterm(raise_job_terminated)  # ray.init set its own (sys.exit(15))
-    try:
-        yield
-    finally:
-        with timings.stage("ray_stop"):
-            ray.shutdown()
-        _on_sigterm(previous)
-
-
-def _on_sigterm(handler: Any) -> Any:
-    """Install a SIGTERM handler (main thread only); returns the previous one."""
-    if threading.current_thread() is not threading.main_thread() or handler is None:
-        return None
-    return signal.signal(signal.SIGTERM, handler)
 
 
 class ModelRunnerActor(ModelRunner):
@@ -158,12 +110,27 @@ def run_job(
     address: str | None = None,
     progress: bool | ProgressMode = True,
 ) -> RunResult:
-    """Run a job end to end: plan, tiles on Ray, stitch, export.
+    """Run a job end to end: plan, tiles on Ray, stitch, export (while Ray shuts down).
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is false (before any work).
         TileFailedError: tiles failed after their retries (outputs are written; the tile index names them).
     """
+    shutdown = Shutdown()
+    try:
+        return _run(spec, overwrite, resume, address, progress, shutdown)
+    finally:
+        shutdown.join()
+
+
+def _run(
+    spec: JobSpec,
+    overwrite: bool,
+    resume: bool,
+    address: str | None,
+    progress: bool | ProgressMode,
+    shutdown: Shutdown,
+) -> RunResult:
     start = time.perf_counter()
     timings = JobTimings()
     with timings.stage("plan"):
@@ -179,7 +146,7 @@ def run_job(
     resumed = len(plan.tiles) - len(todo)
     device = "cpu"
     try:
-        with ray_session(address or spec.compute.address, spec, timings):
+        with ray_session(address or spec.compute.address, spec, timings, shutdown):
             if todo:
                 device = _model_pass(plan, todo, stitchers, status, progress, timings)
             for info in plan.models:
@@ -291,16 +258,6 @@ class _FusedPass(_ModelPass):
             self.load[slot] += 1
             refs.append(ref)
         return refs
-
-
-def strip_order(tiles: list[Tile], strips: int, cols: int) -> list[Tile]:
-    """Tiles row by row, taking turns between ``strips`` strips of columns (so every strip's worker has work)."""
-
-    def key(tile: Tile) -> tuple[int, int, int]:
-        strip = tile.col * strips // cols
-        return tile.row, tile.col - -(-strip * cols // strips), strip
-
-    return sorted(tiles, key=key)
 
 
 def _fused(plan: JobPlan) -> bool:

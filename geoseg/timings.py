@@ -1,5 +1,6 @@
 """Wall seconds of a run's stages, recorded in the job table (``seconds_<stage>`` rows) beside the tile index's
-per-tile read / model / finish seconds. What is left of a run's wall time is the writing of the outputs."""
+per-tile read / model / finish seconds. What is left of a run's wall time is the writing of the outputs (while
+Ray shuts down in the background)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ class JobTimings:
     """Driver time spent adding finished tiles to the stitchers during the passes (part of ``tiles``)."""
     blend: float = 0.0
     """The blend passes of blended layers."""
-    ray_stop: float = 0.0
     objects: float = 0.0
     """Merging fragments into objects and building the layers (cleaning, measuring, statistics)."""
     masks: float = 0.0

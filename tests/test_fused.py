@@ -15,11 +15,11 @@ import pytest
 import rasterio
 
 from geoseg.errors import TileFailedError
-from geoseg.runner import run_job, strip_order
+from geoseg.runner import run_job
 from geoseg.spec import parse_spec
 from geoseg.testutils.faults import assert_same_outputs, kill_model_actors, saved_tiles, wait_for_tiles
 from geoseg.testutils.scenes import FieldScene, write_field_scene
-from geoseg.tiling import TileGrid
+from geoseg.tiling import TileGrid, strip_order
 from geoseg.workdir import tile_path
 
 pytestmark = pytest.mark.usefixtures("ray_local")
