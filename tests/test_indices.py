@@ -219,3 +219,29 @@ def test_majority_filter_equals_a_window_by_window_count(radius):
         expected[n, r, c] = counts.argmax() + 1
     got = majority_filter(torch.from_numpy(classes), radius, 4).numpy()
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("smoothing", [0, 1, 2])
+def test_cpu_model_equals_the_torch_model(smoothing):
+    """The numpy model CPU workers build gives the torch (GPU) model's classes and index layers, bit for bit."""
+    from geoseg.models.crop_health_cpu import CropHealthCpuModel, build_crop_health
+
+    spec = CropHealthSpec(type="crop_health", indices=["ndvi", "ndre", "evi"], smoothing_px=smoothing)
+    rng = np.random.default_rng(smoothing)
+    names = bands_for(spec.all_indices)
+    pixels = rng.uniform(0, 0.6, size=(2, len(names), 40, 30)).astype(np.float32)
+    pixels[:, :, :3] = 0.0  # zero denominators: NaN indices
+    valid = rng.random((2, 40, 30)) > 0.1
+    scene = SceneInfo(names, "", (10.0, 10.0), 100.0)
+    contexts = [TileContext(TileGrid(30, 40, 30, 0)[0, 0], Affine.identity(), None)] * 2
+    cpu = build_crop_health(spec, scene, "cpu")
+    assert isinstance(cpu, CropHealthCpuModel)
+    got = cpu.predict(pixels, valid, contexts)
+    expected = CropHealthModel(spec, scene, "cpu").predict(pixels, valid, contexts)
+    for a, b in zip(got, expected, strict=True):
+        assert isinstance(a, SemanticOutput) and isinstance(b, SemanticOutput)
+        np.testing.assert_array_equal(a.classes, b.classes)
+        assert a.layers.keys() == b.layers.keys()
+        for name in a.layers:
+            assert a.layers[name].dtype == np.float32
+            np.testing.assert_array_equal(a.layers[name], b.layers[name])

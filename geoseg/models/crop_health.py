@@ -1,4 +1,5 @@
-"""Spectral crop health: vegetation indices -> health classes, no weights needed."""
+"""Spectral crop health: vegetation indices -> health classes, no weights needed; torch, for GPUs (on the CPU the
+builder gives the numpy twin in :mod:`geoseg.models.crop_health_cpu`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from torch import nn
 
 from geoseg.models.base import Model, ModelOutput, SceneInfo, SemanticOutput, TileContext
 from geoseg.models.catalog import HEALTH_CLASSES, bands_for
+from geoseg.models.crop_health_cpu import class_bounds
 from geoseg.models.indices import compute_indices
 from geoseg.spec import CropHealthSpec
 
@@ -48,16 +50,6 @@ def _box_sum(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return rows[..., :w] + cols
 
 
-def class_bounds(spec: CropHealthSpec, scene: SceneInfo) -> tuple[float, float, float]:
-    """Upper bounds of non_vegetation, stressed, moderate: absolute thresholds, or the scene's index percentiles."""
-    if spec.classes_by == "thresholds":
-        t = spec.thresholds
-        return t.non_vegetation, t.stressed, t.moderate
-    table = scene.index_percentiles[spec.classify_by]
-    p = spec.percentiles
-    return tuple(float(np.interp(q, np.arange(101), table)) for q in (p.non_vegetation, p.stressed, p.moderate))  # type: ignore[return-value]
-
-
 class CropHealthModel(Model):
     """Vegetation indices and health classes per pixel."""
 
@@ -87,6 +79,4 @@ class CropHealthModel(Model):
         ]
 
 
-def build_crop_health(spec: CropHealthSpec, scene: SceneInfo, device: str) -> CropHealthModel:
-    """Builder used by the model registry."""
-    return CropHealthModel(spec, scene, device)
+__all__ = ["CropHealthModel", "HealthClassifier", "class_bounds", "majority_filter"]

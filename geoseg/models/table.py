@@ -118,7 +118,7 @@ def _unet_info(spec: UNetSpec) -> ModelInfo:
 
 MODEL_TYPES: dict[type, ModelType] = {
     CropHealthSpec: ModelType(
-        builder="geoseg.models.crop_health:build_crop_health",
+        builder="geoseg.models.crop_health_cpu:build_crop_health",
         info=_crop_health_info,
         stats=_crop_health_stats,
         scene_indices=_crop_health_scene_indices,
