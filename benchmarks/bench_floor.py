@@ -2,6 +2,7 @@
 
     python benchmarks/bench_floor.py                        # 4096², 8192², 16384²
     python benchmarks/bench_floor.py --sizes 4096           # a quick check (~1 min once the scene exists)
+    python benchmarks/bench_floor.py --sizes 4096 8192 --repeat 3     # medians of 3 alternating runs (busy machine)
     python benchmarks/bench_floor.py --with-32768 --json /tmp/floor.json
 
 The scene (generated once per size into ``--workdir``, not timed): one 4-band uint16 GeoTIFF (blue, green, red,
@@ -64,6 +65,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--tile-size", type=int, default=1024)
     parser.add_argument("--halo", type=int, default=16)
     parser.add_argument("--cpus", type=int, default=2, help="num_cpus of geoseg's embedded Ray")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each side, alternating; medians reported")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-floor"))
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--floor-only", nargs=2, metavar=("SCENE", "OUT_DIR"), help=argparse.SUPPRESS)
@@ -258,12 +260,15 @@ def run_size(side: int, args: argparse.Namespace) -> dict[str, Any]:
         while f.read(64 * 2**20):
             pass
     load = os.getloadavg()[0]
-    print(f"[{side}] floor ...", file=sys.stderr, flush=True)
-    floor_cmd = [sys.executable, __file__, "--floor-only", str(scene), str(run_dir)]
-    floor_wall, floor_out = _timed(floor_cmd, run_dir / "floor.log")
-    floor = {"wall_s": round(floor_wall, 2), **json.loads(floor_out)}
-    print(f"[{side}] geoseg ...", file=sys.stderr, flush=True)
-    geoseg = run_geoseg(scene, run_dir, args)
+    floors, geosegs = [], []
+    for rep in range(args.repeat):  # alternating, so both sides see the same machine load
+        print(f"[{side}] floor ({rep + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
+        floor_cmd = [sys.executable, __file__, "--floor-only", str(scene), str(run_dir)]
+        floor_wall, floor_out = _timed(floor_cmd, run_dir / "floor.log")
+        floors.append({"wall_s": round(floor_wall, 2), **json.loads(floor_out)})
+        print(f"[{side}] geoseg ({rep + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
+        geosegs.append(run_geoseg(scene, run_dir, args))
+    floor, geoseg = _median_run(floors), _median_run(geosegs)
     identical = same_classes(run_dir / "floor_classes.tif", run_dir / "out_crop_health.tif")
     return {
         "side": side,
@@ -273,9 +278,16 @@ def run_size(side: int, args: argparse.Namespace) -> dict[str, Any]:
         "load_after": round(os.getloadavg()[0], 2),
         "floor": floor,
         "geoseg": geoseg,
-        "ratio": round(geoseg["wall_s"] / floor_wall, 2),
+        "ratio": round(geoseg["wall_s"] / floor["wall_s"], 2),
+        "floor_walls": [r["wall_s"] for r in floors],
+        "geoseg_walls": [r["wall_s"] for r in geosegs],
         "classes_identical": identical,
     }
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
 
 
 def report(r: dict[str, Any]) -> str:
@@ -284,7 +296,7 @@ def report(r: dict[str, Any]) -> str:
         f"{r['side']}² ({r['megapixels']} Mpx, load {r['load_before']} -> {r['load_after']}): floor "
         f"{r['floor']['wall_s']:.1f} s ({r['floor']['polygons']} polygons), geoseg {g['wall_s']:.1f} s "
         f"({g['polygons']} polygons, {g['tiles']} tiles) -> {r['ratio']:.2f}x; class COGs identical: "
-        f"{r['classes_identical']}",
+        f"{r['classes_identical']} (walls: floor {r['floor_walls']}, geoseg {r['geoseg_walls']})",
         f"  geoseg: startup {g.get('startup')} | "
         + " | ".join(f"{k} {v:.2f}" for k, v in st.items())
         + f" | write gpkg+rest {g.get('write_gpkg+rest')}  (stitch: driver time within tiles)",
