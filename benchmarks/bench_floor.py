@@ -25,6 +25,9 @@ before (both start from a warm page cache):
   area, perimeter and NDVI mean; layer ``tiles``, the tile index; table ``job``) and ``out_crop_health.tif`` (COG,
   class colour table, mode overviews), and its work dir (one file per tile, for ``--resume``).
 
+With ``--repeat N`` the sides run N times, alternating; the report gives the median run of each side (and the ratio
+of the best walls, the least disturbed by other load), and the CPU seconds of each side's process tree (its own and
+its reaped descendants': for geoseg all of Ray's processes), which load on the machine disturbs less than walls.
 The two class COGs are compared pixel by pixel (``classes_identical`` in the JSON). geoseg's stage breakdown
 comes from what the run records: the job table's ``seconds_<stage>`` rows (plan, Ray start, actors, tiles,
 driver stitching, objects, masks) and the tile index (read / model / finish seconds summed over tiles: worker
@@ -38,6 +41,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -198,14 +202,17 @@ def write_job(scene: Path, run_dir: Path, args: argparse.Namespace) -> Path:
     return path
 
 
-def _timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, str]:
+def _timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall seconds, CPU seconds of the process tree, stdout) of a command."""
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    with open(log, "w") as err:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    with open(log, "w") as err:  # run in the run dir: `-m geoseg.cli` must not pick up a geoseg/ in the cwd
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=log.parent)
     wall = time.perf_counter() - start
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (rc {proc.returncode}), see {log}:\n{proc.stdout}")
-    return wall, proc.stdout
+    return wall, cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, proc.stdout
 
 
 def geoseg_stages(gpkg: Path, job_s: float | None, wall: float) -> dict[str, Any]:
@@ -230,14 +237,14 @@ def run_geoseg(scene: Path, run_dir: Path, args: argparse.Namespace) -> dict[str
     ray_tmp = tempfile.mkdtemp(prefix="gsf-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [sys.executable, "-m", "geoseg.cli", "run", str(job), "--overwrite", "--no-progress"]
-    wall, stdout = _timed(cmd, run_dir / "geoseg.log", env)
+    wall, cpu, stdout = _timed(cmd, run_dir / "geoseg.log", env)
     match = re.search(r" in ([0-9.]+) s on ", stdout)
     job_s = float(match.group(1)) if match else None
     import pyogrio
 
     polygons = int(pyogrio.read_info(run_dir / "out.gpkg", layer="crop_health")["features"])
     stages = geoseg_stages(run_dir / "out.gpkg", job_s, wall)
-    return {"wall_s": round(wall, 2), "job_s": job_s, "polygons": polygons, **stages}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "job_s": job_s, "polygons": polygons, **stages}
 
 
 def same_classes(a: Path, b: Path) -> bool:
@@ -264,8 +271,8 @@ def run_size(side: int, args: argparse.Namespace) -> dict[str, Any]:
     for rep in range(args.repeat):  # alternating, so both sides see the same machine load
         print(f"[{side}] floor ({rep + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
         floor_cmd = [sys.executable, __file__, "--floor-only", str(scene), str(run_dir)]
-        floor_wall, floor_out = _timed(floor_cmd, run_dir / "floor.log")
-        floors.append({"wall_s": round(floor_wall, 2), **json.loads(floor_out)})
+        floor_wall, floor_cpu, floor_out = _timed(floor_cmd, run_dir / "floor.log")
+        floors.append({"wall_s": round(floor_wall, 2), "cpu_s": round(floor_cpu, 2), **json.loads(floor_out)})
         print(f"[{side}] geoseg ({rep + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
         geosegs.append(run_geoseg(scene, run_dir, args))
     floor, geoseg = _median_run(floors), _median_run(geosegs)
@@ -279,6 +286,7 @@ def run_size(side: int, args: argparse.Namespace) -> dict[str, Any]:
         "floor": floor,
         "geoseg": geoseg,
         "ratio": round(geoseg["wall_s"] / floor["wall_s"], 2),
+        "ratio_best": round(min(r["wall_s"] for r in geosegs) / min(r["wall_s"] for r in floors), 2),
         "floor_walls": [r["wall_s"] for r in floors],
         "geoseg_walls": [r["wall_s"] for r in geosegs],
         "classes_identical": identical,
@@ -295,8 +303,10 @@ def report(r: dict[str, Any]) -> str:
     lines = [
         f"{r['side']}² ({r['megapixels']} Mpx, load {r['load_before']} -> {r['load_after']}): floor "
         f"{r['floor']['wall_s']:.1f} s ({r['floor']['polygons']} polygons), geoseg {g['wall_s']:.1f} s "
-        f"({g['polygons']} polygons, {g['tiles']} tiles) -> {r['ratio']:.2f}x; class COGs identical: "
-        f"{r['classes_identical']} (walls: floor {r['floor_walls']}, geoseg {r['geoseg_walls']})",
+        f"({g['polygons']} polygons, {g['tiles']} tiles) -> {r['ratio']:.2f}x (best of each: {r['ratio_best']:.2f}x); "
+        "class COGs identical: "
+        f"{r['classes_identical']} (walls: floor {r['floor_walls']}, geoseg {r['geoseg_walls']}; CPU s: floor "
+        f"{r['floor']['cpu_s']}, geoseg {g['cpu_s']})",
         f"  geoseg: startup {g.get('startup')} | "
         + " | ".join(f"{k} {v:.2f}" for k, v in st.items())
         + f" | write gpkg+rest {g.get('write_gpkg+rest')}  (stitch: driver time within tiles)",
