@@ -27,7 +27,7 @@ before (both start from a warm page cache):
 
 With ``--repeat N`` the sides run N times, alternating; the report gives the median run of each side (and the ratio
 of the best walls, the least disturbed by other load), and the CPU seconds of each side's process tree (its own and
-its reaped descendants': for geoseg all of Ray's processes), which load on the machine disturbs less than walls.
+its descendants', sampled every 0.1 s: for geoseg all of Ray's processes), which other load disturbs less than walls.
 The two class COGs are compared pixel by pixel (``classes_identical`` in the JSON). geoseg's stage breakdown
 comes from what the run records: the job table's ``seconds_<stage>`` rows (plan, Ray start, actors, tiles,
 driver stitching, objects, masks) and the tile index (read / model / finish seconds summed over tiles: worker
@@ -41,10 +41,10 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -204,15 +204,42 @@ def write_job(scene: Path, run_dir: Path, args: argparse.Namespace) -> Path:
 
 def _timed(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """(wall seconds, CPU seconds of the process tree, stdout) of a command."""
-    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log, "w") as err:  # run in the run dir: `-m geoseg.cli` must not pick up a geoseg/ in the cwd
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=log.parent)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=log.parent)
+        cpu: dict[int, float] = {}
+        done = threading.Event()
+        sampler = threading.Thread(target=_sample_cpu, args=(proc.pid, cpu, done), daemon=True)
+        sampler.start()
+        stdout, _ = proc.communicate()
+        done.set()
+        sampler.join()
     wall = time.perf_counter() - start
-    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed (rc {proc.returncode}), see {log}:\n{proc.stdout}")
-    return wall, cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, proc.stdout
+        raise SystemExit(f"{' '.join(cmd)} failed (rc {proc.returncode}), see {log}:\n{stdout}")
+    return wall, sum(cpu.values()), stdout
+
+
+def _sample_cpu(root: int, cpu: dict[int, float], done: threading.Event, interval: float = 0.1) -> None:
+    """CPU seconds per process of the tree under ``root`` (Ray's processes included), sampled until ``done``."""
+    import psutil
+
+    try:
+        top = psutil.Process(root)
+    except psutil.NoSuchProcess:
+        return
+    while not done.is_set():
+        try:
+            procs = [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            try:
+                times = p.cpu_times()
+                cpu[p.pid] = max(cpu.get(p.pid, 0.0), times.user + times.system)
+            except psutil.Error:
+                continue
+        done.wait(interval)
 
 
 def geoseg_stages(gpkg: Path, job_s: float | None, wall: float) -> dict[str, Any]:
