@@ -25,9 +25,22 @@ from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-WORKER_CACHE_MB = 256
-"""GDAL's block cache in a process that keeps files open: decoded blocks shared by neighbouring tiles stay, and
-memory stays bounded whatever the scene size."""
+READ_CACHE_MB = 64
+"""GDAL's block cache in a read task's process (tiles come in any order: little to share)."""
+
+
+def strip_cache_mb(paths: Sequence[str], rows: int, cols: int, floor_mb: int = 32, cap_mb: int = 1024) -> int:
+    """GDAL's block cache that holds a ``rows`` x ``cols`` pixel band of each file, widened by a block on each side
+    (all of a file's bands: a pixel-interleaved block is cached whole): what a tile worker's strip needs so the
+    blocks a tile shares with its left and upper neighbours are still decoded. Grows with the strip's width, never
+    with the scene's height."""
+    total = 0
+    for path in dict.fromkeys(paths):
+        with rasterio.open(path) as src:
+            block_rows, block_cols = src.block_shapes[0]
+            pixel_bytes = sum(np.dtype(dtype).itemsize for dtype in src.dtypes)
+        total += (rows + 2 * block_rows) * (cols + 2 * block_cols) * pixel_bytes
+    return int(min(cap_mb, max(floor_mb, total / 2**20)))
 
 
 @dataclass(frozen=True)

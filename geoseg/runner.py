@@ -21,6 +21,7 @@ from typing import Any
 
 from geoseg import workdir
 from geoseg.errors import GeosegError, TileFailedError, error_gist
+from geoseg.fileread import strip_cache_mb
 from geoseg.finalize import ExportSummary, check_outputs, export
 from geoseg.models import ModelInfo
 from geoseg.models.table import all_cheap
@@ -84,9 +85,12 @@ def _start_tile_workers(plan: JobPlan) -> list[Any]:
 
     worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=2)(TileWorker)
     blended = frozenset(m.name for m in plan.models if m.merge != "core")
-    job = TileJob(plan.scene, plan.bands, plan.stats, str(plan.outputs.work_dir), blended)
-    args = (list(plan.spec.models), list(plan.models), plan.scene_info, job, "cpu")
     count = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    strip = -(-plan.grid.shape[1] // count) * plan.grid.tile_size
+    paths = [path for name in plan.bands for path in plan.scene.band(name).paths]
+    cache = strip_cache_mb(paths, plan.grid.read_size, strip + plan.grid.read_size)
+    job = TileJob(plan.scene, plan.bands, plan.stats, str(plan.outputs.work_dir), blended, cache)
+    args = (list(plan.spec.models), list(plan.models), plan.scene_info, job, "cpu")
     return _started([worker_cls.remote(*args) for _ in range(count)])
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import rasterio.env
 
 from geoseg.blend import blend_classes, ring_tile
-from geoseg.fileread import WORKER_CACHE_MB, OpenFiles
+from geoseg.fileread import READ_CACHE_MB, OpenFiles
 from geoseg.models import ModelInfo, build_model, resolve_device
 from geoseg.models.base import Model, ModelOutput, Prompts, SceneInfo, SemanticOutput, StatsRole, TileContext
 from geoseg.raster import Scene, read_window
@@ -49,19 +49,21 @@ class TileRecord:
 _FILES: OpenFiles | None = None
 
 
-def worker_files() -> OpenFiles:
-    """This process's open input files (GDAL's block cache bounded, see :data:`geoseg.fileread.WORKER_CACHE_MB`)."""
+def worker_files(cache_mb: int = READ_CACHE_MB) -> OpenFiles:
+    """This process's open input files, GDAL's block cache set to ``cache_mb`` on first use (memory stays bounded)."""
     global _FILES
     if _FILES is None:
-        rasterio.env.set_gdal_config("GDAL_CACHEMAX", WORKER_CACHE_MB * 2**20)
+        rasterio.env.set_gdal_config("GDAL_CACHEMAX", cache_mb * 2**20)
         _FILES = OpenFiles()
     return _FILES
 
 
-def read_tile(scene: Scene, tile: Tile, bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, float]:
+def read_tile(
+    scene: Scene, tile: Tile, bands: tuple[str, ...], files: OpenFiles | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Read a tile's read window (files kept open by this process): (pixels, valid, seconds)."""
     start = time.perf_counter()
-    pixels, valid = read_window(scene, tile.read, bands, files=worker_files())
+    pixels, valid = read_window(scene, tile.read, bands, files=files or worker_files())
     return pixels, valid, time.perf_counter() - start
 
 
@@ -116,6 +118,8 @@ class TileJob:
     stats: StatsRole | None
     work_dir: str
     blended: frozenset[str] = frozenset()
+    cache_mb: int = READ_CACHE_MB
+    """GDAL's block cache of the worker (:func:`geoseg.fileread.strip_cache_mb`)."""
 
 
 class TileWorker(ModelRunner):
@@ -128,11 +132,12 @@ class TileWorker(ModelRunner):
     ) -> None:
         super().__init__(specs, infos, scene, job.bands, device)
         self.job = job
+        self.files = worker_files(job.cache_mb)
 
     def process(self, tile: Tile, transform: Any, prompts: dict[str, Prompts]) -> TileRecord:
         """One tile, start to finish: read, run the models, keep the core, vectorize, save."""
         job = self.job
-        result = self.run([tile], [transform], [prompts], read_tile(job.scene, tile, job.bands))[0]
+        result = self.run([tile], [transform], [prompts], read_tile(job.scene, tile, job.bands, self.files))[0]
         return finish_tile(tile, result, job.stats, job.work_dir, job.blended)
 
 
