@@ -72,7 +72,6 @@ def _remote_functions() -> tuple[Any, Any, Any]:
 
 def _start_actors(plan: JobPlan, actor_cls: Any) -> list[Any]:
     """Start the model actors where ``compute.device`` puts them (:mod:`geoseg.placement`)."""
-
     placement = place_actors(plan.spec.compute)
     args = (list(plan.spec.models), list(plan.models), plan.scene_info, plan.bands, placement.device)
     actors = [actor_cls.options(**placement.options(i)).remote(*args) for i in range(plan.spec.compute.actors)]
@@ -135,6 +134,7 @@ def _run(
     progress: bool | ProgressMode,
     shutdown: Shutdown,
 ) -> RunResult:
+    """:func:`run_job`, Ray's shutdown left running in ``shutdown``."""
     start = time.perf_counter()
     timings = JobTimings()
     with timings.stage("plan"):
