@@ -73,11 +73,12 @@ def label_sums(labels: np.ndarray, stats: StatsSource | None, tile: Tile) -> dic
     for name, layer in stats.layers.items():
         values = layer[tile.core_in_read].ravel()
         ok = ~np.isnan(values)
-        out["index_sums"][name] = np.bincount(flat[ok], weights=values[ok], minlength=n)
-        out["index_counts"][name] = np.bincount(flat[ok], minlength=n)
+        seen, values = (flat, values) if ok.all() else (flat[ok], values[ok])
+        out["index_sums"][name] = np.bincount(seen, weights=values, minlength=n)
+        out["index_counts"][name] = np.bincount(seen, minlength=n)
         if name in stats.hist_layers:
-            bins = np.clip(((values[ok] + 1.0) / 2.0 * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
-            hist = np.bincount(flat[ok] * HIST_BINS + bins, minlength=n * HIST_BINS)
+            bins = np.clip(((values + 1.0) / 2.0 * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
+            hist = np.bincount(seen * HIST_BINS + bins, minlength=n * HIST_BINS)
             out["index_hists"][name] = hist.reshape(n, HIST_BINS)
     return out
 

@@ -32,6 +32,7 @@ from geoseg.spool import ObjectSpool
 from geoseg.stitch import LayerStitcher, StitchedObject
 from geoseg.styles import categorized_qml, outline_qml
 from geoseg.tileloop import TileStatus
+from geoseg.timings import JobTimings
 from geoseg.vectorize import Cleaning, objects_frame
 from geoseg.verdict import VERDICT_COLORS, VERDICTS
 from geoseg.workdir import load_core
@@ -215,8 +216,11 @@ def export(
     status: dict[str, TileStatus],
     meta: dict[str, Any],
     overwrite: bool,
+    timings: JobTimings | None = None,
 ) -> ExportSummary:
-    """Write everything, streaming each layer from its spool; returns what was written."""
+    """Write everything, streaming each layer from its spool; returns what was written (``timings``: the run's
+    stage seconds, for the job table)."""
+    timings = timings or JobTimings()
     spools = {}
     for name, stitcher in stitchers.items():
         stitcher.finish()
@@ -229,13 +233,17 @@ def export(
     looks = QuicklookFeed(plan.scene, plan.spec.name, plan.outputs.quicklook_png, plan.outputs.quicklook_html)
     written = LayerSink(plan, bool(spec.formats), looks)
     with atomic_output(out, overwrite) as tmp:
-        for info in plan.models:
-            written.write(tmp, info, spools[info.name])
-        masks = write_masks(plan, spools, overwrite) if spec.masks else []
+        with timings.stage("objects"):
+            for info in plan.models:
+                written.write(tmp, info, spools[info.name])
+        masks = []
+        if spec.masks:
+            with timings.stage("masks"):
+                masks = write_masks(plan, spools, overwrite)
         tiles = written.reproject(tiles_layer(plan, status))
         styles = {info.name: layer_style(info, info.name in written.verdicts) for info in plan.models}
         styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)
-        tables = {JOB_TABLE: job_table(plan, meta)}
+        tables = {JOB_TABLE: job_table(plan, {**meta, **timings.rows()})}
         fill_geopackage(tmp, {TILES_LAYER: tiles}, tables=tables, styles=styles)
     for spool in spools.values():
         spool.close()

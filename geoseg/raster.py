@@ -20,13 +20,14 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Geod
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.features import geometry_mask
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoseg.errors import InputError
+from geoseg.fileread import GridRead, OpenFiles, opened, read_bands
 from geoseg.qa import QualityMask
 from geoseg.scenegrid import (
     BandSource,
@@ -177,73 +178,33 @@ def _quality_mask(spec: InputSpec, stac: StacInputs | None) -> QualityMask | Non
 
 
 # --------------------------------------------------------------------------------------------- reading
-def _same_grid(src: rasterio.io.DatasetReader, crs: CRS, transform: Affine) -> bool:
-    """True when the file's pixels are the window's pixels (same CRS, pixel size and alignment)."""
-    t = src.transform
-    if src.crs != crs or not np.allclose([t.a, t.b, t.d, t.e], [transform.a, transform.b, transform.d, transform.e]):
-        return False
-    col, row = ~t @ (transform.c, transform.f)
-    return abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
-
-
-def _read_band_file(
-    src: rasterio.io.DatasetReader, index: int, scene: Scene, transform: Affine, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One band of one file on the window grid: (values float32, valid bool)."""
-    nodata = scene.nodata if scene.nodata is not None else src.nodata
-    if _same_grid(src, scene.crs, transform):
-        col, row = ~src.transform @ (transform.c, transform.f)
-        win = Window(round(col), round(row), shape[1], shape[0])
-        data = src.read(index, window=win, boundless=True, fill_value=0 if nodata is None else nodata)
-        if scene.nodata is not None and MaskFlags.nodata in src.mask_flag_enums[index - 1]:
-            # the spec's nodata replaces the file's: that mask is just the file's value, checked below instead
-            valid = np.ones(shape, bool)
-        else:
-            valid = src.read_masks(index, window=win, boundless=True) > 0
-    else:
-        with WarpedVRT(
-            src,
-            crs=scene.crs,
-            transform=transform,
-            width=shape[1],
-            height=shape[0],
-            resampling=Resampling[scene.resampling],
-            src_nodata=nodata,
-            # an alpha band marks what the file does not cover (and its internal mask); without it those pixels
-            # read as valid zeros when there is no nodata value. A file with its own alpha band carries it over.
-            add_alpha=ColorInterp.alpha not in src.colorinterp,
-        ) as vrt:
-            data = vrt.read(index)
-            valid = vrt.read_masks(index) > 0
-    if nodata is not None and not np.isnan(nodata):
-        valid &= data != nodata
-    if data.dtype.kind == "f":  # NaN and inf are nodata, whatever the file says
-        valid &= np.isfinite(data)
-    return data.astype(np.float32, copy=False), valid
-
-
-def _read_band(
-    band: BandSource, scene: Scene, transform: Affine, shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """A band on the window grid, the first file that covers a pixel giving its value."""
-    out = np.zeros(shape, np.float32)
-    filled = np.zeros(shape, bool)
-    bounds = rasterio.transform.array_bounds(shape[0], shape[1], transform)
-    for path in band.paths:
+def _read_group(
+    paths: tuple[str, ...], indexes: list[int], grid: GridRead, files: OpenFiles | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Bands ``indexes`` of a mosaic of ``paths`` on the window grid, the first file that covers a pixel giving its
+    value: (values (k, H, W), filled (k, H, W)); None when no file overlaps the window."""
+    rows, cols = grid.shape
+    bounds = rasterio.transform.array_bounds(rows, cols, grid.transform)
+    out: tuple[np.ndarray, np.ndarray] | None = None
+    for path in paths:
         try:
-            with rasterio.open(path) as src:
-                file_bounds = src.bounds if src.crs == scene.crs else transform_bounds(src.crs, scene.crs, *src.bounds)
+            with opened(path, files) as src:
+                file_bounds = src.bounds if src.crs == grid.crs else transform_bounds(src.crs, grid.crs, *src.bounds)
                 if not _overlaps(bounds, file_bounds):
                     continue
-                data, valid = _read_band_file(src, band.index, scene, transform, shape)
-        except rasterio.RasterioIOError as err:
+                data, valid = read_bands(src, indexes, grid)
+        except (rasterio.RasterioIOError, OSError) as err:
             raise InputError(f"cannot read {path}: {err}") from None
-        take = valid & ~filled
-        out[take] = data[take]
-        filled |= take
-        if filled.all():
+        if out is None:  # the first file: taken whole, in its dtype (invalid pixels are zeroed by the caller)
+            out = data, valid
+        else:
+            merged = out[0].astype(np.result_type(out[0], data, np.float32), copy=False)
+            take = valid & ~out[1]
+            merged[take] = data[take]
+            out = merged, out[1] | take
+        if out[1].all():
             break
-    return out, filled
+    return out
 
 
 def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -255,14 +216,18 @@ def read_window(
     window: Window,
     bands: tuple[str, ...] | None = None,
     out_shape: tuple[int, int] | None = None,
+    files: OpenFiles | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read bands over a window of the scene grid (the window may reach past the scene).
+
+    Bands from the same files are read together, one call per file.
 
     Args:
         scene: the scene.
         window: window in scene pixel coordinates.
         bands: band names to read, in order; default all.
         out_shape: (rows, cols) to resample the window to (decimated reads); default the window's size.
+        files: datasets kept open between reads (a worker's); default: each file opened for this read.
 
     Returns:
         ``pixels`` float32 (C, H, W) scaled to reflectance (0 where invalid) and ``valid`` bool (H, W): True where
@@ -273,19 +238,26 @@ def read_window(
     transform = rasterio.windows.transform(window, scene.transform) @ Affine.scale(
         window.width / cols, window.height / rows
     )
+    grid = GridRead(scene.crs, transform, (rows, cols), scene.nodata, scene.resampling)
     pixels = np.zeros((len(names), rows, cols), np.float32)
-    valid = np.ones((rows, cols), bool)
+    valid = _inside_scene(scene, window, (rows, cols))
+    groups: dict[tuple[str, ...], list[int]] = {}
     for i, name in enumerate(names):
-        data, ok = _read_band(scene.band(name), scene, transform, (rows, cols))
-        pixels[i] = data
-        valid &= ok
-    valid &= _inside_scene(scene, window, (rows, cols))
+        groups.setdefault(scene.band(name).paths, []).append(i)
+    for paths, positions in groups.items():
+        read = _read_group(paths, [scene.band(names[i]).index for i in positions], grid, files)
+        if read is None:
+            valid[...] = False
+            continue
+        pixels[positions] = read[0]
+        valid &= read[1].all(axis=0)
     if scene.quality_mask is not None:
         valid &= ~_read_quality_mask(scene.quality_mask, scene, transform, (rows, cols))
     if scene.aoi is not None:
         valid &= geometry_mask([scene.aoi], (rows, cols), transform, invert=True, all_touched=False)
     if scene.scale != 1.0 or scene.offset != 0.0:
-        pixels = pixels * np.float32(scene.scale) + np.float32(scene.offset)
+        pixels *= np.float32(scene.scale)
+        pixels += np.float32(scene.offset)
     pixels[:, ~valid] = 0.0
     return pixels, valid
 

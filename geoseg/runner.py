@@ -4,6 +4,8 @@ Tiles stream through three stages with a bounded number in flight:
 
     read task (CPU)  ->  model actor (a batch of tiles; models loaded once)  ->  finish task (CPU)
 
+A job of only cheap CPU models (``cheap`` in :mod:`geoseg.models.table`) runs each tile start to finish in one of
+the tile workers instead (one per CPU, see :class:`geoseg.tilework.TileWorker`): no pixels through the object store.
 Each finished tile lands in the work dir at once (the basis for ``--resume``) and sends back only its fragments
 and edge strips, which the driver stitches as neighbours finish. Blended layers get a second pass over the saved
 class probabilities. Both passes run in :func:`geoseg.tileloop.run_tiles` under one retry policy; a tile that keeps
@@ -13,29 +15,27 @@ failing is reported in the tile index and the job fails loudly after writing wha
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from geoseg import workdir
-from geoseg.errors import GeosegError, TileFailedError, error_gist, raise_job_terminated
+from geoseg.errors import GeosegError, TileFailedError, error_gist
+from geoseg.fileread import strip_cache_mb
 from geoseg.finalize import ExportSummary, check_outputs, export, layer_stitchers
 from geoseg.models import ModelInfo
+from geoseg.models.table import all_cheap
 from geoseg.placement import place_actors
 from geoseg.plan import TILES_LAYER, JobPlan, input_files, plan_job, preflight
 from geoseg.progress import ProgressMode, TileProgress
+from geoseg.raysession import Shutdown, ray_session
 from geoseg.refine import RefinePass, refine_todo, run_refine_pass, source_prompts
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher, LayerTile
 from geoseg.tileloop import RetryPolicy, TileStatus, run_tiles
-from geoseg.tilework import ModelRunner, TileRecord, blend_tile, finish_tile, read_tile
-from geoseg.tiling import Tile
+from geoseg.tilework import ModelRunner, TileJob, TileRecord, TileWorker, blend_tile, finish_tile, read_tile
+from geoseg.tiling import Tile, strip_order
+from geoseg.timings import JobTimings
 
 log = logging.getLogger("geoseg")
 
@@ -50,46 +50,6 @@ class RunResult:
     tiles_failed: int
     seconds: float
     device: str
-
-
-# --------------------------------------------------------------------------------------------- ray session
-@contextmanager
-def ray_session(address: str | None, spec: JobSpec) -> Iterator[None]:
-    """Connect to a cluster (``address``), reuse a running Ray, or start an embedded one bound to 127.0.0.1."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    if address is None and "ray" not in sys.modules:  # read when ray is first imported
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # embedded Ray binds to 127.0.0.1
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if address is None:
-        kwargs |= {
-            "num_cpus": spec.compute.num_cpus,
-            "include_dashboard": False,
-            "object_store_memory": spec.compute.object_store_mb * 2**20,
-        }
-    try:
-        # "local" always starts a fresh Ray: a stale `ray start` address file must not be joined
-        ray.init(address=address or "local", **kwargs)
-    except ConnectionError as err:
-        raise GeosegError(f"cannot reach the Ray cluster at {address}: {err}") from None
-    previous = _on_sigterm(raise_job_terminated)  # ray.init set its own (sys.exit(15))
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        _on_sigterm(previous)
-
-
-def _on_sigterm(handler: Any) -> Any:
-    """Install a SIGTERM handler (main thread only); returns the previous one."""
-    if threading.current_thread() is not threading.main_thread() or handler is None:
-        return None
-    return signal.signal(signal.SIGTERM, handler)
 
 
 class ModelRunnerActor(ModelRunner):
@@ -113,13 +73,33 @@ def _remote_functions() -> tuple[Any, Any, Any]:
 
 def _start_actors(plan: JobPlan, actor_cls: Any, names: set[str]) -> list[Any]:
     """Start model actors holding the models ``names``, where ``compute.device`` puts them (:mod:`geoseg.placement`)."""
-    import ray
-
     placement = place_actors(plan.spec.compute)
     specs = [m for m in plan.spec.models if m.name in names]
     infos = [m for m in plan.models if m.name in names]
     args = (specs, infos, plan.scene_info, plan.bands, placement.device)
     actors = [actor_cls.options(**placement.options(i)).remote(*args) for i in range(plan.spec.compute.actors)]
+    return _started(actors)
+
+
+def _start_tile_workers(plan: JobPlan) -> list[Any]:
+    """One tile worker per CPU of the cluster (each loads the models once)."""
+    import ray
+
+    worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=2)(TileWorker)
+    blended = frozenset(m.name for m in plan.models if m.merge != "core")
+    count = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    strip = -(-plan.grid.shape[1] // count) * plan.grid.tile_size
+    paths = [path for name in plan.bands for path in plan.scene.band(name).paths]
+    cache = strip_cache_mb(paths, plan.grid.read_size, strip + plan.grid.read_size)
+    job = TileJob(plan.scene, plan.bands, plan.stats, str(plan.outputs.work_dir), blended, cache)
+    args = (list(plan.spec.models), list(plan.models), plan.scene_info, job, "cpu")
+    return _started([worker_cls.remote(*args) for _ in range(count)])
+
+
+def _started(actors: list[Any]) -> list[Any]:
+    """The actors, once each has loaded its models."""
+    import ray
+
     try:
         ray.get([actor.device_name.remote() for actor in actors])  # models load once per actor, here
     except ray.exceptions.RayError as err:
@@ -136,16 +116,34 @@ def run_job(
     address: str | None = None,
     progress: bool | ProgressMode = True,
 ) -> RunResult:
-    """Run a job end to end: plan, tiles on Ray, stitch, export.
+    """Run a job end to end: plan, tiles on Ray, stitch, export (while Ray shuts down).
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is false (before any work).
         TileFailedError: tiles failed after their retries (outputs are written; the tile index names them).
     """
+    shutdown = Shutdown()
+    try:
+        return _run(spec, overwrite, resume, address, progress, shutdown)
+    finally:
+        shutdown.join()
+
+
+def _run(
+    spec: JobSpec,
+    overwrite: bool,
+    resume: bool,
+    address: str | None,
+    progress: bool | ProgressMode,
+    shutdown: Shutdown,
+) -> RunResult:
+    """:func:`run_job`, Ray's shutdown left running in ``shutdown``."""
     start = time.perf_counter()
-    plan = plan_job(spec)
-    check_outputs(plan, overwrite)
-    checkpoints = preflight(plan)
+    timings = JobTimings()
+    with timings.stage("plan"):
+        plan = plan_job(spec)
+        check_outputs(plan, overwrite)
+        checkpoints = preflight(plan)
     work_dir = plan.outputs.work_dir
     fresh_work_dir = not work_dir.exists()
     workdir.prepare(work_dir, spec, resume, input_files(plan), checkpoints)
@@ -155,22 +153,25 @@ def run_job(
     resumed = len(plan.tiles) - len(todo)
     device = "cpu"
     try:
-        with ray_session(address or spec.compute.address, spec):
+        with ray_session(address or spec.compute.address, spec, timings, shutdown):
             if todo:
-                device = _model_pass(plan, todo, stitchers, status, progress)
+                device = _model_pass(plan, todo, stitchers, status, progress, timings)
             for info in plan.models:
                 if info.merge != "core":
-                    _blend_pass(plan, info, stitchers[info.name], status, progress)
+                    with timings.stage("blend"):
+                        _blend_pass(plan, info, stitchers[info.name], status, progress)
             for info in plan.models:
                 if info.prompts_from:
-                    _refine_pass(plan, info, stitchers, status, progress)
+                    with timings.stage("refine"):
+                        _refine_pass(plan, info, stitchers, status, progress)
     except GeosegError:
         if fresh_work_dir:  # failed before any work (Ray, actors): leave nothing behind
             workdir.discard_if_unused(work_dir)
         raise
     failed = [tid for tid, s in status.items() if s.status == "failed"]
-    meta = {"device": device, "tiles_failed": len(failed), "tiles_resumed": resumed}
-    outputs = export(plan, stitchers, status, meta, overwrite)
+    pipeline = "tile workers" if _fused(plan) else "model actors"
+    meta = {"device": device, "pipeline": pipeline, "tiles_failed": len(failed), "tiles_resumed": resumed}
+    outputs = export(plan, stitchers, status, meta, overwrite, timings)
     result = RunResult(
         outputs, len(plan.tiles) - len(failed), resumed, len(failed), time.perf_counter() - start, device
     )
@@ -201,9 +202,15 @@ class _ModelPass:
     """The first pass: read tasks -> the least busy model actor (one call per batch) -> a finish task per tile."""
 
     def __init__(
-        self, plan: JobPlan, stitchers: dict[str, LayerStitcher], status: dict[str, TileStatus], actors: list[Any]
+        self,
+        plan: JobPlan,
+        stitchers: dict[str, LayerStitcher],
+        status: dict[str, TileStatus],
+        actors: list[Any],
+        timings: JobTimings,
     ) -> None:
         self.plan, self.stitchers, self.status, self.actors = plan, stitchers, status, actors
+        self.timings = timings
         self.read, self.finish, _ = _remote_functions()
         self.prompts = _prompt_tables(plan)
         self.load = [0] * len(actors)
@@ -232,8 +239,9 @@ class _ModelPass:
         if self.status[tile.id].status == "done":  # never stitch a tile twice
             log.warning("tile %s came back twice; the second result is ignored", tile.id)
             return
-        for name, layer in value.layers.items():
-            self.stitchers[name].add(tile, layer)
+        with self.timings.stage("stitch"):
+            for name, layer in value.layers.items():
+                self.stitchers[name].add(tile, layer)
         self.status[tile.id] = TileStatus("done", attempts, value.seconds)
 
     def failed(self, tile: Tile, error: str, attempts: int, retrying: bool) -> None:
@@ -245,24 +253,56 @@ class _ModelPass:
             log.error("tile %s failed after %d attempts: %s", tile.id, attempts, error)
 
 
+class _FusedPass(_ModelPass):
+    """The model pass for cheap CPU models: one call per tile to a tile worker, which reads, runs the models and
+    finishes it. Each worker owns a strip of tile columns, so neighbouring tiles share the decoded blocks of their
+    halos; a tile goes to the least busy worker instead when its owner is behind."""
+
+    def submit(self, batch: list[Tile]) -> list[Any]:
+        refs = []
+        for tile in batch:
+            owner = tile.col * len(self.actors) // self.plan.grid.shape[1]
+            slot = owner if self.load[owner] <= min(self.load) + 1 else self.load.index(min(self.load))
+            prompts = {name: table.for_tile(tile) for name, table in self.prompts.items()}
+            ref = self.actors[slot].process.remote(tile, tile.read_transform(self.plan.scene.transform), prompts)
+            self.slots[ref] = slot
+            self.load[slot] += 1
+            refs.append(ref)
+        return refs
+
+
+def _fused(plan: JobPlan) -> bool:
+    """Whether the job's tiles run start to finish in tile workers: cheap models only, no GPU asked for."""
+    return all_cheap(list(plan.spec.models)) and plan.spec.compute.gpus_per_actor == 0
+
+
 def _model_pass(
     plan: JobPlan,
     todo: list[Tile],
     stitchers: dict[str, LayerStitcher],
     status: dict[str, TileStatus],
     show_progress: bool | ProgressMode,
+    timings: JobTimings,
 ) -> str:
     """Run the models on the tiles still to do; returns the actors' device."""
     import ray
 
-    _, _, actor_cls = _remote_functions()
-    actors = _start_actors(plan, actor_cls, {m.name for m in plan.models if not m.prompts_from})
-    compute = plan.spec.compute
-    work = _ModelPass(plan, stitchers, status, actors)
-    with TileProgress(len(todo), enabled=show_progress) as bar:
-        run_tiles(
-            todo, work, status, limit=compute.in_flight, batch_size=compute.batch_size, retry=_retry(plan), progress=bar
+    compute, fused = plan.spec.compute, _fused(plan)
+    with timings.stage("actors_start"):
+        actors = (
+            _start_tile_workers(plan)
+            if fused
+            else _start_actors(plan, _remote_functions()[2], _first_pass_models(plan))
         )
+    if fused:
+        work: _ModelPass = _FusedPass(plan, stitchers, status, actors, timings)
+        todo = strip_order(todo, len(actors), plan.grid.shape[1])
+        limit, batch_size = compute.max_in_flight or 2 * len(actors), 1
+    else:
+        work = _ModelPass(plan, stitchers, status, actors, timings)
+        limit, batch_size = compute.in_flight, compute.batch_size
+    with TileProgress(len(todo), enabled=show_progress) as bar, timings.stage("tiles"):
+        run_tiles(todo, work, status, limit=limit, batch_size=batch_size, retry=_retry(plan), progress=bar)
     return str(ray.get(actors[0].device_name.remote()))
 
 
@@ -308,6 +348,11 @@ def _blend_pass(
     work = _BlendPass(plan, info, stitcher, status)
     with TileProgress(len(todo), enabled=show_progress, label=f"blend {info.name}") as bar:
         run_tiles(todo, work, status, limit=plan.spec.compute.in_flight, batch_size=1, retry=_retry(plan), progress=bar)
+
+
+def _first_pass_models(plan: JobPlan) -> set[str]:
+    """The models of the first pass: all but those prompted by another model's objects."""
+    return {m.name for m in plan.models if not m.prompts_from}
 
 
 def _refine_pass(

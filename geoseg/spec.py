@@ -172,7 +172,12 @@ class ComputeSpec(StrictModel):
 
     address: str | None = Field(None, description="Ray address; null = embedded local Ray.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for the embedded Ray; default: all.")
-    actors: int = Field(1, ge=1, description="Model actors (each loads the models once).")
+    actors: int = Field(
+        1,
+        ge=1,
+        description="Model actors (each loads the models once). A job of cheap CPU models only (crop_health) "
+        "runs one tile worker per CPU instead.",
+    )
     gpus_per_actor: float = Field(0.0, ge=0, description="0 = CPU; fractions share a GPU between actors.")
     device: Literal["auto", "gpu", "cpu"] = Field(
         "auto",

@@ -93,16 +93,16 @@ class LayerTile:
 def region_labels(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Label 4-connected regions of equal class (0 = nodata stays 0); returns (labels, class of each label)."""
     labels = np.zeros(classes.shape, np.int32)
-    next_label = 0
-    for value in np.unique(classes):
+    present = np.flatnonzero(np.bincount(classes.ravel())) if classes.dtype == np.uint8 else np.unique(classes)
+    label_class = [0]
+    for value in present:
         if value == 0:
             continue
         lab, count = ndimage.label(classes == value, _FOUR_CONNECTED)
-        labels[lab > 0] = lab[lab > 0] + next_label
-        next_label += count
-    label_class = np.zeros(next_label + 1, np.uint8)
-    label_class[labels.ravel()] = classes.ravel()
-    return labels, label_class
+        np.add(lab, len(label_class) - 1, out=lab, where=lab > 0)
+        labels += lab  # regions of different classes never overlap
+        label_class += [int(value)] * count
+    return labels, np.array(label_class, np.uint8)
 
 
 def edge_strips(labels: np.ndarray, tile: Tile) -> EdgeStrips:

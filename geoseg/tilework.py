@@ -1,6 +1,8 @@
 """The work done for one tile, as plain functions that Ray tasks and actors call.
 
-read (CPU task) -> models (model actor, a batch of tiles) -> finish (CPU task: keep the core, vectorize, save).
+read (CPU task) -> models (model actor, a batch of tiles) -> finish (CPU task: keep the core, vectorize, save);
+or, for cheap CPU models, all three in one :class:`TileWorker` (one per CPU), where the pixels were read: no pixels
+through Ray's object store, the input files kept open with their decoded blocks between tiles.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio.env
 
 from geoseg.blend import blend_classes, ring_tile
+from geoseg.fileread import READ_CACHE_MB, OpenFiles
 from geoseg.models import ModelInfo, build_model, resolve_device
 from geoseg.models.base import Model, ModelOutput, Prompts, SceneInfo, SemanticOutput, StatsRole, TileContext
 from geoseg.raster import Scene, read_window
@@ -42,10 +46,24 @@ class TileRecord:
     seconds: StageSeconds = field(default_factory=StageSeconds)
 
 
-def read_tile(scene: Scene, tile: Tile, bands: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, float]:
-    """Read a tile's read window: (pixels, valid, seconds)."""
+_FILES: OpenFiles | None = None
+
+
+def worker_files(cache_mb: int = READ_CACHE_MB) -> OpenFiles:
+    """This process's open input files, GDAL's block cache set to ``cache_mb`` on first use (memory stays bounded)."""
+    global _FILES
+    if _FILES is None:
+        rasterio.env.set_gdal_config("GDAL_CACHEMAX", cache_mb * 2**20)
+        _FILES = OpenFiles()
+    return _FILES
+
+
+def read_tile(
+    scene: Scene, tile: Tile, bands: tuple[str, ...], files: OpenFiles | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Read a tile's read window (files kept open by this process): (pixels, valid, seconds)."""
     start = time.perf_counter()
-    pixels, valid = read_window(scene, tile.read, bands)
+    pixels, valid = read_window(scene, tile.read, bands, files=files or worker_files())
     return pixels, valid, time.perf_counter() - start
 
 
@@ -77,17 +95,50 @@ class ModelRunner:
         Returns per tile its outputs and seconds (read, and its share of the batch's model time).
         """
         start = time.perf_counter()
-        pixels = np.stack([r[0] for r in reads])
-        valid = np.stack([r[1] for r in reads])
+        pixels = reads[0][0][None] if len(reads) == 1 else np.stack([r[0] for r in reads])
+        valid = reads[0][1][None] if len(reads) == 1 else np.stack([r[1] for r in reads])
         outputs: list[dict[str, ModelOutput]] = [{} for _ in tiles]
         for model, idx in zip(self.models, self.indices, strict=True):
             contexts = [
                 TileContext(t, tr, p.get(model.name)) for t, tr, p in zip(tiles, transforms, prompts, strict=True)
             ]
-            for i, out in enumerate(model.predict(pixels[:, idx], valid, contexts)):
+            selected = pixels if idx == list(range(len(pixels[0]))) else pixels[:, idx]  # all bands: no copy
+            for i, out in enumerate(model.predict(selected, valid, contexts)):
                 outputs[i][model.name] = out
         seconds = (time.perf_counter() - start) / len(tiles)
         return [ModelResult(out, StageSeconds(r[2], seconds)) for out, r in zip(outputs, reads, strict=True)]
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """What a :class:`TileWorker` needs besides its models: where pixels come from and where tiles go."""
+
+    scene: Scene
+    bands: tuple[str, ...]
+    stats: StatsRole | None
+    work_dir: str
+    blended: frozenset[str] = frozenset()
+    cache_mb: int = READ_CACHE_MB
+    """GDAL's block cache of the worker (:func:`geoseg.fileread.strip_cache_mb`)."""
+
+
+class TileWorker(ModelRunner):
+    """Read, models and finish of one tile in one process, for models cheap enough to run where the pixels are
+    read (the model pass's split into read task, model actor and finish task ships every tile's pixels and model
+    outputs through Ray's object store)."""
+
+    def __init__(
+        self, specs: list[ModelSpec], infos: list[ModelInfo], scene: SceneInfo, job: TileJob, device: str
+    ) -> None:
+        super().__init__(specs, infos, scene, job.bands, device)
+        self.job = job
+        self.files = worker_files(job.cache_mb)
+
+    def process(self, tile: Tile, transform: Any, prompts: dict[str, Prompts]) -> TileRecord:
+        """One tile, start to finish: read, run the models, keep the core, vectorize, save."""
+        job = self.job
+        result = self.run([tile], [transform], [prompts], read_tile(job.scene, tile, job.bands, self.files))[0]
+        return finish_tile(tile, result, job.stats, job.work_dir, job.blended)
 
 
 def stats_source(outputs: dict[str, ModelOutput], role: StatsRole | None) -> StatsSource | None:

@@ -98,3 +98,13 @@ class TileGrid:
             yield "right", self[tile.row, tile.col + 1]
         if tile.row + 1 < rows:
             yield "bottom", self[tile.row + 1, tile.col]
+
+
+def strip_order(tiles: list[Tile], strips: int, cols: int) -> list[Tile]:
+    """Tiles row by row, taking turns between ``strips`` strips of columns (so every strip's worker has work)."""
+
+    def key(tile: Tile) -> tuple[int, int, int]:
+        strip = tile.col * strips // cols
+        return tile.row, tile.col - -(-strip * cols // strips), strip
+
+    return sorted(tiles, key=key)

@@ -257,6 +257,7 @@ def test_too_many_actors_leaves_no_work_dir(tmp_path, capsys, ray_local):
     _bands(tmp_path)
     spec = _valid_job(tmp_path)
     spec["compute"]["actors"] = 2  # the module's Ray has 2 CPUs
+    spec["models"] = [{"type": "field_regions"}]  # model actors (crop_health alone runs in tile workers instead)
     job = _write_job(tmp_path, spec)
     before = _snapshot(tmp_path)
     code, err = _run_cli(["run", str(job), "--no-progress"], capsys)

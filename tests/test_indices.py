@@ -204,3 +204,44 @@ def test_crop_health_model_predict():
     np.testing.assert_allclose(out.layers["ndvi"], [[0.4 / 0.6, 0.5, NAN, NAN]], rtol=1e-6)
     np.testing.assert_allclose(out.layers["ndre"], [[0.3 / 0.7, 0.5 / 0.7, NAN, NAN]], rtol=1e-6)
     assert out.layers["ndre"].dtype == np.float32
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_majority_filter_equals_a_window_by_window_count(radius):
+    """Random classes (0 = nodata): every pixel gets the most frequent class of its window, counted directly."""
+    rng = np.random.default_rng(radius)
+    classes = rng.integers(0, 5, size=(2, 23, 17)).astype(np.uint8)
+    padded = np.pad(classes, ((0, 0), (radius, radius), (radius, radius)))
+    expected = classes.copy()
+    for n, r, c in zip(*np.nonzero(classes), strict=True):
+        window = padded[n, r : r + 2 * radius + 1, c : c + 2 * radius + 1]
+        counts = np.bincount(window.ravel(), minlength=5)[1:]
+        expected[n, r, c] = counts.argmax() + 1
+    got = majority_filter(torch.from_numpy(classes), radius, 4).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("smoothing", [0, 1, 2])
+def test_cpu_model_equals_the_torch_model(smoothing):
+    """The numpy model CPU workers build gives the torch (GPU) model's classes and index layers, bit for bit."""
+    from geoseg.models.crop_health_cpu import CropHealthCpuModel, build_crop_health
+
+    spec = CropHealthSpec(type="crop_health", indices=["ndvi", "ndre", "evi"], smoothing_px=smoothing)
+    rng = np.random.default_rng(smoothing)
+    names = bands_for(spec.all_indices)
+    pixels = rng.uniform(0, 0.6, size=(2, len(names), 40, 30)).astype(np.float32)
+    pixels[:, :, :3] = 0.0  # zero denominators: NaN indices
+    valid = rng.random((2, 40, 30)) > 0.1
+    scene = SceneInfo(names, "", (10.0, 10.0), 100.0)
+    contexts = [TileContext(TileGrid(30, 40, 30, 0)[0, 0], Affine.identity(), None)] * 2
+    cpu = build_crop_health(spec, scene, "cpu")
+    assert isinstance(cpu, CropHealthCpuModel)
+    got = cpu.predict(pixels, valid, contexts)
+    expected = CropHealthModel(spec, scene, "cpu").predict(pixels, valid, contexts)
+    for a, b in zip(got, expected, strict=True):
+        assert isinstance(a, SemanticOutput) and isinstance(b, SemanticOutput)
+        np.testing.assert_array_equal(a.classes, b.classes)
+        assert a.layers.keys() == b.layers.keys()
+        for name in a.layers:
+            assert a.layers[name].dtype == np.float32
+            np.testing.assert_array_equal(a.layers[name], b.layers[name])

@@ -8,10 +8,12 @@ from geoseg.models.table import MODEL_TYPES, ModelType, build_model, model_info,
 
 
 def resolve_device(device: str) -> str:
-    """The device to use: CUDA when asked for and visible, otherwise CPU (the fallback)."""
+    """The device to use: CUDA when asked for and visible, otherwise CPU (the fallback; torch is not imported)."""
+    if not device.startswith("cuda"):
+        return "cpu"
     import torch
 
-    return device if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+    return device if torch.cuda.is_available() else "cpu"
 
 
 __all__ = [

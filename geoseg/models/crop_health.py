@@ -1,4 +1,5 @@
-"""Spectral crop health: vegetation indices -> health classes, no weights needed."""
+"""Spectral crop health: vegetation indices -> health classes, no weights needed; torch, for GPUs (on the CPU the
+builder gives the numpy twin in :mod:`geoseg.models.crop_health_cpu`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from torch import nn
 
 from geoseg.models.base import Model, ModelOutput, SceneInfo, SemanticOutput, TileContext
 from geoseg.models.catalog import HEALTH_CLASSES, bands_for
+from geoseg.models.crop_health_cpu import class_bounds
 from geoseg.models.indices import compute_indices
 from geoseg.spec import CropHealthSpec
 
@@ -22,28 +24,30 @@ class HealthClassifier(nn.Module):
         self.register_buffer("edges", torch.tensor(thresholds, dtype=torch.float32))
 
     def forward(self, index: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        classes = torch.bucketize(index.contiguous(), self.edges, right=True) + 1
-        return torch.where(valid & ~torch.isnan(index), classes, torch.zeros_like(classes)).to(torch.uint8)
+        classes = (torch.bucketize(index.contiguous(), self.edges, out_int32=True, right=True) + 1).to(torch.uint8)
+        return classes.masked_fill_(~valid | torch.isnan(index), 0)
 
 
 def majority_filter(classes: torch.Tensor, radius: int, n_classes: int) -> torch.Tensor:
     """Most frequent class in a (2r+1)² window, ignoring class 0 (nodata stays nodata); ties go to the lower class."""
     if radius == 0:
         return classes
-    onehot = torch.nn.functional.one_hot(classes.long(), n_classes + 1).permute(0, 3, 1, 2).float()
-    counts = torch.nn.functional.avg_pool2d(onehot[:, 1:], 2 * radius + 1, stride=1, padding=radius)
-    smoothed = counts.argmax(dim=1).to(torch.uint8) + 1
+    best, smoothed = _box_sum(classes == 1, radius), torch.ones_like(classes)
+    for value in range(2, n_classes + 1):
+        count = _box_sum(classes == value, radius)
+        smoothed.masked_fill_(count > best, value)
+        best = torch.maximum(best, count)
     return torch.where(classes > 0, smoothed, classes)
 
 
-def class_bounds(spec: CropHealthSpec, scene: SceneInfo) -> tuple[float, float, float]:
-    """Upper bounds of non_vegetation, stressed, moderate: absolute thresholds, or the scene's index percentiles."""
-    if spec.classes_by == "thresholds":
-        t = spec.thresholds
-        return t.non_vegetation, t.stressed, t.moderate
-    table = scene.index_percentiles[spec.classify_by]
-    p = spec.percentiles
-    return tuple(float(np.interp(q, np.arange(101), table)) for q in (p.non_vegetation, p.stressed, p.moderate))  # type: ignore[return-value]
+def _box_sum(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Pixels set in each (2r+1)² window of a (N, H, W) mask (zeros past the edges), as shifted sums."""
+    h, w = mask.shape[-2:]
+    padded = torch.nn.functional.pad(mask.float(), (radius, radius, radius, radius))
+    rows = sum(padded[:, i : i + h] for i in range(1, 2 * radius + 1))
+    rows = padded[:, :h] + rows
+    cols = sum(rows[..., j : j + w] for j in range(1, 2 * radius + 1))
+    return rows[..., :w] + cols
 
 
 class CropHealthModel(Model):
@@ -68,12 +72,11 @@ class CropHealthModel(Model):
         values = compute_indices(stack, self.bands, self.indices)
         classes = self.classifier(values[self.classify_by], mask)
         classes = majority_filter(classes, self.smoothing_px, len(HEALTH_CLASSES)).cpu().numpy()
-        layers = {name: torch.where(mask, v, torch.nan).cpu().numpy().astype(np.float32) for name, v in values.items()}
+        invalid = ~mask
+        layers = {name: v.masked_fill_(invalid, torch.nan).cpu().numpy() for name, v in values.items()}  # float32
         return [
             SemanticOutput(classes[i], {name: layer[i] for name, layer in layers.items()}) for i in range(len(contexts))
         ]
 
 
-def build_crop_health(spec: CropHealthSpec, scene: SceneInfo, device: str) -> CropHealthModel:
-    """Builder used by the model registry."""
-    return CropHealthModel(spec, scene, device)
+__all__ = ["CropHealthModel", "HealthClassifier", "class_bounds", "majority_filter"]

@@ -16,7 +16,7 @@ IndexFn = Callable[[dict[str, torch.Tensor]], torch.Tensor]
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    return torch.where(den != 0, num / den, torch.full_like(den, float("nan")))
+    return (num / den).masked_fill_(den == 0, float("nan"))
 
 
 def _torch_formula(name: str) -> IndexFn:

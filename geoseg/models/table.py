@@ -13,7 +13,9 @@ Each :class:`ModelType` entry says:
 - ``stretch_bands``: bands the model stretches with scene-wide percentiles (computed once by the plan);
 - ``scene_indices``: vegetation indices whose scene-wide percentiles the model needs (computed once by the plan);
 - ``checkpoint_files``: the weights files the model loads, resolved and checked before Ray starts (so no tile
-  fails on missing weights); ``--resume`` hashes them.
+  fails on missing weights); ``--resume`` hashes them;
+- ``cheap``: a CPU model cheap next to reading its pixels (spectral indices): a job of only such models on CPU runs
+  each tile's read, models and finish in one worker process instead of shipping pixels to model actors.
 
 Adding a model type:
 
@@ -57,6 +59,7 @@ class ModelType:
     stretch_bands: Callable[[Any], tuple[str, ...]] = _no_bands
     scene_indices: Callable[[Any], tuple[str, ...]] = _no_bands
     checkpoint_files: Callable[[Any], tuple[Path, ...]] = _no_checkpoint
+    cheap: bool = False
 
 
 # --------------------------------------------------------------------------------------------- per type
@@ -116,10 +119,11 @@ def _unet_info(spec: UNetSpec) -> ModelInfo:
 
 MODEL_TYPES: dict[type, ModelType] = {
     CropHealthSpec: ModelType(
-        builder="geoseg.models.crop_health:build_crop_health",
+        builder="geoseg.models.crop_health_cpu:build_crop_health",
         info=_crop_health_info,
         stats=_crop_health_stats,
         scene_indices=_crop_health_scene_indices,
+        cheap=True,
     ),
     FieldRegionsSpec: ModelType(builder="geoseg.models.field_regions:build_field_regions", info=_field_regions_info),
     FieldDelineatorSpec: ModelType(
@@ -187,3 +191,8 @@ def checkpoint_files(specs: list[ModelSpec]) -> list[Path]:
         if not path.is_file():
             raise WeightsError(f"checkpoint {path} not found: fix `checkpoint:` in the model spec")
     return files
+
+
+def all_cheap(specs: list[ModelSpec]) -> bool:
+    """Whether every model of the job is cheap enough to run where its pixels are read (see ``cheap``)."""
+    return all(model_type(spec).cheap for spec in specs)

@@ -28,12 +28,14 @@ def descendants(cmdline_part: str, root: int | None = None) -> list[psutil.Proce
     return found
 
 
-def kill_model_actors(root: int | None = None, limit: int | None = None, working_only: bool = False) -> list[int]:
-    """SIGKILL the model actor processes (``ray::ModelRunner``) under ``root``, the oldest first, at most ``limit``;
-    ``working_only`` spares actors still loading their models (Ray titles them ``ray::ModelRunner.__init__``).
-    Returns the pids killed."""
+def kill_model_actors(
+    root: int | None = None, limit: int | None = None, working_only: bool = False, name: str = "ModelRunner"
+) -> list[int]:
+    """SIGKILL the model actor processes (``ray::ModelRunner``; ``name="TileWorker"``: the tile workers of cheap
+    models) under ``root``, the oldest first, at most ``limit``; ``working_only`` spares actors still loading their
+    models (Ray titles them ``ray::ModelRunner.__init__``). Returns the pids killed."""
     pids = []
-    actors = sorted(descendants("ray::ModelRunner", root), key=lambda p: p.create_time())
+    actors = sorted(descendants(f"ray::{name}", root), key=lambda p: p.create_time())
     if working_only:
         actors = [p for p in actors if "__init__" not in " ".join(p.cmdline())]
     for proc in actors[:limit]:

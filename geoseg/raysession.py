@@ -1,0 +1,84 @@
+"""The Ray session of a run: connect to a cluster, reuse a running Ray, or start an embedded one; shut it down after
+(in the background while the outputs are written, see :class:`Shutdown`). Orchestration: imports ``ray``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from geoseg.errors import GeosegError, raise_job_terminated
+from geoseg.spec import JobSpec
+from geoseg.timings import JobTimings
+
+
+class Shutdown:
+    """Ray's shutdown in a thread, so the outputs are written meanwhile; :meth:`join` before the run returns."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.then: Any = None
+        """Called by :meth:`join` in the calling thread once Ray is down (restores the SIGTERM handler)."""
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.then is not None:
+            self.then()
+        self.thread = self.then = None
+
+
+@contextmanager
+def ray_session(
+    address: str | None, spec: JobSpec, timings: JobTimings | None = None, shutdown: Shutdown | None = None
+) -> Iterator[None]:
+    """Connect to a cluster (``address``), reuse a running Ray, or start an embedded one bound to 127.0.0.1.
+
+    On leaving, Ray (if started here) shuts down: in ``shutdown``'s thread when given, else now.
+    """
+    timings = timings or JobTimings()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    if address is None and "ray" not in sys.modules:  # read when ray is first imported
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # embedded Ray binds to 127.0.0.1
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if address is None:
+        kwargs |= {
+            "num_cpus": spec.compute.num_cpus,
+            "include_dashboard": False,
+            "object_store_memory": spec.compute.object_store_mb * 2**20,
+        }
+    try:
+        # "local" always starts a fresh Ray: a stale `ray start` address file must not be joined
+        with timings.stage("ray_start"):
+            ray.init(address=address or "local", **kwargs)
+    except ConnectionError as err:
+        raise GeosegError(f"cannot reach the Ray cluster at {address}: {err}") from None
+    previous = _on_sigterm(raise_job_terminated)  # ray.init set its own (sys.exit(15))
+    try:
+        yield
+    finally:
+        if shutdown is None:
+            ray.shutdown()
+            _on_sigterm(previous)
+        else:
+            shutdown.thread = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
+            shutdown.thread.start()
+            shutdown.then = lambda: _on_sigterm(previous)
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install a SIGTERM handler (main thread only); returns the previous one."""
+    if threading.current_thread() is not threading.main_thread() or handler is None:
+        return None
+    return signal.signal(signal.SIGTERM, handler)
