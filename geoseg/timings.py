@@ -26,6 +26,8 @@ class JobTimings:
     """Driver time spent adding finished tiles to the stitchers during the passes (part of ``tiles``)."""
     blend: float = 0.0
     """The blend passes of blended layers."""
+    refine: float = 0.0
+    """The second passes of models prompted by another model's objects (``prompts_from``), actors' start included."""
     objects: float = 0.0
     """Merging fragments into objects and building the layers (cleaning, measuring, statistics)."""
     masks: float = 0.0
