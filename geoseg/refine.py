@@ -22,7 +22,7 @@ from geoseg.plan import JobPlan
 from geoseg.progress import ProgressMode, TileProgress
 from geoseg.prompts import PromptTable
 from geoseg.stitch import LayerStitcher, tile_layer
-from geoseg.tileloop import RetryPolicy, TileStatus, run_tiles
+from geoseg.tileloop import ActorLoad, RetryPolicy, TileStatus, run_tiles
 from geoseg.tilework import ModelResult, TileRecord, read_tile
 from geoseg.tiling import Tile
 
@@ -87,25 +87,20 @@ class RefinePass:
         self.read = ray.remote(num_cpus=1, max_retries=1)(read_tile)
         self.finish = ray.remote(num_cpus=1, max_retries=1)(finish_refined)
         self.plan, self.info, self.table, self.stitcher = plan, info, table, stitcher
-        self.status, self.actors = status, actors
-        self.load = [0] * len(actors)
-        self.slots: dict[Any, int] = {}
+        self.status, self.busy = status, ActorLoad(actors)
 
     def submit(self, batch: list[Tile]) -> list[Any]:
-        plan, slot = self.plan, self.load.index(min(self.load))
+        plan, slot = self.plan, self.busy.least_busy()
         reads = [self.read.remote(plan.scene, t, plan.bands) for t in batch]
         transforms = [t.read_transform(plan.scene.transform) for t in batch]
         prompts = [{self.info.name: self.table.for_tile(t)} for t in batch]
-        outs = self.actors[slot].run_batch.options(num_returns=len(batch)).remote(batch, transforms, prompts, *reads)
-        outs = outs if isinstance(outs, list) else [outs]
-        work_dir = str(plan.outputs.work_dir)
-        refs = [self.finish.remote(t, out, work_dir) for t, out in zip(batch, outs, strict=True)]
-        self.slots |= dict.fromkeys(refs, slot)
-        self.load[slot] += len(batch)
+        outs = self.busy.run_batch(slot, batch, transforms, prompts, reads)
+        refs = [self.finish.remote(t, out, str(plan.outputs.work_dir)) for t, out in zip(batch, outs, strict=True)]
+        self.busy.track(refs, slot)
         return refs
 
     def settled(self, ref: Any) -> None:
-        self.load[self.slots.pop(ref)] -= 1
+        self.busy.settled(ref)
 
     def succeeded(self, tile: Tile, value: TileRecord, attempts: int) -> None:
         self.stitcher.add(tile, value.layers[self.info.name])

@@ -32,7 +32,7 @@ from geoseg.raysession import Shutdown, ray_session
 from geoseg.refine import RefinePass, refine_todo, run_refine_pass, source_prompts
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher, LayerTile
-from geoseg.tileloop import RetryPolicy, TileStatus, run_tiles
+from geoseg.tileloop import ActorLoad, RetryPolicy, TileStatus, run_tiles
 from geoseg.tilework import ModelRunner, TileJob, TileRecord, TileWorker, blend_tile, finish_tile, read_tile
 from geoseg.tiling import Tile, strip_order
 from geoseg.timings import JobTimings
@@ -213,27 +213,24 @@ class _ModelPass:
         self.timings = timings
         self.read, self.finish, _ = _remote_functions()
         self.prompts = _prompt_tables(plan)
-        self.load = [0] * len(actors)
-        self.slots: dict[Any, int] = {}
+        self.busy = ActorLoad(actors)
         self.blended = frozenset(m.name for m in plan.models if m.merge != "core")
 
     def submit(self, batch: list[Tile]) -> list[Any]:
-        plan, slot = self.plan, self.load.index(min(self.load))
+        plan, slot = self.plan, self.busy.least_busy()
         reads = [self.read.remote(plan.scene, t, plan.bands) for t in batch]
         transforms = [t.read_transform(plan.scene.transform) for t in batch]
         prompts = [{name: table.for_tile(t) for name, table in self.prompts.items()} for t in batch]
-        outs = self.actors[slot].run_batch.options(num_returns=len(batch)).remote(batch, transforms, prompts, *reads)
-        outs = outs if isinstance(outs, list) else [outs]
+        outs = self.busy.run_batch(slot, batch, transforms, prompts, reads)
         work_dir = str(plan.outputs.work_dir)
         refs = [
             self.finish.remote(t, out, plan.stats, work_dir, self.blended) for t, out in zip(batch, outs, strict=True)
         ]
-        self.slots |= dict.fromkeys(refs, slot)
-        self.load[slot] += len(batch)
+        self.busy.track(refs, slot)
         return refs
 
     def settled(self, ref: Any) -> None:
-        self.load[self.slots.pop(ref)] -= 1
+        self.busy.settled(ref)
 
     def succeeded(self, tile: Tile, value: TileRecord, attempts: int) -> None:
         if self.status[tile.id].status == "done":  # never stitch a tile twice
@@ -262,11 +259,10 @@ class _FusedPass(_ModelPass):
         refs = []
         for tile in batch:
             owner = tile.col * len(self.actors) // self.plan.grid.shape[1]
-            slot = owner if self.load[owner] <= min(self.load) + 1 else self.load.index(min(self.load))
+            slot = owner if self.busy.load[owner] <= min(self.busy.load) + 1 else self.busy.least_busy()
             prompts = {name: table.for_tile(tile) for name, table in self.prompts.items()}
             ref = self.actors[slot].process.remote(tile, tile.read_transform(self.plan.scene.transform), prompts)
-            self.slots[ref] = slot
-            self.load[slot] += 1
+            self.busy.track([ref], slot)
             refs.append(ref)
         return refs
 

@@ -70,6 +70,33 @@ class TilePass(Protocol):
         """A tile failed; ``retrying`` says whether the policy sends it again."""
 
 
+class ActorLoad:
+    """Model actors that take whole batches, and the tiles each has in flight: a batch goes to the least busy."""
+
+    def __init__(self, actors: list[Any]) -> None:
+        self.actors = actors
+        self.load = [0] * len(actors)
+        self.slots: dict[Any, int] = {}
+
+    def least_busy(self) -> int:
+        return self.load.index(min(self.load))
+
+    def run_batch(
+        self, slot: int, batch: list[Tile], transforms: list[Any], prompts: list[Any], reads: list[Any]
+    ) -> list[Any]:
+        """One result reference per tile of the batch, from one ``run_batch`` call of actor ``slot``."""
+        outs = self.actors[slot].run_batch.options(num_returns=len(batch)).remote(batch, transforms, prompts, *reads)
+        return outs if isinstance(outs, list) else [outs]
+
+    def track(self, refs: list[Any], slot: int) -> None:
+        """Count ``refs`` (one per tile) against actor ``slot`` until each settles."""
+        self.slots |= dict.fromkeys(refs, slot)
+        self.load[slot] += len(refs)
+
+    def settled(self, ref: Any) -> None:
+        self.load[self.slots.pop(ref)] -= 1
+
+
 def run_tiles(
     tiles: Iterable[Tile],
     work: TilePass,
