@@ -41,6 +41,8 @@ import math
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import watershed
 
 from geoseg.models.base import InstanceInfo, InstanceOutput, Model, ModelOutput, SceneInfo, TileContext
@@ -112,12 +114,12 @@ def _merge_weak_boundaries(labels: np.ndarray, strength: np.ndarray, edge_max: f
     """Join adjacent regions whose shared boundary is weak: the ``quantile`` of the edge strength along it (the
     larger of the two pixels across each 4-neighbour step) is below ``edge_max``. A lane or hedge between two
     fields is strong along its whole length; a boundary through a streaky field passes calm stretches."""
+    n = int(labels.max()) + 1
     pairs, values = [], []
     for a, b, sa, sb in ((labels[:, :-1], labels[:, 1:], strength[:, :-1], strength[:, 1:]),
                          (labels[:-1], labels[1:], strength[:-1], strength[1:])):  # fmt: skip
         step = (a != b) & (a > 0) & (b > 0)
-        lo, hi = np.minimum(a[step], b[step]), np.maximum(a[step], b[step])
-        pairs.append(lo.astype(np.int64) * (int(labels.max()) + 1) + hi)
+        pairs.append(np.minimum(a[step], b[step]).astype(np.int64) * n + np.maximum(a[step], b[step]))
         values.append(np.maximum(sa[step], sb[step]))
     keys, vals = np.concatenate(pairs), np.concatenate(values)
     if keys.size == 0:
@@ -125,23 +127,12 @@ def _merge_weak_boundaries(labels: np.ndarray, strength: np.ndarray, edge_max: f
     order = np.lexsort((vals, keys))
     keys, vals = keys[order], vals[order]
     unique, start, count = np.unique(keys, return_index=True, return_counts=True)
-    q = vals[start + np.floor(quantile * (count - 1)).astype(np.int64)]
-    weak = unique[q < edge_max]
-    n = int(labels.max()) + 1
-    uf = np.arange(n)
-
-    def root(i: int) -> int:
-        while uf[i] != i:
-            uf[i] = uf[uf[i]]
-            i = int(uf[i])
-        return i
-
-    for key in weak:
-        ra, rb = root(int(key // n)), root(int(key % n))
-        if ra != rb:
-            uf[max(ra, rb)] = min(ra, rb)
-    lut = np.array([root(i) for i in range(n)])
-    return lut[labels].astype(np.int32)
+    weak = unique[vals[start + np.floor(quantile * (count - 1)).astype(np.int64)] < edge_max]
+    graph = coo_matrix((np.ones(len(weak)), (weak // n, weak % n)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    root = np.full(n, n, np.int64)
+    np.minimum.at(root, component, np.arange(n))  # each component's smallest label stands for it
+    return root[component][labels].astype(np.int32)
 
 
 def _smooth(band: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
