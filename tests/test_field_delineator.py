@@ -9,7 +9,7 @@ from affine import Affine
 from scipy import ndimage
 
 from geoseg.errors import SpecError
-from geoseg.models.field_delineator import FieldDelineator
+from geoseg.models.field_delineator import FieldDelineator, _merge_weak_boundaries
 from geoseg.spec import FieldDelineatorSpec, parse_spec
 from geoseg.stitch import LayerStitcher, tile_layer
 from geoseg.testutils.farmland import Farmland, farmland
@@ -132,3 +132,32 @@ def test_spec_defaults_and_halo_check() -> None:
     }
     with pytest.raises(SpecError, match=r"raise tiling\.halo"):
         parse_spec(job)
+
+
+def test_regions_join_across_a_weak_boundary_not_across_a_strong_one() -> None:
+    """Two regions whose shared boundary is calm over most of its length are one; a boundary strong along its whole
+    length (a lane) keeps them apart; 0 (not a field) never joins."""
+    labels = np.zeros((10, 12), np.int32)
+    labels[:, 1:6], labels[:, 6:11] = 1, 2
+    strength = np.zeros(labels.shape, np.float32)
+    strength[:, 5:7] = 0.02  # a lane along the whole boundary
+    assert set(np.unique(_merge_weak_boundaries(labels, strength, 0.012, 0.5))) == {0, 1, 2}
+    strength[3:, 5:7] = 0.005  # calm over 70 % of it: a streak inside one field
+    assert set(np.unique(_merge_weak_boundaries(labels, strength, 0.012, 0.5))) == {0, 1}
+    assert set(np.unique(_merge_weak_boundaries(labels, strength, 0.012, 0.1))) == {0, 1}
+    assert set(np.unique(_merge_weak_boundaries(labels, strength, 0.012, 0.9))) == {0, 1, 2}
+
+
+def test_seeds_follow_the_pixel_size() -> None:
+    """A 6 x 6 px field is 0.36 ha at 10 m (below min_seed_m2: it joins no seed) and 3.2 ha at 30 m, where seeds are
+    not eroded either (a hedge is narrower than a 30 m pixel)."""
+    pixels = np.empty((4, 20, 20), np.float32)
+    pixels[:] = np.array([0.05, 0.04, 0.18, 0.10], np.float32)[:, None, None]  # wood all round
+    pixels[:, 7:13, 7:13] = np.array([0.11, 0.13, 0.20, 0.28], np.float32)[:, None, None]  # bare soil
+    valid = np.ones((20, 20), bool)
+    spec = FieldDelineatorSpec(type="field_delineator")
+    fine, coarse = FieldDelineator(spec, pixel_size_m=10), FieldDelineator(spec, pixel_size_m=30)
+    assert (fine.seed_erode_px, coarse.seed_erode_px) == (1, 0)
+    assert (fine.min_seed_px, coarse.min_seed_px) == (20, 2)
+    assert fine.delineate(pixels, valid).labels.max() == 0
+    assert (coarse.delineate(pixels, valid).labels[8:12, 8:12] > 0).all()
