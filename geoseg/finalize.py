@@ -91,7 +91,8 @@ def layer_stitchers(plan: JobPlan) -> dict[str, LayerStitcher]:
     }
 
 
-def _cleaning(plan: JobPlan, info: ModelInfo) -> Cleaning:
+def layer_cleaning(plan: JobPlan, info: ModelInfo) -> Cleaning:
+    """How a model's stitched objects are cleaned and filtered on export."""
     # a model's own area limits (SAM's min/max_area_m2) apply to whole stitched objects, with output.min_area_m2
     out = plan.spec.output
     min_area = max(out.min_area_m2, info.min_area_m2)
@@ -100,7 +101,7 @@ def _cleaning(plan: JobPlan, info: ModelInfo) -> Cleaning:
 
 def layer_frames(plan: JobPlan, info: ModelInfo, spool: ObjectSpool, batch: int) -> Iterator[LayerBatch]:
     """A model's layer (scene CRS) in id order, one frame per batch of objects, with the objects behind it."""
-    cleaning = _cleaning(plan, info)
+    cleaning = layer_cleaning(plan, info)
     crs = CRS.from_wkt(plan.scene.crs_wkt)
     if cleaning.simplify > 0:
         batch = max(spool.count, 1)  # coverage simplification keeps shared edges shared: the whole layer at once

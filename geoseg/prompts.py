@@ -76,7 +76,8 @@ class PromptTable:
     def __len__(self) -> int:
         return len(self.points) + len(self.boxes)
 
-    def _boxes_over_core(self, tile: Tile) -> np.ndarray:
+    def boxes_over_core(self, tile: Tile) -> np.ndarray:
+        """Indices of the box prompts that overlap a tile's core (the tiles a box is sent to)."""
         c0, r0 = float(tile.core.col_off), float(tile.core.row_off)
         return _overlapping(self.boxes, c0, r0, c0 + float(tile.core.width), r0 + float(tile.core.height))
 
@@ -105,7 +106,7 @@ class PromptTable:
         col0, row0 = float(tile.read.col_off), float(tile.read.row_off)
         width, height = float(tile.read.width), float(tile.read.height)
         pts = self._point_index.inside(col0, row0, width, height)
-        bxs = self._boxes_over_core(tile)
+        bxs = self.boxes_over_core(tile)
         point_keys = tuple(self.point_keys[i] for i in pts)
         box_keys = tuple(self.box_keys[i] for i in bxs)
         clipped = np.clip(self.boxes[bxs] - [col0, row0, col0, row0], 0, [width, height, width, height])

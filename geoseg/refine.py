@@ -11,17 +11,20 @@ that object's layer (``prompt_source``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from geoseg import workdir
+from geoseg.finalize import layer_cleaning
 from geoseg.models import ModelInfo
 from geoseg.plan import JobPlan
 from geoseg.progress import ProgressMode, TileProgress
 from geoseg.prompts import PromptTable
-from geoseg.stitch import LayerStitcher, tile_layer
+from geoseg.spool import ObjectSpool
+from geoseg.stitch import LayerStitcher, StitchedObject, tile_layer
 from geoseg.tileloop import ActorLoad, RetryPolicy, TileStatus, run_tiles
 from geoseg.tilework import ModelResult, TileRecord, read_tile
 from geoseg.tiling import Tile
@@ -33,32 +36,27 @@ BOX_BATCH = 10_000
 
 def source_prompts(plan: JobPlan, info: ModelInfo, source: LayerStitcher) -> PromptTable:
     """One box prompt per object of the finished source layer that the export keeps by area."""
-    assert info.prompts_from is not None
-    source.finish()
-    min_pixels = _min_source_pixels(plan, info.prompts_from)
+    source_info = next(m for m in plan.models if m.name == info.prompts_from)
+    cleaning = layer_cleaning(plan, source_info)
+    pixel_area = plan.scene_info.pixel_area_m2
+    max_area = cleaning.max_area_m2 if cleaning.max_area_m2 is not None else np.inf
     boxes: list[tuple[float, float, float, float]] = []
     keys: list[str] = []
     for batch in _source_objects(source):
         for obj in batch:
-            if obj.pixels >= min_pixels:
+            if cleaning.min_area_m2 <= obj.pixels * pixel_area <= max_area:
                 boxes.append(tuple(obj.geometry.bounds))
                 keys.append(str(obj.id))
-    attrs = {key: {"source": info.prompts_from} for key in keys}
+    attrs = {key: {"source": source_info.name} for key in keys}
     return PromptTable(boxes=np.array(boxes, float).reshape(-1, 4), box_keys=tuple(keys), attrs=attrs)
 
 
-def _source_objects(source: LayerStitcher) -> Any:
-    """The source's objects in id order (the ids its layer will have), in batches."""
-    sink = source.sink
-    if hasattr(sink, "batches"):
-        return sink.batches(BOX_BATCH)
+def _source_objects(source: LayerStitcher) -> Iterable[list[StitchedObject]]:
+    """The finished source's objects in id order (the ids its layer will have), in batches."""
+    source.finish()
+    if isinstance(source.sink, ObjectSpool):
+        return source.sink.batches(BOX_BATCH)
     return [source.objects()]
-
-
-def _min_source_pixels(plan: JobPlan, name: str) -> float:
-    source = next(m for m in plan.models if m.name == name)
-    min_area = max(plan.spec.output.min_area_m2, source.min_area_m2)
-    return min_area / plan.scene_info.pixel_area_m2
 
 
 def finish_refined(tile: Tile, result: ModelResult, work_dir: str) -> TileRecord:
@@ -120,7 +118,7 @@ def refine_todo(plan: JobPlan, table: PromptTable, stitcher: LayerStitcher, stat
     return [
         t
         for t in plan.tiles
-        if status[t.id].status in ("done", "resumed") and t.id not in stitcher and len(table.for_tile(t).boxes)
+        if status[t.id].status in ("done", "resumed") and t.id not in stitcher and len(table.boxes_over_core(t))
     ]
 
 
