@@ -3,7 +3,6 @@ task -> model actor -> finish task), and the same resume, retries and failure re
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,13 @@ import rasterio
 from geoseg.errors import TileFailedError
 from geoseg.runner import run_job
 from geoseg.spec import parse_spec
-from geoseg.testutils.faults import assert_same_outputs, kill_model_actors, saved_tiles, wait_for_tiles
+from geoseg.testutils.faults import (
+    assert_same_outputs,
+    corrupt_nir_bands,
+    kill_model_actors,
+    saved_tiles,
+    wait_for_tiles,
+)
 from geoseg.testutils.scenes import FieldScene, write_field_scene
 from geoseg.tiling import TileGrid, strip_order
 from geoseg.workdir import tile_path
@@ -80,13 +85,8 @@ def test_tile_workers_resume_only_missing_tiles(tmp_path, scene, split_run):
 
 def test_tile_workers_retry_then_report_failing_tiles(tmp_path, scene):
     """Corrupt pixels in the NIR band: its tiles fail after their retries, the others finish, the index says so."""
-    folder = tmp_path / "scene"
-    shutil.copytree(scene.red.parent, folder)
-    data = bytearray((folder / "nir.tif").read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 4096] = b"\xff" * 4096
-    (folder / "nir.tif").write_bytes(bytes(data))
     raw = _job(scene, tmp_path / "f.gpkg", max_retries=1)
-    raw["inputs"]["bands"] = {"red": {"path": str(folder / "red.tif")}, "nir": {"path": str(folder / "nir.tif")}}
+    raw["inputs"]["bands"] = corrupt_nir_bands(scene.red, scene.nir, tmp_path / "scene")
     with pytest.raises(TileFailedError, match="tiles failed"):
         run_job(parse_spec(raw), progress=False)
     tiles = gpd.read_file(tmp_path / "f.gpkg", layer="tiles")

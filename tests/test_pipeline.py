@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -17,6 +16,7 @@ import yaml
 from geoseg.errors import OutputExistsError, TileFailedError
 from geoseg.runner import run_job
 from geoseg.spec import load_spec, parse_spec
+from geoseg.testutils.faults import corrupt_nir_bands
 from geoseg.testutils.gis import OGRINFO, QGIS_PROCESS, ogrinfo_summary, qgis_check_validity
 from geoseg.testutils.scenes import field_job, write_field_scene
 from geoseg.workdir import tile_path
@@ -224,14 +224,8 @@ def test_resume_recomputes_only_missing_tiles(tmp_path, field_scene):
 
 def test_failing_tiles_are_reported_not_silent(tmp_path, field_scene):
     """Corrupt pixel data in one mosaic file: its tiles fail after retries, the job fails loudly, outputs say which."""
-    folder = tmp_path / "scene"
-    shutil.copytree(field_scene.red.parent, folder)
-    data = bytearray((folder / "nir.tif").read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 4096] = b"\xff" * 4096
-    (folder / "nir.tif").write_bytes(bytes(data))
     raw = field_job(field_scene, tmp_path / "f.gpkg", tile_size=256, max_retries=1)
-    raw["inputs"]["bands"] = {"red": {"path": str(folder / "red.tif")}, "nir": {"path": str(folder / "nir.tif")}}
+    raw["inputs"]["bands"] = corrupt_nir_bands(field_scene.red, field_scene.nir, tmp_path / "scene")
     with pytest.raises(TileFailedError, match="tiles failed"):
         run_job(parse_spec(raw), progress=False)
     tiles = gpd.read_file(tmp_path / "f.gpkg", layer="tiles")

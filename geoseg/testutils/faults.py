@@ -96,3 +96,15 @@ def assert_same_outputs(got: Path, expected: Path, layer: str = "fields", tiles:
     index = gpd.read_file(got, layer="tiles")
     assert index["tile_id"].is_unique and len(index) == tiles
     assert index["status"].isin(["done", "resumed"]).all()
+
+
+def corrupt_nir_bands(red: Path, nir: Path, folder: Path) -> dict[str, dict[str, str]]:
+    """Copies of a scene's red and NIR files in ``folder``, 4 KiB of the NIR file's middle overwritten, so the tiles
+    whose blocks sit there fail to read; returns the ``inputs.bands`` of a job reading them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = bytearray(nir.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = b"\xff" * 4096
+    (folder / "nir.tif").write_bytes(bytes(data))
+    (folder / "red.tif").write_bytes(red.read_bytes())
+    return {"red": {"path": str(folder / "red.tif")}, "nir": {"path": str(folder / "nir.tif")}}
