@@ -22,7 +22,9 @@ def class_bounds(spec: CropHealthSpec, scene: SceneInfo) -> tuple[float, float, 
 
 def classify(index: np.ndarray, valid: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Classes 1..4 by ascending float32 ``edges`` (a value on an edge goes up); 0 where invalid or NaN."""
-    classes = (np.searchsorted(edges, index, side="right") + 1).astype(np.uint8)
+    classes = np.ones(index.shape, np.uint8)
+    for edge in edges:  # a few comparisons: several times faster than a searchsorted over every pixel
+        classes += index >= edge
     classes[~valid | np.isnan(index)] = 0
     return classes
 
