@@ -32,14 +32,13 @@ import numpy as np
 import rasterio.features
 import shapely
 from affine import Affine
-from scipy import ndimage
+from skimage import measure
 
 from geoseg.fieldstats import StatsSource, index_summary, label_sums
 from geoseg.mergesets import MergeSets
 from geoseg.models.base import InstanceInfo, ModelOutput, SemanticOutput
 from geoseg.tiling import Tile, TileGrid
 
-_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 _OPPOSITE = {"right": "left", "bottom": "top", "left": "right", "top": "bottom"}
 
 
@@ -92,17 +91,10 @@ class LayerTile:
 # --------------------------------------------------------------------------------------------- per tile
 def region_labels(classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Label 4-connected regions of equal class (0 = nodata stays 0); returns (labels, class of each label)."""
-    labels = np.zeros(classes.shape, np.int32)
-    present = np.flatnonzero(np.bincount(classes.ravel())) if classes.dtype == np.uint8 else np.unique(classes)
-    label_class = [0]
-    for value in present:
-        if value == 0:
-            continue
-        lab, count = ndimage.label(classes == value, _FOUR_CONNECTED)
-        np.add(lab, len(label_class) - 1, out=lab, where=lab > 0)
-        labels += lab  # regions of different classes never overlap
-        label_class += [int(value)] * count
-    return labels, np.array(label_class, np.uint8)
+    labels = measure.label(classes, background=0, connectivity=1).astype(np.int32, copy=False)  # one pass
+    label_class = np.zeros(int(labels.max()) + 1, np.uint8)
+    label_class[labels.ravel()] = classes.ravel()
+    return labels, label_class
 
 
 def edge_strips(labels: np.ndarray, tile: Tile) -> EdgeStrips:
