@@ -32,7 +32,8 @@ The two class COGs are compared pixel by pixel (``classes_identical`` in the JSO
 comes from what the run records: the job table's ``seconds_<stage>`` rows (plan, Ray start, actors, tiles,
 driver stitching, objects, masks) and the tile index (read / model / finish seconds summed over tiles: worker
 time, not wall). ``write_gpkg+rest`` is the job's wall less the recorded stages; ``startup`` the process's wall
-less the job's (Python imports).
+less the job's: the Python imports that did not overlap Ray's start (``geoseg run`` starts Ray while the pipeline
+imports, :mod:`geoseg.launch`; the job's wall counts Ray's start).
 """
 
 from __future__ import annotations

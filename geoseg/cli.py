@@ -124,11 +124,11 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from geoseg.runner import run_job
+    from geoseg.launch import run_job_early_ray
     from geoseg.spec import load_spec
 
     spec = load_spec(args.job)
-    result = run_job(
+    result = run_job_early_ray(
         spec,
         overwrite=args.overwrite,
         resume=args.resume,

@@ -8,8 +8,10 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from geoseg.errors import GeosegError, raise_job_terminated
@@ -33,15 +35,22 @@ class Shutdown:
         self.thread = self.then = None
 
 
-@contextmanager
-def ray_session(
-    address: str | None, spec: JobSpec, timings: JobTimings | None = None, shutdown: Shutdown | None = None
-) -> Iterator[None]:
-    """Connect to a cluster (``address``), reuse a running Ray, or start an embedded one bound to 127.0.0.1.
+@dataclass(frozen=True)
+class RayStarted:
+    """Ray brought up for a run, possibly before the run began (:mod:`geoseg.launch`)."""
 
-    On leaving, Ray (if started here) shuts down: in ``shutdown``'s thread when given, else now.
+    here: bool
+    """This process started (or joined) Ray and shuts it down after the run; false when Ray was already up."""
+    seconds: float
+    """Wall seconds ``ray.init`` took."""
+
+
+def start_ray(address: str | None, spec: JobSpec) -> RayStarted:
+    """Connect to a cluster (``address``), or start an embedded Ray bound to 127.0.0.1; nothing if Ray is up.
+
+    Raises:
+        GeosegError: the cluster at ``address`` cannot be reached.
     """
-    timings = timings or JobTimings()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address is None and "ray" not in sys.modules:  # read when ray is first imported
@@ -49,8 +58,7 @@ def ray_session(
     import ray
 
     if ray.is_initialized():
-        yield
-        return
+        return RayStarted(here=False, seconds=0.0)
     kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
         kwargs |= {
@@ -58,12 +66,46 @@ def ray_session(
             "include_dashboard": False,
             "object_store_memory": spec.compute.object_store_mb * 2**20,
         }
+    start = time.perf_counter()
     try:
         # "local" always starts a fresh Ray: a stale `ray start` address file must not be joined
-        with timings.stage("ray_start"):
-            ray.init(address=address or "local", **kwargs)
+        ray.init(address=address or "local", **kwargs)
     except ConnectionError as err:
         raise GeosegError(f"cannot reach the Ray cluster at {address}: {err}") from None
+    return RayStarted(here=True, seconds=time.perf_counter() - start)
+
+
+def stop_ray(started: RayStarted) -> None:
+    """Shut down a Ray this process started (a no-op once the run's session has)."""
+    if started.here:
+        import ray
+
+        ray.shutdown()
+
+
+@contextmanager
+def ray_session(
+    address: str | None,
+    spec: JobSpec,
+    timings: JobTimings | None = None,
+    shutdown: Shutdown | None = None,
+    started: RayStarted | None = None,
+) -> Iterator[None]:
+    """Ray for one run: ``started`` when it was brought up before, else :func:`start_ray` now.
+
+    On leaving, Ray (if started for this run) shuts down: in ``shutdown``'s thread when given, else now.
+    """
+    timings = timings or JobTimings()
+    if started is None:
+        with timings.stage("ray_start"):
+            started = start_ray(address, spec)
+    else:
+        timings.ray_start += started.seconds
+    if not started.here:
+        yield
+        return
+    import ray
+
     previous = _on_sigterm(raise_job_terminated)  # ray.init set its own (sys.exit(15))
     try:
         yield

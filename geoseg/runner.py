@@ -28,7 +28,7 @@ from geoseg.models.table import all_cheap
 from geoseg.placement import place_actors
 from geoseg.plan import TILES_LAYER, JobPlan, input_files, plan_job, preflight
 from geoseg.progress import ProgressMode, TileProgress
-from geoseg.raysession import Shutdown, ray_session
+from geoseg.raysession import RayStarted, Shutdown, ray_session
 from geoseg.refine import RefinePass, refine_todo, run_refine_pass, source_prompts
 from geoseg.spec import JobSpec
 from geoseg.stitch import LayerStitcher, LayerTile
@@ -115,8 +115,11 @@ def run_job(
     resume: bool = False,
     address: str | None = None,
     progress: bool | ProgressMode = True,
+    started: RayStarted | None = None,
 ) -> RunResult:
     """Run a job end to end: plan, tiles on Ray, stitch, export (while Ray shuts down).
+
+    ``started``: Ray brought up before the call (:mod:`geoseg.launch`); it is shut down like one started here.
 
     Raises:
         OutputExistsError: an output exists and ``overwrite`` is false (before any work).
@@ -124,7 +127,7 @@ def run_job(
     """
     shutdown = Shutdown()
     try:
-        return _run(spec, overwrite, resume, address, progress, shutdown)
+        return _run(spec, overwrite, resume, address, progress, shutdown, started)
     finally:
         shutdown.join()
 
@@ -136,9 +139,10 @@ def _run(
     address: str | None,
     progress: bool | ProgressMode,
     shutdown: Shutdown,
+    started: RayStarted | None,
 ) -> RunResult:
     """:func:`run_job`, Ray's shutdown left running in ``shutdown``."""
-    start = time.perf_counter()
+    start = time.perf_counter() - (started.seconds if started else 0.0)  # a run's wall includes Ray's start
     timings = JobTimings()
     with timings.stage("plan"):
         plan = plan_job(spec)
@@ -153,7 +157,7 @@ def _run(
     resumed = len(plan.tiles) - len(todo)
     device = "cpu"
     try:
-        with ray_session(address or spec.compute.address, spec, timings, shutdown):
+        with ray_session(address or spec.compute.address, spec, timings, shutdown, started):
             if todo:
                 device = _model_pass(plan, todo, stitchers, status, progress, timings)
             for info in plan.models:

@@ -1,0 +1,72 @@
+"""``geoseg run`` from the command line: Ray starts while the rest of geoseg imports.
+
+Starting an embedded Ray takes seconds of waiting on its processes; importing the pipeline (pandas, geopandas,
+scipy, rasterio, the models) takes about a second of CPU. Neither needs the other, so Ray starts in the main
+thread (Ray's signal handling wants it) while a second thread imports :mod:`geoseg.runner`. This module itself
+imports only what the spec needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from geoseg.atomic import check_output_absent
+from geoseg.raysession import start_ray, stop_ray
+from geoseg.spec import JobSpec
+
+if TYPE_CHECKING:
+    from geoseg.progress import ProgressMode
+    from geoseg.runner import RunResult
+
+
+class _Import(threading.Thread):
+    """Imports one module in the background; :meth:`module` waits for it and re-raises its error."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=f"import-{name}", daemon=True)
+        self.target = name
+        self.loaded: ModuleType | None = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.loaded = importlib.import_module(self.target)
+        except BaseException as err:  # handed to the main thread by module()
+            self.error = err
+
+    def module(self) -> ModuleType:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.loaded is not None
+        return self.loaded
+
+
+def run_job_early_ray(
+    spec: JobSpec,
+    *,
+    overwrite: bool,
+    resume: bool,
+    address: str | None,
+    progress: bool | ProgressMode,
+) -> RunResult:
+    """:func:`geoseg.runner.run_job`, with Ray started while the pipeline's modules import.
+
+    The commonest mistake (the GeoPackage exists, no ``--overwrite``) is caught before Ray starts; the run checks
+    every output again. Ray is shut down whether or not the run gets as far as its Ray session.
+    """
+    check_output_absent(Path(spec.output.path), overwrite)
+    runner = _Import("geoseg.runner")
+    started = start_ray(address or spec.compute.address, spec)
+    try:
+        return runner.module().run_job(
+            spec, overwrite=overwrite, resume=resume, address=address, progress=progress, started=started
+        )
+    except BaseException:
+        stop_ray(started)
+        raise
