@@ -7,6 +7,7 @@ through Ray's object store, the input files kept open with their decoded blocks 
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -83,6 +84,7 @@ class ModelRunner:
             log.warning("no CUDA device visible to the model actor: running on CPU")
         self.models: list[Model] = [build_model(spec, scene, self.device) for spec in specs]
         self.indices = [[bands.index(b) for b in info.bands] for info in infos]
+        gc.freeze()  # modules and models live as long as the worker: keep them out of every full collection
 
     def device_name(self) -> str:
         return self.device
