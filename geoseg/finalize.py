@@ -6,6 +6,7 @@ import json
 import os
 import platform
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -173,11 +174,13 @@ def layer_style(info: ModelInfo, verdicts: bool = False) -> str:
     return outline_qml((255, 220, 0, 255), 0.5)
 
 
-def write_masks(plan: JobPlan, spools: dict[str, ObjectSpool], overwrite: bool) -> list[Path]:
-    """One COG per model, written window by window from the tiles' saved cores."""
+def write_masks(
+    plan: JobPlan, spools: dict[str, ObjectSpool], overwrite: bool, models: list[ModelInfo] | None = None
+) -> list[Path]:
+    """One COG per model (of ``models``, default all), written window by window from the tiles' saved cores."""
     written = []
     with rasterio.Env(GDAL_CACHEMAX=MASK_CACHE_MB):
-        for info in plan.models:
+        for info in plan.models if models is None else models:
             written.append(_write_mask(plan, info, spools[info.name], overwrite))
     return written
 
@@ -233,14 +236,17 @@ def export(
     check_names(names, [JOB_TABLE], names)
     looks = QuicklookFeed(plan.scene, plan.spec.name, plan.outputs.quicklook_png, plan.outputs.quicklook_html)
     written = LayerSink(plan, bool(spec.formats), looks)
-    with atomic_output(out, overwrite) as tmp:
+    classes = [m for m in plan.models if m.kind == "semantic"] if spec.masks else []
+    ids = [m for m in plan.models if m.kind != "semantic"] if spec.masks else []
+    with atomic_output(out, overwrite) as tmp, ThreadPoolExecutor(1, thread_name_prefix="class-masks") as pool:
+        early = pool.submit(write_masks, plan, spools, overwrite, classes)  # need no object ids: alongside
         with timings.stage("objects"):
             for info in plan.models:
                 written.write(tmp, info, spools[info.name])
-        masks = []
-        if spec.masks:
-            with timings.stage("masks"):
-                masks = write_masks(plan, spools, overwrite)
+        with timings.stage("masks"):
+            paths = dict(zip([m.name for m in classes], early.result(), strict=True))
+            paths |= dict(zip([m.name for m in ids], write_masks(plan, spools, overwrite, ids), strict=True))
+        masks = [paths[info.name] for info in plan.models if info.name in paths]
         tiles = written.reproject(tiles_layer(plan, status))
         styles = {info.name: layer_style(info, info.name in written.verdicts) for info in plan.models}
         styles[TILES_LAYER] = outline_qml((120, 120, 120, 255), 0.3)

@@ -31,7 +31,7 @@ class JobTimings:
     objects: float = 0.0
     """Merging fragments into objects and building the layers (cleaning, measuring, statistics)."""
     masks: float = 0.0
-    """Writing the mask COGs."""
+    """Writing the mask COGs, after the objects (class COGs are written alongside the objects, id COGs after)."""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
