@@ -4,6 +4,7 @@
     python benchmarks/bench_floor.py --sizes 4096           # a quick check (~1 min once the scene exists)
     python benchmarks/bench_floor.py --sizes 4096 8192 --repeat 3     # medians of 3 alternating runs (busy machine)
     python benchmarks/bench_floor.py --with-32768 --json /tmp/floor.json
+    python benchmarks/bench_floor.py --sizes 8192 --ray-address 127.0.0.1:6391   # against a Ray started beforehand
 
 The scene (generated once per size into ``--workdir``, not timed): one 4-band uint16 GeoTIFF (blue, green, red,
 NIR; DEFLATE, pixel-interleaved, 512² blocks, 10 m, EPSG:32633). Field-like content: strips of fields of random
@@ -73,6 +74,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side, alternating; medians reported")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/geoseg-floor"))
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="run geoseg against this running Ray (`geoseg run --address`) instead of an embedded one; its CPU "
+        "seconds then miss Ray's processes, which are not its children",
+    )
     parser.add_argument("--floor-only", nargs=2, metavar=("SCENE", "OUT_DIR"), help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -265,6 +272,8 @@ def run_geoseg(scene: Path, run_dir: Path, args: argparse.Namespace) -> dict[str
     ray_tmp = tempfile.mkdtemp(prefix="gsf-", dir="/tmp")  # short: Ray's socket paths must stay < 108 bytes
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [sys.executable, "-m", "geoseg.cli", "run", str(job), "--overwrite", "--no-progress"]
+    if args.ray_address:
+        cmd += ["--address", args.ray_address]
     wall, cpu, stdout = _timed(cmd, run_dir / "geoseg.log", env)
     match = re.search(r" in ([0-9.]+) s on ", stdout)
     job_s = float(match.group(1)) if match else None
