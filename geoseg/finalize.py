@@ -175,14 +175,11 @@ def layer_style(info: ModelInfo, verdicts: bool = False) -> str:
 
 
 def write_masks(
-    plan: JobPlan, spools: dict[str, ObjectSpool], overwrite: bool, models: list[ModelInfo] | None = None
-) -> list[Path]:
-    """One COG per model (of ``models``, default all), written window by window from the tiles' saved cores."""
-    written = []
+    plan: JobPlan, spools: dict[str, ObjectSpool], overwrite: bool, models: list[ModelInfo]
+) -> dict[str, Path]:
+    """One COG per model of ``models`` (model name -> path), written window by window from the tiles' saved cores."""
     with rasterio.Env(GDAL_CACHEMAX=MASK_CACHE_MB):
-        for info in plan.models if models is None else models:
-            written.append(_write_mask(plan, info, spools[info.name], overwrite))
-    return written
+        return {info.name: _write_mask(plan, info, spools[info.name], overwrite) for info in models}
 
 
 def _write_mask(plan: JobPlan, info: ModelInfo, spool: ObjectSpool, overwrite: bool) -> Path:
@@ -244,8 +241,7 @@ def export(
             for info in plan.models:
                 written.write(tmp, info, spools[info.name])
         with timings.stage("masks"):
-            paths = dict(zip([m.name for m in classes], early.result(), strict=True))
-            paths |= dict(zip([m.name for m in ids], write_masks(plan, spools, overwrite, ids), strict=True))
+            paths = early.result() | write_masks(plan, spools, overwrite, ids)
         masks = [paths[info.name] for info in plan.models if info.name in paths]
         tiles = written.reproject(tiles_layer(plan, status))
         styles = {info.name: layer_style(info, info.name in written.verdicts) for info in plan.models}

@@ -9,9 +9,8 @@ imports only what the spec needs.
 from __future__ import annotations
 
 import importlib
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from geoseg.atomic import check_output_absent
@@ -21,30 +20,6 @@ from geoseg.spec import JobSpec
 if TYPE_CHECKING:
     from geoseg.progress import ProgressMode
     from geoseg.runner import RunResult
-
-
-class _Import(threading.Thread):
-    """Imports one module in the background; :meth:`module` waits for it and re-raises its error."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name=f"import-{name}", daemon=True)
-        self.target = name
-        self.loaded: ModuleType | None = None
-        self.error: BaseException | None = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.loaded = importlib.import_module(self.target)
-        except BaseException as err:  # handed to the main thread by module()
-            self.error = err
-
-    def module(self) -> ModuleType:
-        self.join()
-        if self.error is not None:
-            raise self.error
-        assert self.loaded is not None
-        return self.loaded
 
 
 def run_job_early_ray(
@@ -61,10 +36,12 @@ def run_job_early_ray(
     every output again. Ray is shut down whether or not the run gets as far as its Ray session.
     """
     check_output_absent(Path(spec.output.path), overwrite)
-    runner = _Import("geoseg.runner")
+    pool = ThreadPoolExecutor(1, thread_name_prefix="import")
+    runner = pool.submit(importlib.import_module, "geoseg.runner")
+    pool.shutdown(wait=False)  # the import goes on; an error in it is raised by result()
     started = start_ray(address or spec.compute.address, spec)
     try:
-        return runner.module().run_job(
+        return runner.result().run_job(
             spec, overwrite=overwrite, resume=resume, address=address, progress=progress, started=started
         )
     except BaseException:
