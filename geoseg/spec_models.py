@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -72,6 +73,10 @@ class FieldRegionsSpec(StrictModel):
         return 2 * self.erode_px
 
 
+MAX_EDGE_LENGTH_PX = 2.0
+"""The field delineator's line filter: its sigma along a lane is at most this many pixels, whatever the pixel size."""
+
+
 class FieldDelineatorSpec(StrictModel):
     """Field delineator (no weights): multi-band regions, then a documented field / not-field rule per region.
 
@@ -82,21 +87,34 @@ class FieldDelineatorSpec(StrictModel):
     type: Literal["field_delineator"]
     name: str = "fields"
     use_swir: bool = Field(True, description="Read swir16 (Sentinel-2 B11, Landsat 8 B6); false: visible rule only.")
-    smoothing_sigma: float = Field(1.0, ge=0, le=4, description="Gaussian smoothing (px) before gradients.")
+    smoothing_sigma: float = Field(1.0, ge=0, le=4, description="Gaussian smoothing (px) before the pixel rules.")
     edge_threshold: float = Field(
-        0.01, gt=0, description="Multi-band gradient (reflectance per px) below which a pixel may seed a field."
+        0.11, gt=0, description="Line strength (log-reflectance contrast) below which a pixel may seed a field."
+    )
+    edge_width_px: float = Field(0.7, ge=0.3, le=3, description="Line filter: Gaussian sigma across a lane (px).")
+    edge_length_m: float = Field(
+        20.0,
+        gt=0,
+        description="Line filter: Gaussian sigma along a lane (m), at least edge_width_px and at most 2 px: "
+        "2 px at 10 m follows faint lanes; at 30 m lanes are not resolved and the filter stays round.",
+    )
+    neck_depth_m: float = Field(
+        20.0,
+        ge=0,
+        description="Calm areas that narrow to a neck this much (m, in distance to their edge) are seeded "
+        "apart on each side of it: a gap in a lane joins two fields only through a neck; 0 turns it off.",
     )
     merge_edge_max: float = Field(
-        0.012,
+        0.07,
         ge=0,
-        description="Adjacent regions whose shared boundary is weaker (gradient, see merge_quantile) "
-        "are joined: a streaky field split by its streaks becomes one again; 0 turns merging off.",
+        description="Adjacent regions whose shared boundary is weaker (line strength, see merge_quantile) "
+        "are joined: a field cut at a neck or along its streaks becomes one again; 0 turns merging off.",
     )
     merge_quantile: float = Field(
-        0.5,
+        0.75,
         ge=0,
         le=1,
-        description="Quantile of the gradient along a shared boundary compared with merge_edge_max.",
+        description="Quantile of the line strength along a shared boundary compared with merge_edge_max.",
     )
     seed_erode_px: int | None = Field(
         None,
@@ -134,9 +152,11 @@ class FieldDelineatorSpec(StrictModel):
 
     @property
     def receptive_field(self) -> int:
-        """Halo it asks for: its local steps (smoothing, gradient, texture, erosion) plus room for the watershed
-        and region rule to see a field's surroundings (24 px), so that tile sizes agree."""
-        return int(4 * self.smoothing_sigma) + 3 + (1 if self.seed_erode_px is None else self.seed_erode_px) + 24
+        """Halo it asks for: its local steps (the line filter or the smoothing, texture, erosion) plus room for
+        the neck map, the watershed and the region rule to see a field's surroundings (24 px), so that tile sizes
+        agree."""
+        local = max(int(4 * self.smoothing_sigma), math.ceil(3 * max(self.edge_width_px, MAX_EDGE_LENGTH_PX)))
+        return local + 1 + (1 if self.seed_erode_px is None else self.seed_erode_px) + 24
 
 
 class SamSpec(StrictModel):

@@ -1,11 +1,13 @@
-"""Field delineator (no weights): homogeneous multi-band regions, then a field / not-field rule per pixel and region.
+"""Field delineator (no weights): regions between lanes and edges, then a field / not-field rule per pixel and region.
 
 What a field is on a 10-30 m image: a large, smooth region of cropland (green, stubble or bare soil) bounded by
 hedges, tree lines, roads, ditches or a change of crop. The steps, each with its spec parameter:
 
-1. **Smooth** green, red, NIR (and SWIR) with a Gaussian (``smoothing_sigma``) and take the **multi-band
-   gradient**: the root of the summed squared Sobel responses, in reflectance per pixel.
-2. **Field-like pixels** (all must hold; each rule leaves one kind of land out):
+1. **Line strength** (:mod:`geoseg.models.field_edges`): an elongated line filter (``edge_width_px`` across,
+   ``edge_length_m`` along, 16 orientations) on the logarithm of green, red, NIR (and SWIR). It follows a faint
+   lane between two fields of one crop, which a plain gradient loses in the noise, and it answers on steps too.
+2. **Field-like pixels** (all must hold; each rule leaves one kind of land out), on the bands smoothed with a
+   Gaussian (``smoothing_sigma``):
 
    - NDWI = (green - NIR) / (green + NIR) <= ``water_ndwi`` — not water;
    - NDVI >= ``bare_ndvi_min`` — not sand, beach, roofs, tarmac (bare soil has NDVI 0.1-0.3, sand and roofs < 0.08);
@@ -15,24 +17,24 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
      it is brighter in NIR (>= 0.25 where woods stay <= 0.21: their crowns shade each other);
    - NIR texture (standard deviation / mean in 3 x 3) <= ``texture_max`` — not town or woods (crowns, roofs and
      shadows), and not the hedges and lanes between fields.
-3. **Seeds**: field-like pixels whose gradient is below ``edge_threshold``, eroded by ``seed_erode_px`` (cuts
-   leaks through gaps in a hedge; by default 1 px up to 20 m pixels, none on coarser ones), as 4-connected regions
-   of at least ``min_seed_m2``. A boundary between
-   two fields, even two crops of similar colour, has a gradient above the threshold along its whole length, so
-   the fields get separate seeds.
-4. **Regions**: a watershed of the gradient from the seeds over the field-like pixels, so every field-like pixel
-   joins the seed it is reached from by the lowest path and edges settle on the gradient ridge (the hedge, road
-   or change of crop).
-5. **Merge** adjacent regions whose shared boundary is weak: the median (``merge_quantile``) gradient along it is
-   below ``merge_edge_max``. A lane or hedge between two fields is strong along its whole length; a boundary that
-   the seeds drew through a streaky or patchy field passes calm stretches, so that field becomes one region again.
+3. **Seeds**: field-like pixels whose line strength is below ``edge_threshold``, eroded by ``seed_erode_px``
+   (by default 1 px up to 20 m pixels, none on coarser ones), split where they narrow to a neck
+   (``neck_depth_m``: a gap in a lane joins two fields only through a neck), each of at least ``min_seed_m2``.
+4. **Regions**: a watershed of the line strength from the seeds over the field-like pixels, so that every
+   field-like pixel joins the seed it is reached from by the lowest path and edges settle on the lane, hedge or
+   change of crop.
+5. **Merge** adjacent regions whose shared boundary is weak: its ``merge_quantile`` line strength is below
+   ``merge_edge_max``. A lane between two fields is strong along most of their boundary (a gap in it is short);
+   a neck cut through one irregular field, or a boundary drawn through a streaky field, is calm along most of
+   its length, so that field becomes one region again.
 6. **Region rule**: a region whose mean texture exceeds ``region_texture_max`` is dropped (orchards, gardens,
    scattered houses that passed pixel by pixel).
 
-Tiles: steps 1-3 are local (a few pixels), so seeds are the same in every tile that sees them, and the stitcher
-joins a field's fragments across core edges where the tiles agree (``merge_min_agreement``). The watershed, the
-merge and the region rule see the read window: the halo (``receptive_field``, 32 px by default) keeps their
-differences between tile sizes small; tests state the tolerance.
+Tiles: steps 1-3 are local (a few pixels; the neck map is capped at 16 px), so seeds are the same in every tile
+that sees them, and the stitcher joins a field's fragments across core edges where the tiles agree
+(``merge_min_agreement``). The watershed, the merge and the region rule see the read window: the halo
+(``receptive_field``, 32 px by default) keeps their differences between tile sizes small; tests state the
+tolerance. How the defaults were chosen and what they score: ``benchmarks/bench_fields.py``.
 """
 
 from __future__ import annotations
@@ -46,14 +48,14 @@ from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import watershed
 
 from geoseg.models.base import InstanceInfo, InstanceOutput, Model, ModelOutput, SceneInfo, TileContext
+from geoseg.models.field_edges import calm_seeds, edge_length_px, line_strength
 from geoseg.spec import FieldDelineatorSpec
 
-_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 _TEXTURE_SIZE = 3
 
 
 class FieldDelineator(Model):
-    """Fields as regions of smooth, bright, non-water land between multi-band edges; one instance each."""
+    """Fields as regions of smooth, bright, non-water land between lanes and edges; one instance each."""
 
     kind = "instance"
 
@@ -63,6 +65,8 @@ class FieldDelineator(Model):
         erode = spec.seed_erode_px
         self.seed_erode_px = (1 if pixel_size_m <= 20 else 0) if erode is None else erode
         self.min_seed_px = max(1, round(spec.min_seed_m2 / pixel_size_m**2))
+        self.neck_depth_px = spec.neck_depth_m / pixel_size_m
+        self.edge_length_px = edge_length_px(spec.edge_length_m, spec.edge_width_px, pixel_size_m)
         self.merge_min_agreement = spec.merge_min_agreement
         self.bands = spec.bands
 
@@ -71,15 +75,19 @@ class FieldDelineator(Model):
 
     def delineate(self, pixels: np.ndarray, valid: np.ndarray) -> InstanceOutput:
         """Fields of one read window: ``pixels`` (C, H, W) in ``self.bands`` order, ``valid`` (H, W)."""
-        bands = dict(zip(self.bands, pixels.astype(np.float32), strict=True))
-        smooth = {name: _smooth(band, valid, self.spec.smoothing_sigma) for name, band in bands.items()}
-        gradient = _gradient(smooth)
-        texture = _local_variation(bands["nir"], valid, _TEXTURE_SIZE)
+        spec = self.spec
+        pixels = pixels.astype(np.float32, copy=False)
+        strength = line_strength(pixels, valid, spec.edge_width_px, self.edge_length_px)
+        smooth = {
+            name: _smooth(band, valid, spec.smoothing_sigma) for name, band in zip(self.bands, pixels, strict=True)
+        }
+        texture = _local_variation(pixels[self.bands.index("nir")], valid, _TEXTURE_SIZE)
         fieldlike = self._fieldlike(smooth, texture) & valid
-        seeds = self._seeds(fieldlike & (gradient < self.spec.edge_threshold))
-        labels = watershed(gradient, seeds, mask=fieldlike).astype(np.int32)
-        if self.spec.merge_edge_max > 0:
-            labels = _merge_weak_boundaries(labels, gradient, self.spec.merge_edge_max, self.spec.merge_quantile)
+        calm = fieldlike & (strength < spec.edge_threshold)
+        seeds = calm_seeds(calm, self.seed_erode_px, self.neck_depth_px, self.min_seed_px)
+        labels = watershed(strength, seeds, mask=fieldlike).astype(np.int32)
+        if spec.merge_edge_max > 0:
+            labels = _merge_weak_boundaries(labels, strength, spec.merge_edge_max, spec.merge_quantile)
         labels = self._drop_textured(labels, texture)
         labels, count = _relabel(labels)
         return InstanceOutput(labels, [InstanceInfo(label=i, score=1.0) for i in range(1, count + 1)])
@@ -92,14 +100,6 @@ class FieldDelineator(Model):
         mask = (ndwi <= spec.water_ndwi) & (ndvi >= spec.bare_ndvi_min) & (texture <= spec.texture_max)
         dark_ok = smooth["swir16"] >= spec.swir_min if "swir16" in smooth else (green + red) / 2 >= spec.visible_min
         return mask & (dark_ok | (nir >= spec.green_nir_min))
-
-    def _seeds(self, calm: np.ndarray) -> np.ndarray:
-        if self.seed_erode_px:
-            calm = ndimage.binary_erosion(calm, _FOUR_CONNECTED, iterations=self.seed_erode_px)
-        seeds, _ = ndimage.label(calm, _FOUR_CONNECTED)
-        sizes = np.bincount(seeds.ravel())
-        seeds[sizes[seeds] < self.min_seed_px] = 0
-        return seeds
 
     def _drop_textured(self, labels: np.ndarray, texture: np.ndarray) -> np.ndarray:
         n = int(labels.max()) + 1
@@ -142,14 +142,6 @@ def _smooth(band: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
     weight = ndimage.gaussian_filter(valid.astype(np.float32), sigma)
     total = ndimage.gaussian_filter(np.where(valid, band, 0).astype(np.float32), sigma)
     return np.where(weight > 1e-3, total / np.maximum(weight, 1e-3), 0).astype(np.float32)
-
-
-def _gradient(smooth: dict[str, np.ndarray]) -> np.ndarray:
-    """Multi-band gradient magnitude, reflectance per pixel (Sobel responses divided by their weight, 8)."""
-    total = np.zeros(next(iter(smooth.values())).shape, np.float32)
-    for band in smooth.values():
-        total += ndimage.sobel(band, 0) ** 2 + ndimage.sobel(band, 1) ** 2
-    return np.sqrt(total) / 8
 
 
 def _local_variation(band: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 A grid of rectangular cells separated by 3 px tree lines: bright bare, dark bare, stubble and green fields, one
 wood and one pond (water with a wooded margin). Two neighbouring cells form one large field (no tree line between
-them) that crosses tile edges, and two other neighbours are different crops with no tree line between them (only
-the change of crop separates them). Reflectances are typical top-of-atmosphere values (green, red, NIR, SWIR);
+them) that crosses tile edges; two other neighbours are different crops with no tree line between them (only
+the change of crop separates them); and two neighbours of one crop are split only by a faint 1 px lane (a farm
+track, pixel by pixel no stronger than the fields' noise) that stops short of the tree line at one end, so that
+the two fields also touch through a gap. Reflectances are typical top-of-atmosphere values (green, red, NIR, SWIR);
 fields carry a little noise, woods and tree lines strong texture.
 """
 
@@ -21,6 +23,7 @@ SPECTRA = {
     "green": (0.09, 0.055, 0.35, 0.20),
     "wood": (0.06, 0.04, 0.20, 0.09),
     "water": (0.07, 0.05, 0.03, 0.01),
+    "track": (0.113, 0.133, 0.19, 0.28),
 }
 EDGES = (0, 150, 310, 450, 600)
 """Cell edges along both axes (px); the scene is 600 x 600."""
@@ -28,10 +31,13 @@ LAYOUT = (
     ("green", "bright_bare", "big", "big"),
     ("dark_bare", "wood", "stubble", "green"),
     ("stubble", "green", "pond", "bright_bare"),
-    ("bright_bare", "dark_bare", "green", "dark_bare"),
+    ("bright_bare", "bright_bare", "green", "dark_bare"),
 )
-"""Cover of each cell; ``big`` cells form one stubble field; cells (3, 2) and (3, 3) share no tree line."""
+"""Cover of each cell; ``big`` cells form one stubble field; cells (3, 2) and (3, 3) share no tree line; cells
+(3, 0) and (3, 1) share a track with a gap instead."""
 TREE_LINE_PX = 3
+TRACK_GAP_PX = 6
+"""Length of the gap between the track's end and the tree line north of it."""
 
 
 @dataclass(frozen=True)
@@ -94,3 +100,11 @@ def _tree_lines(cover: np.ndarray, fields: np.ndarray) -> None:
         rows = slice(EDGES[row] + (half + 1 if row else 0), EDGES[row + 1] - (half + 1 if row < 3 else 0))
         cover[rows, line] = fill
         fields[rows, line] = fields[rows, line.start - 1][:, None]
+    line = slice(EDGES[1] - half, EDGES[1] - half + TREE_LINE_PX)  # the track between cells (3, 0) and (3, 1)
+    rows = slice(EDGES[3] + half + 1, EDGES[4])
+    cover[rows, line] = "bright_bare"
+    fields[rows, line.start] = fields[rows, line.start - 1]
+    fields[rows, line.start + 1 : line.stop] = fields[rows, line.stop][:, None]
+    track = slice(EDGES[3] + half + 1 + TRACK_GAP_PX, EDGES[4])
+    cover[track, EDGES[1]] = "track"
+    fields[track, EDGES[1]] = 0
