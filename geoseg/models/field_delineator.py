@@ -48,7 +48,7 @@ from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import watershed
 
 from geoseg.models.base import InstanceInfo, InstanceOutput, Model, ModelOutput, SceneInfo, TileContext
-from geoseg.models.field_edges import calm_seeds, edge_length_px, line_strength
+from geoseg.models.field_edges import calm_seeds, edge_length_px, line_strength, masked_smooth
 from geoseg.spec import FieldDelineatorSpec
 
 _TEXTURE_SIZE = 3
@@ -78,9 +78,8 @@ class FieldDelineator(Model):
         spec = self.spec
         pixels = pixels.astype(np.float32, copy=False)
         strength = line_strength(pixels, valid, spec.edge_width_px, self.edge_length_px)
-        smooth = {
-            name: _smooth(band, valid, spec.smoothing_sigma) for name, band in zip(self.bands, pixels, strict=True)
-        }
+        sigma = spec.smoothing_sigma
+        smooth = {name: masked_smooth(band, valid, sigma) for name, band in zip(self.bands, pixels, strict=True)}
         texture = _local_variation(pixels[self.bands.index("nir")], valid, _TEXTURE_SIZE)
         fieldlike = self._fieldlike(smooth, texture) & valid
         calm = fieldlike & (strength < spec.edge_threshold)
@@ -133,15 +132,6 @@ def _merge_weak_boundaries(labels: np.ndarray, strength: np.ndarray, edge_max: f
     root = np.full(n, n, np.int64)
     np.minimum.at(root, component, np.arange(n))  # each component's smallest label stands for it
     return root[component][labels].astype(np.int32)
-
-
-def _smooth(band: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing that ignores invalid pixels (normalized convolution)."""
-    if sigma <= 0:
-        return band
-    weight = ndimage.gaussian_filter(valid.astype(np.float32), sigma)
-    total = ndimage.gaussian_filter(np.where(valid, band, 0).astype(np.float32), sigma)
-    return np.where(weight > 1e-3, total / np.maximum(weight, 1e-3), 0).astype(np.float32)
 
 
 def _local_variation(band: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:

@@ -76,15 +76,22 @@ def _kernel_spectra(shape: tuple[int, int], width_px: float, length_px: float) -
     return fft.rfft2(placed, axes=(1, 2))
 
 
+def masked_smooth(band: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing that ignores invalid pixels (normalized convolution); 0 far from any valid pixel."""
+    if sigma <= 0:
+        return band
+    weight = ndimage.gaussian_filter(valid.astype(np.float32), sigma)
+    total = ndimage.gaussian_filter(np.where(valid, band, 0).astype(np.float32), sigma)
+    return np.where(weight > 1e-3, total / np.maximum(weight, 1e-3), 0).astype(np.float32)
+
+
 def log_bands(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """``log(reflectance + LOG_OFFSET)`` of (C, H, W) bands; invalid pixels take a smoothed fill of their valid
-    neighbours (0 far from any), so that clouds and nodata do not draw lines of their own."""
-    weight = ndimage.gaussian_filter(valid.astype(np.float32), 2.0)
+    neighbours, so that clouds and nodata do not draw lines of their own."""
     out = np.empty(pixels.shape, np.float32)
     for i, band in enumerate(pixels):
-        total = ndimage.gaussian_filter(np.where(valid, band, 0).astype(np.float32), 2.0)
-        fill = np.where(weight > 1e-3, total / np.maximum(weight, 1e-3), 0)
-        out[i] = np.log(np.maximum(np.where(valid, band, fill), 0) + LOG_OFFSET)
+        filled = np.where(valid, band, masked_smooth(band, valid, 2.0))
+        out[i] = np.log(np.maximum(filled, 0) + LOG_OFFSET)
     return out
 
 
