@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,9 +79,28 @@ def start_ray(address: str | None, spec: JobSpec) -> RayStarted:
 def stop_ray(started: RayStarted) -> None:
     """Shut down a Ray this process started (a no-op once the run's session has)."""
     if started.here:
-        import ray
+        shutdown_ray()
 
-        ray.shutdown()
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, less the second Ray waits on its autoscaler monitor when it started Ray here.
+
+    Ray stops the GCS before the monitor; the monitor's SIGTERM handler then reports its own end to the GCS that is
+    gone and hangs until Ray's one-second grace period ends in SIGKILL (ray-project/ray#30672 tells of the order).
+    A Ray started by ``ray.init`` has no autoscaler to stop gracefully, so its monitor gets the SIGKILL first.
+    Reaches into ``ray._private`` for the monitor's process; if that is not there, it is plain ``ray.shutdown()``.
+    """
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    processes = getattr(node, "all_processes", None) or {}
+    for info in processes.get("monitor", []):  # ray_constants.PROCESS_TYPE_MONITOR, only for a head started here
+        process = getattr(info, "process", None)
+        if process is not None and process.poll() is None:
+            process.kill()
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+    ray.shutdown()
 
 
 @contextmanager
@@ -104,17 +124,16 @@ def ray_session(
     if not started.here:
         yield
         return
-    import ray
 
     previous = _on_sigterm(raise_job_terminated)  # ray.init set its own (sys.exit(15))
     try:
         yield
     finally:
         if shutdown is None:
-            ray.shutdown()
+            shutdown_ray()
             _on_sigterm(previous)
         else:
-            shutdown.thread = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
+            shutdown.thread = threading.Thread(target=shutdown_ray, name="ray-shutdown", daemon=True)
             shutdown.thread.start()
             shutdown.then = lambda: _on_sigterm(previous)
 

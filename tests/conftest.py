@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from geoseg.raysession import shutdown_ray
+
 SpecWriter = Callable[..., Path]
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray binds to 127.0.0.1
@@ -22,7 +24,7 @@ def ray_local():
     import ray
 
     if ray.is_initialized():
-        ray.shutdown()
+        shutdown_ray()
     ray.init(
         address="local",
         num_cpus=2,
@@ -32,7 +34,7 @@ def ray_local():
         log_to_driver=False,
     )
     yield ray
-    ray.shutdown()
+    shutdown_ray()
 
 
 @pytest.fixture

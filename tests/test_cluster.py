@@ -5,6 +5,7 @@ from __future__ import annotations
 import geopandas as gpd
 import pytest
 
+from geoseg.raysession import shutdown_ray
 from geoseg.runner import run_job
 from geoseg.spec import parse_spec
 from geoseg.testutils.scenes import field_job, write_field_scene
@@ -16,7 +17,7 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
-        ray.shutdown()
+        shutdown_ray()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     cluster.add_node(num_cpus=2, num_gpus=1)  # a "GPU" worker node (logical GPU; CUDA is absent here)
     cluster.wait_for_nodes()

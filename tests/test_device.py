@@ -11,6 +11,7 @@ import yaml
 from geoseg.cli import main
 from geoseg.errors import SpecError
 from geoseg.placement import ActorPlacement, place_actors
+from geoseg.raysession import shutdown_ray
 from geoseg.runner import run_job
 from geoseg.spec import ComputeSpec, parse_spec
 from geoseg.testutils.scenes import field_job, write_field_scene
@@ -22,10 +23,10 @@ def ray_without_gpus():
     import ray
 
     if ray.is_initialized():
-        ray.shutdown()
+        shutdown_ray()
     ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=256 * 2**20)
     yield ray
-    ray.shutdown()
+    shutdown_ray()
 
 
 @pytest.fixture(scope="module")

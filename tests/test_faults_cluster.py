@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from geoseg.raysession import shutdown_ray
 from geoseg.runner import run_job
 from geoseg.spec import parse_spec
 from geoseg.testutils.faults import assert_same_outputs, wait_for_tiles
@@ -19,7 +20,7 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
-        ray.shutdown()
+        shutdown_ray()
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False, "object_store_memory": 2**27}
     )
@@ -27,7 +28,7 @@ def cluster():
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
-    ray.shutdown()
+    shutdown_ray()
     cluster.shutdown()
 
 

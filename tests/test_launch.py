@@ -1,4 +1,4 @@
-"""``geoseg run``'s launch: Ray starts while the pipeline imports, and is shut down however the run ends.
+"""``geoseg run``'s launch: Ray starts while the pipeline imports, and is shut down however the run ends (and fully).
 
 Each case runs in a fresh Python process: the point is what happens to a Ray that process starts itself.
 """
@@ -67,3 +67,34 @@ def test_a_failed_plan_shuts_the_early_ray_down(tmp_path):
     assert report["error"] in {"InputError", "SpecError"}
     assert report["ray_imported"] is True
     assert report["ray_up"] is False
+
+
+SHUTDOWN_PROBE = """
+import json, os
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+import ray
+from geoseg.raysession import shutdown_ray
+ray.init(address="local", num_cpus=1, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+processes = {kind: [info.process for info in infos]
+             for kind, infos in ray._private.worker._global_node.all_processes.items()}
+plain_shutdown, at_shutdown = ray.shutdown, {}
+def shutdown(**kwargs):
+    at_shutdown["monitor"] = [p.poll() for p in processes["monitor"]]
+    plain_shutdown(**kwargs)
+ray.shutdown = shutdown
+shutdown_ray()
+print(json.dumps({"ray_up": ray.is_initialized(), "monitor_at_shutdown": at_shutdown["monitor"],
+                  "exit_codes": {kind: [p.poll() for p in procs] for kind, procs in processes.items()}}))
+"""
+
+
+def test_shutdown_stops_every_process_ray_started_and_kills_the_monitor_first():
+    proc = subprocess.run([sys.executable, "-c", SHUTDOWN_PROBE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["ray_up"] is False
+    codes = report["exit_codes"]
+    assert {"raylet", "gcs_server", "monitor"} <= codes.keys()
+    assert all(code is not None for kind in codes.values() for code in kind), codes  # none left running
+    assert report["monitor_at_shutdown"] == [-9]  # SIGKILLed before Ray's shutdown began (no 1 s SIGTERM wait)

@@ -16,6 +16,7 @@ import pytest
 import rasterio
 import shapely
 
+from geoseg.raysession import shutdown_ray
 from geoseg.runner import run_job
 from geoseg.spec import parse_spec
 from geoseg.testutils.tiny_sam import TINY_VARIANT, register_tiny_sam, write_tiny_checkpoint
@@ -30,7 +31,7 @@ def ray_with_tiny_sam():
     import ray
 
     if ray.is_initialized():
-        ray.shutdown()
+        shutdown_ray()
     register_tiny_sam()
     ray.init(
         address="local",
@@ -41,7 +42,7 @@ def ray_with_tiny_sam():
         runtime_env={"worker_process_setup_hook": "geoseg.testutils.tiny_sam.register_tiny_sam"},
     )
     yield
-    ray.shutdown()
+    shutdown_ray()
 
 
 @pytest.fixture(scope="module")
