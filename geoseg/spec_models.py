@@ -131,6 +131,12 @@ class FieldDelineatorSpec(StrictModel):
     water_ndwi: float = Field(0.0, description="Pixels with NDWI (green - NIR) above this are water.")
     bare_ndvi_min: float = Field(0.08, description="Pixels with NDVI below this are sand, roofs, roads or water.")
     swir_min: float = Field(0.15, description="Pixels darker in SWIR are woods, marsh or water (with use_swir).")
+    dry_swir_min: float = Field(
+        0.10, description="Pixels dark in SWIR, but at least this bright there and dry (NDMI <= dry_ndmi_max): soil."
+    )
+    dry_ndmi_max: float = Field(
+        0.0, description="NDMI (NIR - SWIR) at most this: dry, not a wood or wet land, however dark (haze, dark soil)."
+    )
     visible_min: float = Field(
         0.068, description="Without SWIR: pixels with mean(green, red) below this are woods, marsh or water."
     )

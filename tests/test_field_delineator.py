@@ -56,25 +56,48 @@ def test_without_swir_the_visible_rule_keeps_woods_and_water_out(scene: Farmland
     assert (labels[scene.woods | scene.pond] > 0).mean() < 0.02
 
 
-def test_dense_green_crop_dark_in_swir_is_a_field_a_wood_as_dark_is_not() -> None:
-    """Landsat TOA: a dense green crop reads 0.13 in SWIR, as dark as a wood, but brighter in NIR (0.25 vs 0.18)."""
+def _patch_and_wood(patch: tuple[float, ...], wood: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bare soil with a patch (left) and a wood (right), each ringed by dark lanes; bands green, red, NIR, SWIR.
+    Returns the pixels and the two masks."""
     shape = (60, 120)
-    crop, wood = np.zeros(shape, bool), np.zeros(shape, bool)
-    crop[10:50, 8:52], wood[10:50, 68:112] = True, True
-    reflectance = {  # green, red, NIR, SWIR: background bare soil, then the crop and the wood
-        "soil": (0.11, 0.13, 0.20, 0.28), "crop": (0.07, 0.04, 0.25, 0.13), "wood": (0.05, 0.04, 0.18, 0.13),
-    }  # fmt: skip
+    patch_mask, wood_mask = np.zeros(shape, bool), np.zeros(shape, bool)
+    patch_mask[10:50, 8:52], wood_mask[10:50, 68:112] = True, True
+    soil = (0.11, 0.13, 0.20, 0.28)
     pixels = np.empty((4, *shape), np.float32)
     for band in range(4):
-        pixels[band] = np.select([crop, wood], [reflectance["crop"][band], reflectance["wood"][band]],
-                                 reflectance["soil"][band])  # fmt: skip
-    pixels[:, [5, 55], :] = pixels[:, :, [4, 60, 116]] = 0.05  # dark lanes around the crop and the wood
-    labels = _model(min_seed_m2=500).delineate(pixels, np.ones(shape, bool)).labels
-    assert (labels[crop] > 0).mean() > 0.9
-    inside = ndimage.binary_erosion(crop | wood, iterations=3)  # their rims mix with the soil when smoothed
-    assert (labels[wood & inside] > 0).mean() < 0.02
-    without_rule = _model(green_nir_min=0.3).delineate(pixels, np.ones(shape, bool)).labels
-    assert (without_rule[crop & inside] > 0).mean() < 0.02
+        pixels[band] = np.select([patch_mask, wood_mask], [patch[band], wood[band]], soil[band])
+    pixels[:, [5, 55], :] = pixels[:, :, [4, 60, 116]] = 0.05  # dark lanes around the patch and the wood
+    return pixels, patch_mask, wood_mask
+
+
+def _found_share(labels: np.ndarray, mask: np.ndarray, *, inner: bool = False) -> float:
+    """Share of ``mask`` inside a region; ``inner``: 3 px in from its rim (the rim mixes with the soil)."""
+    if inner:
+        mask = ndimage.binary_erosion(mask, iterations=3)
+    return float((labels[mask] > 0).mean())
+
+
+def test_dense_green_crop_dark_in_swir_is_a_field_a_wood_as_dark_is_not() -> None:
+    """Landsat TOA: a dense green crop reads 0.13 in SWIR, as dark as a wood, but brighter in NIR (0.25 vs 0.18)."""
+    pixels, crop, wood = _patch_and_wood((0.07, 0.04, 0.25, 0.13), (0.05, 0.04, 0.18, 0.13))
+    valid = np.ones(crop.shape, bool)
+    labels = _model(min_seed_m2=500).delineate(pixels, valid).labels
+    assert _found_share(labels, crop) > 0.9
+    assert _found_share(labels, wood, inner=True) < 0.02
+    without_rule = _model(min_seed_m2=500, green_nir_min=0.3).delineate(pixels, valid).labels
+    assert _found_share(without_rule, crop, inner=True) < 0.02
+
+
+def test_dry_soil_dark_in_swir_under_haze_is_a_field_a_wood_as_dark_is_not() -> None:
+    """Landsat TOA under haze: a bare field reads 0.12 in SWIR and 0.10 in NIR, as dark as a wood in SWIR, but dry
+    (NDMI -0.09 where the wood's is 0.2)."""
+    pixels, field, wood = _patch_and_wood((0.09, 0.07, 0.10, 0.12), (0.05, 0.04, 0.18, 0.12))
+    valid = np.ones(field.shape, bool)
+    labels = _model(min_seed_m2=500).delineate(pixels, valid).labels
+    assert _found_share(labels, field) > 0.9
+    assert _found_share(labels, wood, inner=True) < 0.02
+    without_rule = _model(min_seed_m2=500, dry_swir_min=1.0).delineate(pixels, valid).labels
+    assert _found_share(without_rule, field, inner=True) < 0.02
 
 
 def _window(pixels: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:

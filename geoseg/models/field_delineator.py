@@ -14,7 +14,11 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
    - SWIR >= ``swir_min`` (with ``use_swir``; without SWIR: mean(green, red) >= ``visible_min``) — not woods,
      marsh or water: crops and soil are bright in SWIR (0.2-0.3), woods and wet land dark (< 0.12) — **or**
      NIR >= ``green_nir_min``: a dense green crop can be as dark in SWIR as a wood (Landsat TOA: 0.13), but
-     it is brighter in NIR (>= 0.25 where woods stay <= 0.21: their crowns shade each other);
+     it is brighter in NIR (>= 0.25 where woods stay <= 0.21: their crowns shade each other) — **or**
+     SWIR >= ``dry_swir_min`` and NDMI = (NIR - SWIR) / (NIR + SWIR) <= ``dry_ndmi_max``: soil under haze or
+     dark soil can read 0.11-0.14 in SWIR, but it is dry (NIR no brighter than SWIR), where woods and wet land,
+     dark in SWIR because of their water, mostly have NDMI > 0.05 (the tune split's woods: 0.06 and
+     up); water and most marsh stay below 0.10 in SWIR;
    - NIR texture (standard deviation / mean in 3 x 3) <= ``texture_max`` — not town or woods (crowns, roofs and
      shadows), and not the hedges and lanes between fields.
 3. **Seeds**: field-like pixels whose line strength is below ``edge_threshold``, eroded by ``seed_erode_px``
@@ -97,7 +101,12 @@ class FieldDelineator(Model):
         ndwi = _normalized_difference(green, nir)
         ndvi = _normalized_difference(nir, red)
         mask = (ndwi <= spec.water_ndwi) & (ndvi >= spec.bare_ndvi_min) & (texture <= spec.texture_max)
-        dark_ok = smooth["swir16"] >= spec.swir_min if "swir16" in smooth else (green + red) / 2 >= spec.visible_min
+        if "swir16" in smooth:
+            swir = smooth["swir16"]
+            dry = (swir >= spec.dry_swir_min) & (_normalized_difference(nir, swir) <= spec.dry_ndmi_max)
+            dark_ok = (swir >= spec.swir_min) | dry
+        else:
+            dark_ok = (green + red) / 2 >= spec.visible_min
         return mask & (dark_ok | (nir >= spec.green_nir_min))
 
     def _drop_textured(self, labels: np.ndarray, texture: np.ndarray) -> np.ndarray:
