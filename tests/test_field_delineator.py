@@ -77,26 +77,23 @@ def _found_share(labels: np.ndarray, mask: np.ndarray, *, inner: bool = False) -
     return float((labels[mask] > 0).mean())
 
 
-def test_dense_green_crop_dark_in_swir_is_a_field_a_wood_as_dark_is_not() -> None:
-    """Landsat TOA: a dense green crop reads 0.13 in SWIR, as dark as a wood, but brighter in NIR (0.25 vs 0.18)."""
-    pixels, crop, wood = _patch_and_wood((0.07, 0.04, 0.25, 0.13), (0.05, 0.04, 0.18, 0.13))
-    valid = np.ones(crop.shape, bool)
-    labels = _model(min_seed_m2=500).delineate(pixels, valid).labels
-    assert _found_share(labels, crop) > 0.9
-    assert _found_share(labels, wood, inner=True) < 0.02
-    without_rule = _model(min_seed_m2=500, green_nir_min=0.3).delineate(pixels, valid).labels
-    assert _found_share(without_rule, crop, inner=True) < 0.02
+DARK_IN_SWIR = {  # reflectance of the field and of a wood as dark in SWIR (green, red, NIR, SWIR); the rule off
+    # Landsat TOA: a dense green crop reads 0.13 in SWIR, as dark as a wood, but brighter in NIR (0.25 vs 0.18)
+    "dense green crop": ((0.07, 0.04, 0.25, 0.13), (0.05, 0.04, 0.18, 0.13), {"green_nir_min": 0.3}),
+    # Landsat TOA under haze: bare soil reads 0.12 in SWIR, but dry (NDMI -0.09 where the wood's is 0.2)
+    "dry soil under haze": ((0.09, 0.07, 0.10, 0.12), (0.05, 0.04, 0.18, 0.12), {"dry_swir_min": 1.0}),
+}
 
 
-def test_dry_soil_dark_in_swir_under_haze_is_a_field_a_wood_as_dark_is_not() -> None:
-    """Landsat TOA under haze: a bare field reads 0.12 in SWIR and 0.10 in NIR, as dark as a wood in SWIR, but dry
-    (NDMI -0.09 where the wood's is 0.2)."""
-    pixels, field, wood = _patch_and_wood((0.09, 0.07, 0.10, 0.12), (0.05, 0.04, 0.18, 0.12))
+@pytest.mark.parametrize("case", DARK_IN_SWIR)
+def test_a_field_dark_in_swir_is_a_field_a_wood_as_dark_is_not(case: str) -> None:
+    field_reflectance, wood_reflectance, rule_off = DARK_IN_SWIR[case]
+    pixels, field, wood = _patch_and_wood(field_reflectance, wood_reflectance)
     valid = np.ones(field.shape, bool)
     labels = _model(min_seed_m2=500).delineate(pixels, valid).labels
     assert _found_share(labels, field) > 0.9
     assert _found_share(labels, wood, inner=True) < 0.02
-    without_rule = _model(min_seed_m2=500, dry_swir_min=1.0).delineate(pixels, valid).labels
+    without_rule = _model(min_seed_m2=500, **rule_off).delineate(pixels, valid).labels
     assert _found_share(without_rule, field, inner=True) < 0.02
 
 
