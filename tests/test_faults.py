@@ -138,8 +138,12 @@ def test_sigkill_driver_then_resume_equals_uninterrupted(tmp_path, scene, uninte
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_shuts_ray_down_and_keeps_finished_tiles(tmp_path, scene, sig, code):
-    job = _write(_job(scene, tmp_path / "o.gpkg"), tmp_path / "job.yaml")
+def test_interrupt_shuts_ray_down_and_keeps_finished_tiles(tmp_path, sig, code):
+    # 1024 tiles of 32 px: after the first 4 the job has seconds of tile work left for the signal to land in
+    scene = write_field_scene(tmp_path / "scene", 1024, 1024, cell=100, seed=3)
+    job = _write(
+        field_job(scene, tmp_path / "o.gpkg", tile_size=32, num_cpus=2, object_store_mb=128), tmp_path / "job.yaml"
+    )
     proc = _start_cli(job)
     wait_for_tiles(tmp_path / "o.work", 4, alive=lambda: proc.poll() is None)
     assert proc.poll() is None, "the job ended before it could be interrupted"
@@ -151,4 +155,4 @@ def test_interrupt_shuts_ray_down_and_keeps_finished_tiles(tmp_path, scene, sig,
     assert err.strip().splitlines()[-1].startswith("geoseg: ") and "Traceback" not in err
     assert "rerun with --resume" in err
     assert not alive, f"Ray processes outlived the driver: {alive}"
-    assert 4 <= saved_tiles(tmp_path / "o.work") < 64
+    assert 4 <= saved_tiles(tmp_path / "o.work") < 1024
