@@ -37,8 +37,8 @@ def scene(tmp_path_factory) -> FieldScene:
     return write_field_scene(tmp_path_factory.mktemp("faults") / "scene", 512, 512, cell=100, seed=3)
 
 
-def _job(scene: FieldScene, output: Path, **compute: Any) -> dict[str, Any]:
-    return field_job(scene, output, tile_size=TILE, **({"num_cpus": 2, "object_store_mb": 128} | compute))
+def _job(scene: FieldScene, output: Path, tile_size: int = TILE, **compute: Any) -> dict[str, Any]:
+    return field_job(scene, output, tile_size=tile_size, **({"num_cpus": 2, "object_store_mb": 128} | compute))
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,19 @@ def uninterrupted(scene, tmp_path_factory, ray_local) -> Path:
     out = tmp_path_factory.mktemp("reference") / "ref.gpkg"
     result = run_job(parse_spec(_job(scene, out)), progress=False)
     assert result.tiles_failed == 0 and result.tiles_done == 64
+    return out
+
+
+FINE = 32
+"""Tile size of the driver-kill test: 256 tiles, so the kill lands with seconds of tile work left."""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_fine(scene, tmp_path_factory, ray_local) -> Path:
+    """The reference of the driver-kill test: the job in 256 tiles, run once without faults."""
+    out = tmp_path_factory.mktemp("reference-fine") / "ref.gpkg"
+    result = run_job(parse_spec(_job(scene, out, tile_size=FINE)), progress=False)
+    assert result.tiles_failed == 0 and result.tiles_done == 256
     return out
 
 
@@ -120,8 +133,8 @@ def _end(proc: subprocess.Popen[str], family: list[psutil.Process], timeout: flo
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_sigkill_driver_then_resume_equals_uninterrupted(tmp_path, scene, uninterrupted):
-    job = _write(_job(scene, tmp_path / "o.gpkg"), tmp_path / "job.yaml")
+def test_sigkill_driver_then_resume_equals_uninterrupted(tmp_path, scene, uninterrupted_fine):
+    job = _write(_job(scene, tmp_path / "o.gpkg", tile_size=FINE), tmp_path / "job.yaml")
     proc = _start_cli(job)
     done = wait_for_tiles(tmp_path / "o.work", 8, alive=lambda: proc.poll() is None)
     family = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
@@ -129,12 +142,12 @@ def test_sigkill_driver_then_resume_equals_uninterrupted(tmp_path, scene, uninte
     code, _, _ = _end(proc, family)
     assert code == -signal.SIGKILL
     kept = saved_tiles(tmp_path / "o.work")
-    assert 8 <= done <= kept < 64, "the driver was not killed partway"
+    assert 8 <= done <= kept < 256, "the driver was not killed partway"
     assert not (tmp_path / "o.gpkg").exists()
 
-    result = run_job(parse_spec(_job(scene, tmp_path / "o.gpkg")), resume=True, progress=False)
+    result = run_job(parse_spec(_job(scene, tmp_path / "o.gpkg", tile_size=FINE)), resume=True, progress=False)
     assert result.tiles_resumed == kept and result.tiles_failed == 0
-    assert_same_outputs(tmp_path / "o.gpkg", uninterrupted)
+    assert_same_outputs(tmp_path / "o.gpkg", uninterrupted_fine, tiles=256)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
