@@ -110,7 +110,14 @@ def _start_cli(job: Path) -> subprocess.Popen[str]:
         text=True,
         env=env,
         start_new_session=True,  # its own process group: cleaned up below, whatever happens
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    """SIGINT as a terminal's foreground job has it: a shell starts background jobs (a CI script run with ``&``)
+    with SIGINT ignored, the CLI inherits that and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _write(job: dict[str, Any], path: Path) -> Path:
