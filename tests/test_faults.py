@@ -51,7 +51,8 @@ def uninterrupted(scene, tmp_path_factory, ray_local) -> Path:
 
 
 FINE = 32
-"""Tile size of the driver-kill test: 256 tiles, so the kill lands with seconds of tile work left."""
+"""Tile size of the signal tests (256 tiles on the module's scene): a kill or an interrupt lands with seconds of
+tile work left."""
 
 
 @pytest.fixture(scope="module")
@@ -159,11 +160,9 @@ def test_sigkill_driver_then_resume_equals_uninterrupted(tmp_path, scene, uninte
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_shuts_ray_down_and_keeps_finished_tiles(tmp_path, sig, code):
-    # 1024 tiles of 32 px: after the first 4 the job has seconds of tile work left for the signal to land in
+    # 1024 tiles of FINE px: after the first 4 the job has seconds of tile work left for the signal to land in
     scene = write_field_scene(tmp_path / "scene", 1024, 1024, cell=100, seed=3)
-    job = _write(
-        field_job(scene, tmp_path / "o.gpkg", tile_size=32, num_cpus=2, object_store_mb=128), tmp_path / "job.yaml"
-    )
+    job = _write(_job(scene, tmp_path / "o.gpkg", tile_size=FINE), tmp_path / "job.yaml")
     proc = _start_cli(job)
     wait_for_tiles(tmp_path / "o.work", 4, alive=lambda: proc.poll() is None)
     assert proc.poll() is None, "the job ended before it could be interrupted"
