@@ -128,6 +128,18 @@ class FieldDelineatorSpec(StrictModel):
         gt=0,
         description="Seed areas smaller than this (m², at least 1 px) are dropped; their pixels join neighbours.",
     )
+    split_ndvi_step: float = Field(
+        0.2,
+        ge=0,
+        description="A region whose NDVI falls in two solid blocks at least this far apart (a bare field beside a "
+        "green one, joined where their lane ends) is split in two; 0 turns it off.",
+    )
+    split_bimodality: float = Field(
+        0.7, ge=0, le=1, description="Share of a region's NDVI variance the two blocks must explain to split it."
+    )
+    split_ramp_m: float = Field(
+        80.0, gt=0, description="The two blocks' NDVI step must be climbed within this distance (m) to split them."
+    )
     water_ndwi: float = Field(0.0, description="Pixels with NDWI (green - NIR) above this are water.")
     bare_ndvi_min: float = Field(0.08, description="Pixels with NDVI below this are sand, roofs, roads or water.")
     swir_min: float = Field(0.15, description="Pixels darker in SWIR are woods, marsh or water (with use_swir).")

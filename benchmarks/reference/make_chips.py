@@ -32,7 +32,8 @@ many px of them are taken out of the region first).
 Sheets: 30 false-colour chips (NIR, red, green, stretched over the whole scene), 40 x 40 px around the candidate,
 4x upscaled, first point ringed cyan, second yellow, the candidate id above. Labels: for pairs ``same_field``,
 ``different_fields`` or ``skip``; for points ``field``, ``wood``, ``water``, ``marsh``, ``beach``, ``town``,
-``other`` or ``skip``. ``add`` appends the kept candidates (split ``test`` unless ``--split`` says otherwise), and
+``other`` or ``skip``. ``add`` appends the kept candidates (split ``test`` unless ``--split`` says otherwise; a blind
+second reader's calls given with ``--second`` are stored as the pairs' ``second_reading``), and
 both points of each kept pair as ``field`` points, to the reference file, one feature a line.
 """
 
@@ -75,6 +76,7 @@ CLASS_LIMITS = {"s2": (0.06, 0.5, 0.35, 0.14), "l8": (0.15, 0.55, 0.3, 0.12)}
 CHIP, ZOOM, PER_SHEET, COLS = 40, 4, 30, 6
 PAIR_LABELS = {"same_field", "different_fields", "skip"}
 POINT_LABELS = {"field", "wood", "water", "marsh", "beach", "town", "other", "skip"}
+SECOND_CALLS = {"same", "different", "unclear"}
 
 
 @dataclass
@@ -307,9 +309,14 @@ def read_decisions(path: Path, cands: dict[int, Candidate]) -> list[tuple[Candid
 
 
 def add_features(
-    scene: Scene, decisions: list[tuple[Candidate, str]], reference: Path, split: str = "test"
+    scene: Scene,
+    decisions: list[tuple[Candidate, str]],
+    reference: Path,
+    split: str = "test",
+    second: dict[int, str] | None = None,
 ) -> dict[str, int]:
-    """Append the kept candidates (and the points of kept pairs, as field points) to the reference file."""
+    """Append the kept candidates (and the points of kept pairs, as field points) to the reference file; a pair's
+    ``second`` reading (by candidate id) is stored as its ``second_reading``."""
     fc = json.loads(reference.read_text())
     next_id = max((f["properties"]["id"] for f in fc["features"]), default=0) + 1
     added: dict[str, int] = {}
@@ -321,6 +328,8 @@ def add_features(
             items += [("field", [p]) for p in cand.pixels]
         for lab, pixels in items:
             fc["features"].append(feature(next_id, lab, pixels, to_lonlat(scene, pixels), split))
+            if lab in PAIR_LABELS and second and cand.id in second:
+                fc["features"][-1]["properties"]["second_reading"] = second[cand.id]
             next_id += 1
             added[lab] = added.get(lab, 0) + 1
     lines = ",\n".join(json.dumps(f) for f in fc["features"])
@@ -329,6 +338,19 @@ def add_features(
     tmp.write_text(f'{head}, "features": [\n{lines}\n]}}\n')
     tmp.replace(reference)
     return added
+
+
+def read_second(path: Path, ids: set[int]) -> dict[int, str]:
+    """A second reader's lines ``<id> same|different|unclear`` (``#`` starts a comment)."""
+    calls = {}
+    for line in path.read_text().splitlines():
+        words = line.split("#")[0].split()
+        if not words:
+            continue
+        if int(words[0]) not in ids or words[1] not in SECOND_CALLS:
+            raise SystemExit(f"error: {path}: {line!r}: want '<candidate id> same|different|unclear'")
+        calls[int(words[0])] = words[1]
+    return calls
 
 
 def existing_pixels(reference: Path | None) -> np.ndarray:
@@ -360,6 +382,7 @@ def main() -> None:
     a.add_argument("decisions", type=Path)
     a.add_argument("reference", type=Path)
     a.add_argument("--split", default="test", choices=("test", "tune"), help="split of the added features")
+    a.add_argument("--second", type=Path, help="a blind second reader's calls: lines <id> same|different|unclear")
     args = p.parse_args()
     if args.cmd == "candidates":
         scene = load_scene(args.data, args.scene, args.region)
@@ -385,7 +408,8 @@ def main() -> None:
             print(path)
         return
     decisions = read_decisions(args.decisions, {x.id: x for x in cands})
-    added = add_features(scene, decisions, args.reference, args.split)
+    second = read_second(args.second, {x.id for x in cands}) if args.second else None
+    added = add_features(scene, decisions, args.reference, args.split, second)
     print(f"added to {args.reference}: {added}")
 
 

@@ -31,12 +31,15 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
    ``merge_edge_max``. A lane between two fields is strong along most of their boundary (a gap in it is short);
    a neck cut through one irregular field, or a boundary drawn through a streaky field, is calm along most of
    its length, so that field becomes one region again.
-6. **Region rule**: a region whose mean texture exceeds ``region_texture_max`` is dropped (orchards, gardens,
+6. **Split** a region whose NDVI falls in two solid blocks (``split_ndvi_step``, ``split_bimodality``,
+   ``split_ramp_m``; :mod:`geoseg.models.field_split`): a bare field beside a green one, joined where the lane
+   between them ends and the colour only ramps from one to the other.
+7. **Region rule**: a region whose mean texture exceeds ``region_texture_max`` is dropped (orchards, gardens,
    scattered houses that passed pixel by pixel).
 
 Tiles: steps 1-3 are local (a few pixels; the neck map is capped at 16 px), so seeds are the same in every tile
 that sees them, and the stitcher joins a field's fragments across core edges where the tiles agree
-(``merge_min_agreement``). The watershed, the merge and the region rule see the read window: the halo
+(``merge_min_agreement``). The watershed, the merge, the split and the region rule see the read window: the halo
 (``receptive_field``, 32 px by default) keeps their differences between tile sizes small; tests state the
 tolerance. How the defaults were chosen and what they score: ``benchmarks/bench_fields.py``.
 """
@@ -53,6 +56,7 @@ from skimage.segmentation import watershed
 
 from geoseg.models.base import InstanceInfo, InstanceOutput, Model, ModelOutput, SceneInfo, TileContext
 from geoseg.models.field_edges import calm_seeds, edge_length_px, line_strength, masked_smooth
+from geoseg.models.field_split import SplitRule, split_mixed_cover
 from geoseg.spec import FieldDelineatorSpec
 
 _TEXTURE_SIZE = 3
@@ -72,6 +76,8 @@ class FieldDelineator(Model):
         self.neck_depth_px = spec.neck_depth_m / pixel_size_m
         self.edge_length_px = edge_length_px(spec.edge_length_m, spec.edge_width_px, pixel_size_m)
         self.merge_min_agreement = spec.merge_min_agreement
+        ramp_px = spec.split_ramp_m / pixel_size_m
+        self.split_rule = SplitRule(spec.split_ndvi_step, spec.split_bimodality, ramp_px, self.min_seed_px)
         self.bands = spec.bands
 
     def predict(self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]) -> list[ModelOutput]:
@@ -91,6 +97,9 @@ class FieldDelineator(Model):
         labels = watershed(strength, seeds, mask=fieldlike).astype(np.int32)
         if spec.merge_edge_max > 0:
             labels = _merge_weak_boundaries(labels, strength, spec.merge_edge_max, spec.merge_quantile)
+        if spec.split_ndvi_step > 0:
+            ndvi = _normalized_difference(smooth["nir"], smooth["red"])
+            labels = split_mixed_cover(labels, ndvi, self.split_rule)
         labels = self._drop_textured(labels, texture)
         labels, count = _relabel(labels)
         return InstanceOutput(labels, [InstanceInfo(label=i, score=1.0) for i in range(1, count + 1)])
