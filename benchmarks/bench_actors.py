@@ -39,7 +39,7 @@ from geoseg.spec import parse_spec
 from geoseg.testutils.fixedcost import FixedCostModel, busy_intervals
 from geoseg.testutils.scenes import field_job, write_field_scene
 
-COST = {"seconds": 0.25, "log": "", "burn": False}
+COST: dict[str, Any] = {"seconds": 0.25, "log": "", "burn": False}
 """Set before each run; travels to the actors with :class:`FixedCostActor` (pickled by value from __main__)."""
 
 
@@ -93,7 +93,7 @@ def run_once(args: argparse.Namespace, scene: Any, actors: int) -> dict[str, Any
         phase["end"] = time.time()
 
     geoseg.runner.run_tiles = timed_run_tiles
-    geoseg.runner.ModelRunnerActor = FixedCostActor  # type: ignore[misc]
+    geoseg.runner.ModelRunnerActor = FixedCostActor  # type: ignore[misc,assignment]
     start = time.perf_counter()
     try:
         result = run_job(spec, overwrite=True, progress=False)

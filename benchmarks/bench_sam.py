@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from affine import Affine
 
-from geoseg.models.base import SceneInfo, TileContext
+from geoseg.models.base import InstanceOutput, SceneInfo, TileContext
 from geoseg.models.sam import SamModel
 from geoseg.models.sam_encoder import autocast_dtype, enable_sdpa, encode_tiles
 from geoseg.models.sam_variants import variant_config
@@ -98,7 +98,7 @@ def _time_automatic(model: SamModel, pixels: np.ndarray, args: argparse.Namespac
     start, masks = time.perf_counter(), 0
     for part in _batches(args.tiles, args.batch):
         outputs = model.predict(pixels[part], valid[part], contexts[part])
-        masks += sum(len(out.instances) for out in outputs)  # type: ignore[union-attr]
+        masks += sum(len(out.instances) for out in outputs if isinstance(out, InstanceOutput))
     _sync(args.device)
     return args.tiles / (time.perf_counter() - start), masks / args.tiles
 

@@ -24,7 +24,7 @@ def scene() -> Farmland:
 
 
 def _model(**params: object) -> FieldDelineator:
-    return FieldDelineator(FieldDelineatorSpec(type="field_delineator", **params))  # type: ignore[arg-type]
+    return FieldDelineator(FieldDelineatorSpec(type="field_delineator", **params))
 
 
 def _best_iou(truth: np.ndarray, labels: np.ndarray) -> tuple[int, float]:

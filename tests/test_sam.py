@@ -7,7 +7,9 @@ thresholds at 0 so that masks do come out), not segmentation quality.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,6 +32,16 @@ from geoseg.tiling import TileGrid
 
 SIZE = 96  # read window side (tiny SAM resizes it to 128)
 BANDS = ("red", "green", "blue")
+
+
+def _spy(record: Callable[..., object], fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, calling ``record`` with the same arguments first (to count a patched method's calls)."""
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        record(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return spied
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +139,7 @@ def test_one_encoder_call_per_batch_and_none_for_empty_tiles(
     model = build_sam(_open_spec(ckpt), scene, "cpu")
     calls: list[int] = []
     forward = model.sam.image_encoder.forward
-    monkeypatch.setattr(model.sam.image_encoder, "forward", lambda x: calls.append(len(x)) or forward(x))
+    monkeypatch.setattr(model.sam.image_encoder, "forward", _spy(lambda x: calls.append(len(x)), forward))
     pixels, valid, contexts = _batch(3)
     valid[1] = False  # outside the scene / AOI
     outputs = model.predict(pixels, valid, contexts)
@@ -173,7 +185,7 @@ def test_automatic_mode_prompts_only_valid_pixels(
     model = build_sam(_open_spec(ckpt, points_per_batch=16), scene, "cpu")
     seen: list[torch.Tensor] = []
     decode = model._predictor.decode_points
-    monkeypatch.setattr(model._predictor, "decode_points", lambda coords: seen.append(coords) or decode(coords))
+    monkeypatch.setattr(model._predictor, "decode_points", _spy(seen.append, decode))
     pixels, valid, contexts = _batch(1)
     valid[0, :, : SIZE // 2] = False  # left half is nodata
     model.predict(pixels, valid, contexts)
@@ -265,7 +277,7 @@ def test_prompted_mode_one_mask_per_prompt(ckpt: Path, scene: SceneInfo, monkeyp
     monkeypatch.setattr(
         model.sam.mask_decoder,
         "predict_masks",
-        lambda **kw: decoder_calls.append(len(kw["sparse_prompt_embeddings"])) or predict_masks(**kw),
+        _spy(lambda **kw: decoder_calls.append(len(kw["sparse_prompt_embeddings"])), predict_masks),
     )
     prompts = Prompts(
         points=np.array([[40.5, 30.5], [80.5, 80.5]]),
@@ -283,6 +295,7 @@ def test_prompted_mode_one_mask_per_prompt(ckpt: Path, scene: SceneInfo, monkeyp
     keys = [info.key for info in first.instances]
     assert keys and set(keys) <= {"p1", "p2", "f9"} and len(set(keys)) == len(keys)
     for info in first.instances:
+        assert info.key is not None
         assert info.attrs == prompts.attrs.get(info.key, {})
     assert not second.instances and not second.labels.any()
 

@@ -119,7 +119,7 @@ def test_halo_equal_to_receptive_field_is_enough(minimal_spec):
 def test_spec_is_frozen(minimal_spec):
     spec = parse_spec(minimal_spec)
     with pytest.raises(ValueError):
-        spec.tiling.halo = 1  # type: ignore[misc]
+        spec.tiling.halo = 1
 
 
 def test_sample_job_validates():
@@ -135,8 +135,9 @@ def test_sample_job_validates():
 Mutation = Callable[[dict[str, Any]], object]
 
 
-def _set_model(raw: dict[str, Any], model: dict[str, Any]) -> None:
+def _set_model(raw: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     raw["models"] = [model]
+    return raw
 
 
 def _sam_from(source: str) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import shapely
@@ -16,8 +18,8 @@ UTM = CRS.from_epsg(32633)
 
 
 def _obj(i: int, geom: shapely.Geometry, **kw) -> StitchedObject:
-    base = dict(pixels=int(geom.area), score=0.9, cls=0, key=None, stability=None, attrs={}, class_counts=None,
-                index_means={}, index_medians={}, fragments=[])  # fmt: skip
+    base: dict[str, Any] = dict(pixels=int(geom.area), score=0.9, cls=0, key=None, stability=None, attrs={},
+                                class_counts=None, index_means={}, index_medians={}, fragments=[])  # fmt: skip
     return StitchedObject(id=i, geometry=geom, **{**base, **kw})
 
 

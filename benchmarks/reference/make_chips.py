@@ -251,7 +251,7 @@ def chip(scene: Scene, cand: Candidate) -> Image.Image:
     mid = np.mean(cand.pixels, axis=0).astype(int)
     c0, r0 = (int(np.clip(mid[0] - CHIP // 2, 0, w - CHIP)), int(np.clip(mid[1] - CHIP // 2, 0, h - CHIP)))
     rgb = (scene.image[r0 : r0 + CHIP, c0 : c0 + CHIP] * 255).astype(np.uint8)
-    img = Image.fromarray(rgb).resize((CHIP * ZOOM, CHIP * ZOOM), Image.NEAREST)
+    img = Image.fromarray(rgb).resize((CHIP * ZOOM, CHIP * ZOOM), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(img)
     for (c, r), colour in zip(cand.pixels, ((0, 255, 255), (255, 255, 0)), strict=False):
         x, y = (c - c0 + 0.5) * ZOOM, (r - r0 + 0.5) * ZOOM
