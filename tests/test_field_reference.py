@@ -137,3 +137,20 @@ def test_the_30m_sample_averages_each_band_over_3x3_pixels_on_the_samples_extent
             if name == "red":
                 expected = red.reshape(256, 3, 256, 3).mean(axis=(1, 3))
                 assert np.abs(coarse.read(1) - expected).max() <= 1, "not a 3 x 3 mean"
+
+
+def test_tile_size_agreement_counts_fields_matched_both_ways() -> None:
+    """bench_field_tiles: a field matches when one field of the other tiling overlaps it with IoU >= 0.9; a field
+    cut in two matches in neither direction, and the weaker direction is reported."""
+    from shapely.geometry import box
+
+    from bench_field_tiles import agreement
+
+    whole = gpd.GeoSeries([box(0, 0, 10, 10), box(20, 0, 30, 10), box(40, 0, 50, 10)])
+    cut = gpd.GeoSeries([box(0, 0, 10, 10), box(20, 0, 25, 10), box(25, 0, 30, 10), box(40, 0, 50, 9.5)])
+    same = agreement("x", 512, whole, whole, 0.9)
+    assert (same.matched, same.matched_area, same.median_iou) == (1.0, 1.0, 1.0)
+    got = agreement("x", 512, cut, whole, 0.9)
+    assert got.fields == 4
+    assert got.matched == pytest.approx(min(2 / 4, 2 / 3))  # the cut halves match nothing; the others do
+    assert got.matched_area == pytest.approx(min(195 / 295, 200 / 300))
