@@ -38,11 +38,12 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
 7. **Region rule**: a region whose mean texture exceeds ``region_texture_max`` is dropped (orchards, gardens,
    scattered houses that passed pixel by pixel).
 
-Tiles: steps 1-3 are local (a few pixels; the neck map is capped at 16 px), so seeds are the same in every tile
-that sees them, and the stitcher joins a field's fragments across core edges where the tiles agree
-(``merge_min_agreement``). The watershed, the merge, the split and the region rule see the read window: the halo
+Tiles: steps 1-2 and the distance map of step 3 are local (a few pixels; the map is capped at 16 px), and the
+stitcher joins a field's fragments across core edges where the tiles agree (``merge_min_agreement``). The neck
+split of step 3, the watershed, the merge, the split and the region rule see the read window: the halo
 (``receptive_field``, 32 px by default) keeps their differences between tile sizes small; tests state the
-tolerance. How the defaults were chosen and what they score: ``benchmarks/bench_fields.py``.
+tolerance, ``benchmarks/bench_field_tiles.py`` measures it on real scenes (the neck split is the least local).
+How the defaults were chosen and what they score: ``benchmarks/bench_fields.py``.
 """
 
 from __future__ import annotations
