@@ -142,9 +142,8 @@ def test_the_30m_sample_averages_each_band_over_3x3_pixels_on_the_samples_extent
 def test_tile_size_agreement_counts_fields_matched_both_ways() -> None:
     """bench_field_tiles: a field matches when one field of the other tiling overlaps it with IoU >= 0.9; a field
     cut in two matches in neither direction, and the weaker direction is reported."""
-    from shapely.geometry import box
-
     from bench_field_tiles import agreement
+    from shapely.geometry import box
 
     whole = gpd.GeoSeries([box(0, 0, 10, 10), box(20, 0, 30, 10), box(40, 0, 50, 10)])
     cut = gpd.GeoSeries([box(0, 0, 10, 10), box(20, 0, 25, 10), box(25, 0, 30, 10), box(40, 0, 50, 9.5)])
