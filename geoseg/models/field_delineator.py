@@ -98,7 +98,7 @@ class FieldDelineator(Model):
         texture = _local_variation(pixels[self.bands.index("nir")], valid, _TEXTURE_SIZE)
         fieldlike = self._fieldlike(smooth, texture) & valid
         calm = fieldlike & (strength < spec.edge_threshold)
-        seeds = calm_seeds(calm, self.seed_erode_px, self.neck_depth_px, self.min_seed_px)
+        seeds = calm_seeds(calm, self.seed_erode_px, self.neck_depth_px, self.min_seed_px, strength)
         labels = watershed(strength, seeds, mask=fieldlike).astype(np.int32)
         if spec.merge_edge_max > 0:
             labels = _merge_weak_boundaries(labels, strength, spec.merge_edge_max, spec.merge_quantile)

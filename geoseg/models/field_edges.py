@@ -34,6 +34,9 @@ ORIENTATIONS = 16
 NECK_CAP_PX = 16
 """Distances to the nearest edge beyond this many pixels count as this many (a neck is narrower)."""
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+TIE_BREAK = 1e-3
+"""Weight of the line strength (below ``edge_threshold`` on calm pixels) beside the distance map, whose values
+differ by 0.03 px or more up to :data:`NECK_CAP_PX`: it orders pixels of one depth and never two depths."""
 
 
 def kernel_radius(width_px: float, length_px: float) -> int:
@@ -110,16 +113,24 @@ def line_strength(pixels: np.ndarray, valid: np.ndarray, width_px: float, length
     return best
 
 
-def calm_seeds(calm: np.ndarray, erode_px: int, neck_depth_px: float, min_px: int) -> np.ndarray:
+def calm_seeds(
+    calm: np.ndarray, erode_px: int, neck_depth_px: float, min_px: int, strength: np.ndarray | None = None
+) -> np.ndarray:
     """Seed regions (int32, 0 = none) of a calm mask: eroded by ``erode_px`` (cuts leaks through 1-2 px gaps),
     split at necks at least ``neck_depth_px`` shallower than the areas they join (0: no split), and at least
-    ``min_px`` pixels each."""
+    ``min_px`` pixels each.
+
+    The split is a watershed of the distance map from its tops. The map has plateaus (its values are square roots
+    of whole numbers), and a watershed settles a plateau by the order in which it floods, which depends on the
+    whole read window; ``strength`` (the line strength, continuous and local), scaled by :data:`TIE_BREAK` far
+    below the map's steps, orders the plateau's pixels instead, so that every window cuts a calm area alike."""
     if erode_px:
         calm = ndimage.binary_erosion(calm, FOUR_CONNECTED, iterations=erode_px)
     if neck_depth_px > 0:
         depth = np.minimum(ndimage.distance_transform_edt(calm), NECK_CAP_PX)
         tops, count = ndimage.label(h_maxima(depth, neck_depth_px) & calm, FOUR_CONNECTED)
-        seeds = watershed(-depth, tops, mask=calm).astype(np.int32)
+        elevation = -depth if strength is None else TIE_BREAK * strength - depth
+        seeds = watershed(elevation, tops, mask=calm).astype(np.int32)
         rest, _ = ndimage.label(calm & (seeds == 0), FOUR_CONNECTED)  # areas too shallow to hold a top
         seeds = np.where(rest > 0, rest + count, seeds).astype(np.int32)
     else:
