@@ -201,13 +201,14 @@ def test_necks_shallower_than_a_pixel_and_a_half_do_not_split_a_field_at_30_m() 
     assert FieldDelineator(FieldDelineatorSpec(type="field_delineator", neck_depth_m=0), 30).neck_depth_px == 0
     field = np.zeros((14, 26), bool)
     field[2:12, 2:12] = field[3:11, 12:24] = True  # a 10 px wide half and an 8 px wide half (tops 5 and 4)
+    flat = np.zeros(field.shape)  # no line strength: ties settle by flooding order
     notched = field.copy()
     notched[3, 12:14] = notched[10, 12:14] = False  # a notch of one pixel on each side: the map dips 4 -> 3
-    assert calm_seeds(notched, 0, 20 / 30, 2).max() == 2, "the unfloored depth no longer splits: the test is moot"
-    assert calm_seeds(notched, 0, coarse.neck_depth_px, 2).max() == 1
+    assert calm_seeds(notched, 0, 20 / 30, 2, flat).max() == 2, "the unfloored depth no longer splits: the test is moot"
+    assert calm_seeds(notched, 0, coarse.neck_depth_px, 2, flat).max() == 1
     necked = field.copy()
     necked[3:6, 12:14] = necked[8:11, 12:14] = False  # a neck 2 px wide: the map dips 4 -> 1
-    assert calm_seeds(necked, 0, coarse.neck_depth_px, 2).max() == 2
+    assert calm_seeds(necked, 0, coarse.neck_depth_px, 2, flat).max() == 2
 
 
 def _split_pairs(labels: np.ndarray, other: np.ndarray) -> int:

@@ -88,10 +88,10 @@ def test_calm_areas_joined_by_a_neck_seed_apart() -> None:
     calm = np.zeros((40, 90), bool)
     calm[5:35, 5:40] = calm[5:35, 50:85] = True
     calm[18:22, 40:50] = True  # a 4 px gap in the lane between them
-    seeds = calm_seeds(calm, erode_px=0, neck_depth_px=2.0, min_px=10)
+    seeds = calm_seeds(calm, erode_px=0, neck_depth_px=2.0, min_px=10, strength=np.zeros(calm.shape))
     assert seeds[20, 20] != seeds[20, 70] and min(seeds[20, 20], seeds[20, 70]) > 0
     assert seeds[20, 20] == seeds[10, 10] and seeds[20, 70] == seeds[30, 80]
-    assert calm_seeds(calm, erode_px=0, neck_depth_px=0, min_px=10)[20, 70] == 1
+    assert calm_seeds(calm, erode_px=0, neck_depth_px=0, min_px=10, strength=np.zeros(calm.shape))[20, 70] == 1
 
 
 def test_one_irregular_area_is_one_seed_and_small_ones_are_dropped() -> None:
@@ -99,7 +99,7 @@ def test_one_irregular_area_is_one_seed_and_small_ones_are_dropped() -> None:
     calm[5:55, 5:25] = True
     calm[40:55, 25:55] = True  # an L: its arm is as wide as the neck where it joins, no top of its own
     calm[2:4, 50:53] = True  # 6 px: too small
-    seeds = calm_seeds(calm, erode_px=0, neck_depth_px=2.0, min_px=10)
+    seeds = calm_seeds(calm, erode_px=0, neck_depth_px=2.0, min_px=10, strength=np.zeros(calm.shape))
     assert set(np.unique(seeds)) == {0, int(seeds[20, 15])}
     assert seeds[47, 50] == seeds[20, 15]
 
@@ -110,8 +110,9 @@ def test_a_window_splits_calm_areas_as_the_scene_does() -> None:
     calm = np.zeros((100, 200), bool)
     calm[5:95, 5:95] = calm[5:95, 105:195] = True
     calm[47:53, 95:105] = True  # a 6 px gap
-    whole = calm_seeds(calm, erode_px=0, neck_depth_px=2.0, min_px=10)
-    window = calm_seeds(calm[:, 40:160], erode_px=0, neck_depth_px=2.0, min_px=10)
+    flat = np.zeros(calm.shape)  # no line strength
+    whole = calm_seeds(calm, erode_px=0, neck_depth_px=2.0, min_px=10, strength=flat)
+    window = calm_seeds(calm[:, 40:160], erode_px=0, neck_depth_px=2.0, min_px=10, strength=flat[:, 40:160])
     inner = (slice(None), slice(NECK_CAP_PX + 2, 120 - NECK_CAP_PX - 2))
     pairs = set(zip(whole[:, 40:160][inner].ravel(), window[inner].ravel(), strict=True))
     assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs}) == 3  # 0 and two seeds, 1:1

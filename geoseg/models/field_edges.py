@@ -113,9 +113,7 @@ def line_strength(pixels: np.ndarray, valid: np.ndarray, width_px: float, length
     return best
 
 
-def calm_seeds(
-    calm: np.ndarray, erode_px: int, neck_depth_px: float, min_px: int, strength: np.ndarray | None = None
-) -> np.ndarray:
+def calm_seeds(calm: np.ndarray, erode_px: int, neck_depth_px: float, min_px: int, strength: np.ndarray) -> np.ndarray:
     """Seed regions (int32, 0 = none) of a calm mask: eroded by ``erode_px`` (cuts leaks through 1-2 px gaps),
     split at necks at least ``neck_depth_px`` shallower than the areas they join (0: no split), and at least
     ``min_px`` pixels each.
@@ -129,8 +127,7 @@ def calm_seeds(
     if neck_depth_px > 0:
         depth = np.minimum(ndimage.distance_transform_edt(calm), NECK_CAP_PX)
         tops, count = ndimage.label(h_maxima(depth, neck_depth_px) & calm, FOUR_CONNECTED)
-        elevation = -depth if strength is None else TIE_BREAK * strength - depth
-        seeds = watershed(elevation, tops, mask=calm).astype(np.int32)
+        seeds = watershed(TIE_BREAK * strength - depth, tops, mask=calm).astype(np.int32)
         rest, _ = ndimage.label(calm & (seeds == 0), FOUR_CONNECTED)  # areas too shallow to hold a top
         seeds = np.where(rest > 0, rest + count, seeds).astype(np.int32)
     else:
