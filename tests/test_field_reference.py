@@ -28,6 +28,7 @@ GRIDS = {
 }
 SAMPLE = (321, 64, 768)  # the sample crop in the Sentinel-2 grid: first column, first row, size
 POINT_LABELS = {"field", "wood", "water", "marsh", "beach", "town", "other"}
+SECOND_READINGS = {"same", "different", "unclear"}  # every pair is read twice, blind
 
 
 def _features(name: str) -> list[dict]:
@@ -53,6 +54,7 @@ def test_pixels_match_geometries(name: str) -> None:
             assert abs(elon - lon) < 1e-6 and abs(elat - lat) < 1e-6, f"{name} id {props['id']}: pixel {col},{row}"
         if len(pixels) == 2:
             assert 5 <= np.hypot(*np.subtract(*pixels)) <= 17, f"{name} id {props['id']}: pair length"
+            assert props.get("second_reading") in SECOND_READINGS, f"{name} id {props['id']}: pair read once"
 
 
 @pytest.mark.parametrize("name", sorted(GRIDS))
