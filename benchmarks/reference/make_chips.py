@@ -16,7 +16,8 @@ The Landsat tune split: ``candidates l8 tune ... --avoid benchmarks/reference/la
 
 Scenes and regions (pixel grid of the whole scene): ``s2`` (Sentinel-2, 10 m) ``outside`` the sample crop
 (columns 321-1088, rows 64-831), the sample's ``sample_test`` part (crop columns >= 705) or its ``sample_tune``
-part (the rest); ``l8`` (Landsat 8,
+part (the rest), or ``coast_tune`` (S2_COAST_TUNE_BOX: the northern barrier island, a tune box of the whole
+scene's reference); ``l8`` (Landsat 8,
 30 m) ``clear``: BQA cloud and cirrus confidence low and no medium/high cloud within 15 px, ``farm``: the clear
 parts of four boxes where the parcels look agricultural (L8_FARM_BOXES, the test split), or ``tune``: the clear parts
 of the boxes outside those (L8_TUNE_BOXES, the tune split).
@@ -72,6 +73,10 @@ L8_FARM_BOXES = ((60, 0, 135, 125), (50, 460, 140, 575), (215, 530, 290, 600), (
 L8_TUNE_BOXES = ((200, 0, 335, 125), (141, 470, 290, 529), (141, 530, 214, 602), (291, 470, 329, 602),
                  (471, 480, 626, 602))  # fmt: skip
 L8_BOXES = {"farm": L8_FARM_BOXES, "tune": L8_TUNE_BOXES}
+# Sentinel-2 tune box outside the sample (first column, first row, last column, last row): the northern barrier
+# island and the lagoon behind it, where the beach, the back-dune shrub, marsh and water meet; the coast holds no
+# tune label otherwise (the sample is inland). Its features lie 15 px or more from every test feature.
+S2_COAST_TUNE_BOX = (1280, 100, 1560, 760)
 # Thresholds of pixel_classes (on the stretched false colour): 5x5 spread, bright NIR, some NIR, some red.
 CLASS_LIMITS = {"s2": (0.06, 0.5, 0.35, 0.14), "l8": (0.15, 0.55, 0.3, 0.12)}
 CHIP, ZOOM, PER_SHEET, COLS = 40, 4, 30, 6
@@ -118,6 +123,9 @@ def region_mask(scene: str, region: str, folder: Path, shape: tuple[int, int]) -
         return in_crop & (cols >= TEST_COL)
     if (scene, region) == ("s2", "sample_tune"):
         return in_crop & (cols < TEST_COL)
+    if (scene, region) == ("s2", "coast_tune"):
+        c0, r0, c1, r1 = S2_COAST_TUNE_BOX
+        return ~in_crop & (cols >= c0) & (cols <= c1) & (rows >= r0) & (rows <= r1)
     if scene == "l8" and region in ("clear", *L8_BOXES):
         with rasterio.open(folder / "l8_BQA.tif") as ds:
             bqa = ds.read(1)
@@ -131,7 +139,8 @@ def region_mask(scene: str, region: str, folder: Path, shape: tuple[int, int]) -
             boxes[r0 : r1 + 1, c0 : c1 + 1] = True
         return clear & boxes
     raise SystemExit(
-        f"error: unknown scene/region {scene}/{region} (s2: outside, sample_test, sample_tune; l8: clear, farm, tune)"
+        f"error: unknown scene/region {scene}/{region} "
+        "(s2: outside, sample_test, sample_tune, coast_tune; l8: clear, farm, tune)"
     )
 
 
