@@ -142,7 +142,9 @@ class FieldDelineatorSpec(StrictModel):
         80.0, gt=0, description="The two blocks' NDVI step must be climbed within this distance (m) to split them."
     )
     water_ndwi: float = Field(0.0, description="Pixels with NDWI (green - NIR) above this are water.")
-    bare_ndvi_min: float = Field(0.08, description="Pixels with NDVI below this are sand, roofs, roads or water.")
+    bare_ndvi_min: float = Field(
+        0.10, description="Pixels with NDVI below this are sand, dune grass, roofs, roads or water."
+    )
     swir_min: float = Field(0.15, description="Pixels darker in SWIR are woods, marsh or water (with use_swir).")
     dry_swir_min: float = Field(
         0.10, description="Pixels dark in SWIR, but at least this bright there and dry (NDMI <= dry_ndmi_max): soil."

@@ -10,7 +10,8 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
    Gaussian (``smoothing_sigma``):
 
    - NDWI = (green - NIR) / (green + NIR) <= ``water_ndwi`` — not water;
-   - NDVI >= ``bare_ndvi_min`` — not sand, beach, roofs, tarmac (bare soil has NDVI 0.1-0.3, sand and roofs < 0.08);
+   - NDVI >= ``bare_ndvi_min`` — not sand, beach, roofs, tarmac (bare soil has NDVI 0.1-0.3, sand and roofs < 0.08),
+     nor the sparse dune grass on sand behind a beach (0.09-0.10);
    - SWIR >= ``swir_min`` (with ``use_swir``; without SWIR: mean(green, red) >= ``visible_min``) — not woods,
      marsh or water: crops and soil are bright in SWIR (0.2-0.3), woods and wet land dark (< 0.12) — **or**
      NIR >= ``green_nir_min``: a dense green crop can be as dark in SWIR as a wood (Landsat TOA: 0.13), but
