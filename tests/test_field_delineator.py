@@ -15,7 +15,7 @@ from geoseg.errors import SpecError
 from geoseg.models.field_delineator import FieldDelineator, _merge_weak_boundaries
 from geoseg.spec import FieldDelineatorSpec, parse_spec
 from geoseg.stitch import LayerStitcher, tile_layer
-from geoseg.testutils.farmland import Farmland, farmland
+from geoseg.testutils.farmland import SPECTRA, Farmland, farmland
 from geoseg.tiling import Tile, TileGrid
 
 SAMPLE = Path(__file__).resolve().parents[1] / "jobs" / "sample"
@@ -113,6 +113,20 @@ def _window(pixels: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
     out[:, rs - r0 : re_ - r0, cs - c0 : ce - c0] = pixels[:, rs:re_, cs:ce]
     valid[rs - r0 : re_ - r0, cs - c0 : ce - c0] = True
     return out, valid
+
+
+DUNE_GRASS = (0.15, 0.165, 0.20, 0.29)  # sparse grass on sand behind a beach (S2 TOA): NDVI 0.096, bright in SWIR
+
+
+def test_dune_grass_on_sand_is_not_a_field_bare_soil_is() -> None:
+    """Below the NDVI floor (0.10): dune grass reads 0.09-0.10; a patch of dark bare soil (0.23) stays a field."""
+    model = _model(min_seed_m2=500)
+    pixels, dunes, _ = _patch_and_wood(DUNE_GRASS, SPECTRA["wood"])
+    valid = np.ones(dunes.shape, bool)
+    assert _found_share(model.delineate(pixels, valid).labels, dunes, inner=True) < 0.02
+    assert _found_share(_model(min_seed_m2=500, bare_ndvi_min=0.08).delineate(pixels, valid).labels, dunes) > 0.9
+    soil_pixels, soil, _ = _patch_and_wood(SPECTRA["dark_bare"], SPECTRA["wood"])
+    assert _found_share(model.delineate(soil_pixels, valid).labels, soil) > 0.9
 
 
 def _tiled_fields(scene: Farmland, tile_size: int) -> list[np.ndarray]:

