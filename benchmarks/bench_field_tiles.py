@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--scenes", default="s2_scene", help="scenes of bench_fields: s2_scene, landsat, sample_30m")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--min-iou", type=float, default=0.9)
-    parser.add_argument("--halo", type=int, help="halo of every tiling (default: the scene's job, 32 px)")
+    parser.add_argument("--halo", type=int, help="halo of every tiling (default: the scene's job, 50 px)")
     args = parser.parse_args()
     if "sample" in args.scenes.split(","):
         parser.error("--scenes: the sample runs only as jobs/sample_fields.yaml; use s2_scene, landsat, sample_30m")

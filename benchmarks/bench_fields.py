@@ -129,7 +129,7 @@ def scene_jobs(data: Path, out: Path, params: dict[str, object]) -> dict[str, Pa
             "nodata": 0,
             "scale": 0.0001,
         },
-        "tiling": {"tile_size": 512, "halo": 32},
+        "tiling": {"tile_size": 512, "halo": 50},
         **common,
     }  # fmt: skip
     l8_job = {
@@ -144,13 +144,13 @@ def scene_jobs(data: Path, out: Path, params: dict[str, object]) -> dict[str, Pa
             "mask": {"path": str(l8 / "l8_BQA.tif"), "kind": "landsat_pre_bqa", "min_confidence": "medium",
                      "cirrus": True},
         },
-        "tiling": {"tile_size": 256, "halo": 32},
+        "tiling": {"tile_size": 256, "halo": 50},
         **common,
     }  # fmt: skip
     sample_30m_job = {
         "name": "bench-sample-30m",
         "inputs": {"bands": coarsen_sample(out / "sample_30m"), "nodata": 0, "scale": 0.0001},
-        "tiling": {"tile_size": 128, "halo": 32},
+        "tiling": {"tile_size": 128, "halo": 50},
         **common,
     }
     jobs = {"sample": SAMPLE_JOB} if not params else {}

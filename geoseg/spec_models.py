@@ -75,6 +75,8 @@ class FieldRegionsSpec(StrictModel):
 
 MAX_EDGE_LENGTH_PX = 2.0
 """The field delineator's line filter: its sigma along a lane is at most this many pixels, whatever the pixel size."""
+MAX_LONG_EDGE_LENGTH_PX = 8.0
+"""Its long filter: at most this many pixels along (the halo grows with it)."""
 
 
 class FieldDelineatorSpec(StrictModel):
@@ -98,6 +100,16 @@ class FieldDelineatorSpec(StrictModel):
         description="Line filter: Gaussian sigma along a lane (m), at least edge_width_px and at most 2 px: "
         "2 px at 10 m follows faint lanes; at 30 m lanes are not resolved and the filter stays round.",
     )
+    long_edge_length_m: float | None = Field(
+        None,
+        ge=0,
+        description="Long line filter: Gaussian sigma along (m, at most 8 px), for a boundary faint along its "
+        "whole length (a change of crop, a lane a pixel wide). Default: 80 m for pixels up to 20 m, off on "
+        "coarser ones (measured: at 30 m it fuses small fields); 0 turns it off.",
+    )
+    long_edge_gain: float = Field(
+        1.3, gt=0, description="The long filter's answer times this counts as line strength where it is larger."
+    )
     neck_depth_m: float = Field(
         20.0,
         ge=0,
@@ -106,7 +118,7 @@ class FieldDelineatorSpec(StrictModel):
         "0 turns it off.",
     )
     merge_edge_max: float = Field(
-        0.07,
+        0.08,
         ge=0,
         description="Adjacent regions whose shared boundary is weaker (line strength, see merge_quantile) "
         "are joined: a field cut at a neck or along its streaks becomes one again; 0 turns merging off.",
@@ -176,7 +188,8 @@ class FieldDelineatorSpec(StrictModel):
         """Halo it asks for: its local steps (the line filter or the smoothing, texture, erosion) plus room for
         the neck map, the watershed and the region rule to see a field's surroundings (24 px), so that tile sizes
         agree."""
-        local = max(int(4 * self.smoothing_sigma), math.ceil(3 * max(self.edge_width_px, MAX_EDGE_LENGTH_PX)))
+        longest = MAX_LONG_EDGE_LENGTH_PX if self.long_edge_length_m != 0 else MAX_EDGE_LENGTH_PX
+        local = max(int(4 * self.smoothing_sigma), math.ceil(3 * max(self.edge_width_px, longest)))
         return local + 1 + (1 if self.seed_erode_px is None else self.seed_erode_px) + 24
 
 

@@ -72,7 +72,7 @@ def test_plan_sample_job(capsys):
     assert main(["plan", str(SAMPLE)]) == 0
     out = capsys.readouterr().out
     assert "768 x 768 px" in out
-    assert "3 x 3 tiles of 256 px + 32 px halo" in out
+    assert "3 x 3 tiles of 256 px + 50 px halo" in out
     assert "tiles        9 to run" in out
 
 

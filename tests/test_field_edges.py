@@ -7,6 +7,7 @@ from scipy import ndimage
 
 from geoseg.models.field_edges import (
     NECK_CAP_PX,
+    LineFilter,
     calm_seeds,
     edge_length_px,
     kernel_radius,
@@ -16,6 +17,8 @@ from geoseg.models.field_edges import (
 )
 
 WIDTH, LENGTH = 0.7, 2.0
+SHORT = LineFilter(WIDTH, LENGTH)
+LONG = LineFilter(WIDTH, LENGTH, long_length_px=8.0, long_gain=1.3)
 
 
 def _field_pair(lane_contrast: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +50,11 @@ def test_fourier_filter_equals_a_direct_convolution() -> None:
     for kernel in line_kernels(WIDTH, LENGTH):
         answers = np.stack([ndimage.correlate(band, kernel, mode="mirror") for band in bands])
         direct = np.maximum(direct, np.sqrt((answers**2).sum(axis=0)))
-    np.testing.assert_allclose(line_strength(pixels, valid, WIDTH, LENGTH), direct, atol=1e-4)
+    np.testing.assert_allclose(line_strength(pixels, valid, SHORT), direct, atol=1e-4)
+    for kernel in line_kernels(WIDTH, LONG.long_length_px):
+        answers = np.stack([ndimage.correlate(band, kernel, mode="mirror") for band in bands])
+        direct = np.maximum(direct, LONG.long_gain * np.sqrt((answers**2).sum(axis=0)))
+    np.testing.assert_allclose(line_strength(pixels, valid, LONG), direct, atol=1e-4)
 
 
 def test_a_faint_track_stands_out_more_than_in_a_gradient() -> None:
@@ -59,7 +66,7 @@ def test_a_faint_track_stands_out_more_than_in_a_gradient() -> None:
     core = (slice(8, -8), slice(8, -8))
     for seed in range(3):
         pixels, valid = _field_pair(0.015, seed)
-        strength = line_strength(pixels, valid, WIDTH, LENGTH)
+        strength = line_strength(pixels, valid, SHORT)
         line_margin = strength[8:-8, 40].min() / strength[core][fields[core]].max()
         smooth = [ndimage.gaussian_filter(band, 1.0) for band in pixels]
         gradient = np.sqrt(sum(ndimage.sobel(b, 0) ** 2 + ndimage.sobel(b, 1) ** 2 for b in smooth))
@@ -67,21 +74,47 @@ def test_a_faint_track_stands_out_more_than_in_a_gradient() -> None:
         assert line_margin > 1.2 and line_margin > gradient_margin + 0.25, (line_margin, gradient_margin)
 
 
+def test_the_long_filter_lifts_a_track_too_faint_for_the_short_one() -> None:
+    """A track of contrast 0.01 (2.5 times the noise) along the whole scene, in three noise draws: the short
+    filter's weakest answer on it falls below the strongest inside the fields in one of them; with the long filter
+    beside it, it is well above in all three."""
+    fields = np.ones((80, 80), bool)
+    fields[:, 37:44] = False
+    core = (slice(8, -8), slice(8, -8))
+    margins = []
+    for seed in range(3):
+        pixels, valid = _field_pair(0.01, seed)
+        strengths = [line_strength(pixels, valid, line) for line in (SHORT, LONG)]
+        margins.append([s[24:-24, 40].min() / s[core][fields[core]].max() for s in strengths])
+    short, long = np.array(margins).T
+    assert short.min() < 1.0 and long.min() > 1.2 and (long - short).min() > 0.4, margins
+
+
+def test_the_long_filter_leaves_a_short_dash_as_the_short_filter_sees_it() -> None:
+    """A 5 px dash (a bush, a patch) is not a boundary: its strongest answer stays the short filter's."""
+    pixels, valid = _field_pair(0.0)
+    pixels[1, 38:43, 20] += 0.05
+    pixels[2, 38:43, 20] -= 0.05
+    short, both = line_strength(pixels, valid, SHORT), line_strength(pixels, valid, LONG)
+    assert short[36:45, 18:23].max() > 0.15
+    np.testing.assert_allclose(both[36:45, 18:23].max(), short[36:45, 18:23].max(), rtol=0.02)
+
+
 def test_a_uniform_field_and_its_masked_holes_draw_no_lines() -> None:
     pixels, valid = _field_pair(0.0)
     valid[30:40, 10:20] = False  # a cloud: read as 0
     pixels[:, ~valid] = 0
-    strength = line_strength(pixels, valid, WIDTH, LENGTH)
+    strength = line_strength(pixels, valid, SHORT)
     assert strength[valid].max() < 0.1
 
 
 def test_a_window_sees_the_same_strength_as_the_scene_away_from_its_edge() -> None:
     pixels, valid = _field_pair(0.02)
-    whole = line_strength(pixels, valid, WIDTH, LENGTH)
-    window = line_strength(pixels[:, 10:60, 20:70], valid[10:60, 20:70], WIDTH, LENGTH)
-    margin = kernel_radius(WIDTH, LENGTH)
-    inner = (slice(margin, -margin), slice(margin, -margin))
-    np.testing.assert_allclose(window[inner], whole[10:60, 20:70][inner], atol=1e-5)
+    for line in (SHORT, LONG):
+        whole = line_strength(pixels, valid, line)
+        window = line_strength(pixels[:, 4:76, 2:78], valid[4:76, 2:78], line)
+        inner = (slice(line.radius, -line.radius), slice(line.radius, -line.radius))
+        np.testing.assert_allclose(window[inner], whole[4:76, 2:78][inner], atol=1e-5)
 
 
 def test_calm_areas_joined_by_a_neck_seed_apart() -> None:

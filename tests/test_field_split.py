@@ -73,20 +73,22 @@ def _bare_beside_green(ramp_px: int) -> tuple[np.ndarray, np.ndarray]:
     return pixels, field
 
 
-@pytest.mark.parametrize("ramp_px", [5, 7])
-def test_the_delineator_splits_a_bare_and_a_green_field_that_no_lane_parts(ramp_px: int) -> None:
-    """A 7 px ramp passes the line filter (one region without the rule); a 5 px ramp does not, and the rule then
-    cuts no sliver off the ramp's side: two fields either way."""
+@pytest.mark.parametrize(("ramp_px", "long_filter"), [(5, True), (7, True), (7, False)])
+def test_the_delineator_splits_a_bare_and_a_green_field_that_no_lane_parts(ramp_px: int, long_filter: bool) -> None:
+    """A 7 px ramp passes the short line filter (one region without the rule and the long filter); a 5 px ramp does
+    not, and the rule then cuts no sliver off the ramp's side: two fields either way. The long filter finds the
+    straight 7 px ramp by itself; without it the rule's cut lies in the ramp."""
     pixels, bare = _bare_beside_green(ramp_px)
     valid = np.ones(bare.shape, bool)
-    if ramp_px == 7:
-        no_split = FieldDelineatorSpec(type="field_delineator", split_ndvi_step=0)
+    off = {} if long_filter else {"long_edge_length_m": 0}
+    if not long_filter:
+        no_split = FieldDelineatorSpec(type="field_delineator", split_ndvi_step=0, **off)
         fused = FieldDelineator(no_split).delineate(pixels, valid).labels
         assert fused[35, 20] > 0 and fused[35, 20] == fused[35, 110], (
             "without the split rule the two fields should come out as one: the scene no longer tests the rule"
         )
-    labels = FieldDelineator(FieldDelineatorSpec(type="field_delineator")).delineate(pixels, valid).labels
+    labels = FieldDelineator(FieldDelineatorSpec(type="field_delineator", **off)).delineate(pixels, valid).labels
     left, right = labels[35, 20], labels[35, 110]
     assert set(np.unique(labels)) == {0, left, right} and left > 0 and right > 0 and left != right
-    if ramp_px == 7:  # the rule's cut: in the ramp (the 5 px ramp's is the line filter's, a few px past it)
+    if not long_filter:  # the rule's cut: in the ramp (the 5 px ramp's is the line filter's, a few px past it)
         assert ((labels == left) & bare).sum() / (labels == left).sum() > 0.9

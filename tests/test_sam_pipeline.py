@@ -19,6 +19,7 @@ import shapely
 from geoseg.raysession import shutdown_ray
 from geoseg.runner import run_job
 from geoseg.spec import parse_spec
+from geoseg.spec_models import FieldDelineatorSpec
 from geoseg.testutils.tiny_sam import TINY_VARIANT, register_tiny_sam, write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def _refine_job(tmp_path: Path, checkpoint: Path) -> dict:
     job["inputs"]["bands"] |= {
         name: {"path": str(SAMPLE / f"{file}.tif")} for name, file in (("nir", "B08"), ("swir16", "B11"))
     }
-    job["tiling"]["halo"] = 32
+    job["tiling"]["halo"] = FieldDelineatorSpec(type="field_delineator").receptive_field
     job["models"].insert(0, {"type": "field_delineator", "name": "fields"})
     job["output"]["min_area_m2"] = 20000  # the larger fields only: fewer prompts for the CPU
     return job

@@ -6,6 +6,9 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
 1. **Line strength** (:mod:`geoseg.models.field_edges`): an elongated line filter (``edge_width_px`` across,
    ``edge_length_m`` along, 16 orientations) on the logarithm of green, red, NIR (and SWIR). It follows a faint
    lane between two fields of one crop, which a plain gradient loses in the noise, and it answers on steps too.
+   Beside it a long filter (``long_edge_length_m``, by default 80 m on pixels up to 20 m), whose answer counts
+   ``long_edge_gain`` times: a boundary faint along its whole length (a change of crop, a lane one pixel wide)
+   runs straight for a field's length, where the streaks and patches inside a field do not.
 2. **Field-like pixels** (all must hold; each rule leaves one kind of land out), on the bands smoothed with a
    Gaussian (``smoothing_sigma``):
 
@@ -39,11 +42,12 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
 7. **Region rule**: a region whose mean texture exceeds ``region_texture_max`` is dropped (orchards, gardens,
    scattered houses that passed pixel by pixel).
 
-Tiles: steps 1-2 and the distance map of step 3 are local (a few pixels; the map is capped at 16 px), and the
-stitcher joins a field's fragments across core edges where the tiles agree (``merge_min_agreement``). The neck
-split of step 3, the watershed, the merge, the split and the region rule see the read window: the halo
-(``receptive_field``, 32 px by default) keeps their differences between tile sizes small; tests state the
-tolerance, ``benchmarks/bench_field_tiles.py`` measures it on real scenes (the neck split is the least local).
+Tiles: steps 1-2 and the distance map of step 3 are local (up to 24 px, the long filter's reach; the map is capped
+at 16 px), and the stitcher joins a field's fragments across core edges where the tiles agree
+(``merge_min_agreement``). The neck split of step 3, the watershed, the merge, the split and the region rule see the
+read window: the halo (``receptive_field``, 50 px by default) keeps their differences between tile sizes small;
+tests state the tolerance, ``benchmarks/bench_field_tiles.py`` measures it on real scenes (the neck split is the
+least local).
 How the defaults were chosen and what they score: ``benchmarks/bench_fields.py``.
 """
 
@@ -58,11 +62,14 @@ from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import watershed
 
 from geoseg.models.base import InstanceInfo, InstanceOutput, Model, ModelOutput, SceneInfo, TileContext
-from geoseg.models.field_edges import calm_seeds, edge_length_px, line_strength, masked_smooth
+from geoseg.models.field_edges import LineFilter, calm_seeds, edge_length_px, line_strength, masked_smooth
 from geoseg.models.field_split import SplitRule, split_mixed_cover
 from geoseg.spec import FieldDelineatorSpec
+from geoseg.spec_models import MAX_LONG_EDGE_LENGTH_PX
 
 _TEXTURE_SIZE = 3
+DEFAULT_LONG_EDGE_M = 80.0
+"""The long line filter's sigma along where ``long_edge_length_m`` is not set (pixels up to 20 m)."""
 MIN_NECK_DEPTH_PX = 1.5
 """Necks shallower than this many pixels are not split: on 30 m pixels the distance map climbs in steps of a
 pixel or less (1, 1.41, 2, ...), and 20 m (0.7 px) would split a field at every notch of its outline."""
@@ -80,7 +87,7 @@ class FieldDelineator(Model):
         self.seed_erode_px = (1 if pixel_size_m <= 20 else 0) if erode is None else erode
         self.min_seed_px = max(1, round(spec.min_seed_m2 / pixel_size_m**2))
         self.neck_depth_px = max(spec.neck_depth_m / pixel_size_m, MIN_NECK_DEPTH_PX) if spec.neck_depth_m else 0.0
-        self.edge_length_px = edge_length_px(spec.edge_length_m, spec.edge_width_px, pixel_size_m)
+        self.line_filter = _line_filter(spec, pixel_size_m)
         self.merge_min_agreement = spec.merge_min_agreement
         ramp_px = spec.split_ramp_m / pixel_size_m
         self.split_rule = SplitRule(spec.split_ndvi_step, spec.split_bimodality, ramp_px, self.min_seed_px)
@@ -93,7 +100,7 @@ class FieldDelineator(Model):
         """Fields of one read window: ``pixels`` (C, H, W) in ``self.bands`` order, ``valid`` (H, W)."""
         spec = self.spec
         pixels = pixels.astype(np.float32, copy=False)
-        strength = line_strength(pixels, valid, spec.edge_width_px, self.edge_length_px)
+        strength = line_strength(pixels, valid, self.line_filter)
         sigma = spec.smoothing_sigma
         smooth = {name: masked_smooth(band, valid, sigma) for name, band in zip(self.bands, pixels, strict=True)}
         texture = _local_variation(pixels[self.bands.index("nir")], valid, _TEXTURE_SIZE)
@@ -131,6 +138,16 @@ class FieldDelineator(Model):
         drop = mean_texture > self.spec.region_texture_max
         drop[0] = True
         return np.where(drop[labels], 0, labels)
+
+
+def _line_filter(spec: FieldDelineatorSpec, pixel_size_m: float) -> LineFilter:
+    """The line filter at this pixel size; the long one (by default 80 m up to 20 m pixels) where it is on."""
+    width = spec.edge_width_px
+    long_m = spec.long_edge_length_m
+    if long_m is None:
+        long_m = DEFAULT_LONG_EDGE_M if pixel_size_m <= 20 else 0.0
+    long_px = edge_length_px(long_m, width, pixel_size_m, MAX_LONG_EDGE_LENGTH_PX) if long_m else 0.0
+    return LineFilter(width, edge_length_px(spec.edge_length_m, width, pixel_size_m), long_px, spec.long_edge_gain)
 
 
 def _merge_weak_boundaries(labels: np.ndarray, strength: np.ndarray, edge_max: float, quantile: float) -> np.ndarray:

@@ -10,6 +10,11 @@ combined as the root of their summed squares, and the largest over orientations 
 or dark) and on both sides of a step. The filter is a circular convolution in the Fourier domain of the window,
 padded by reflection, so nothing wraps into the result.
 
+A boundary that is faint all along (a change of crop without a lane, a lane the width of a pixel) can stay below
+the threshold at 2 px along; but it runs straight for a field's length. A second filter, as narrow and
+``long_length_px`` long, answers it alike while it averages noise and curved streaks over more pixels, so its
+answer counts ``long_gain`` times where that is the larger (:class:`LineFilter`).
+
 Seeds are the calm pixels, cut where a calm area narrows to a neck (a gap in a lane or hedge joins two fields
 only through a neck): the tops of the distance-to-edge map that stand ``neck_depth_px`` above the neck between
 them each seed a region. The distance map is capped at :data:`NECK_CAP_PX` so that it is the same in every read
@@ -19,6 +24,7 @@ window that holds a pixel with that margin, whatever the tile size.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -39,15 +45,31 @@ TIE_BREAK = 1e-3
 differ by 0.03 px or more up to :data:`NECK_CAP_PX`: it orders pixels of one depth and never two depths."""
 
 
+@dataclass(frozen=True)
+class LineFilter:
+    """The line filter's shape in pixels: sigma across and along, and a second filter as narrow, sigma
+    ``long_length_px`` along (0: none), whose answer times ``long_gain`` counts where it is the larger."""
+
+    width_px: float
+    length_px: float
+    long_length_px: float = 0.0
+    long_gain: float = 1.0
+
+    @property
+    def radius(self) -> int:
+        """Half the size of its largest kernel."""
+        return kernel_radius(self.width_px, max(self.length_px, self.long_length_px))
+
+
 def kernel_radius(width_px: float, length_px: float) -> int:
     """Half the size of the line filter's kernels (three sigmas of the longer axis)."""
     return math.ceil(3 * max(width_px, length_px))
 
 
-def edge_length_px(length_m: float, width_px: float, pixel_size_m: float) -> float:
-    """The filter's sigma along a lane in pixels: ``length_m`` at this pixel size, at least ``width_px`` (round),
-    at most :data:`MAX_EDGE_LENGTH_PX`."""
-    return max(width_px, min(length_m / pixel_size_m, MAX_EDGE_LENGTH_PX))
+def edge_length_px(length_m: float, width_px: float, pixel_size_m: float, cap_px: float = MAX_EDGE_LENGTH_PX) -> float:
+    """A filter's sigma along a lane in pixels: ``length_m`` at this pixel size, at least ``width_px`` (round),
+    at most ``cap_px``."""
+    return max(width_px, min(length_m / pixel_size_m, cap_px))
 
 
 @lru_cache(maxsize=8)
@@ -69,14 +91,24 @@ def line_kernels(width_px: float, length_px: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _kernel_spectra(shape: tuple[int, int], width_px: float, length_px: float) -> np.ndarray:
-    """The kernels' real FFTs over a window of ``shape``, centred on the origin (circular convolution)."""
-    kernels = line_kernels(width_px, length_px)
-    half = kernels.shape[-1] // 2
-    placed = np.zeros((len(kernels), *shape), np.float32)
-    placed[:, : kernels.shape[1], : kernels.shape[2]] = kernels
+def _kernel_spectra(shape: tuple[int, int], line: LineFilter) -> np.ndarray:
+    """The kernels' real FFTs over a window of ``shape``, centred on the origin (circular convolution): the
+    line filter's, then the long filter's times its gain."""
+    half = line.radius
+    kernels = [_padded(line_kernels(line.width_px, line.length_px), half)]
+    if line.long_length_px > 0:
+        kernels.append(line.long_gain * _padded(line_kernels(line.width_px, line.long_length_px), half))
+    stacked = np.concatenate(kernels)
+    placed = np.zeros((len(stacked), *shape), np.float32)
+    placed[:, : stacked.shape[1], : stacked.shape[2]] = stacked
     placed = np.roll(placed, (-half, -half), axis=(1, 2))
     return fft.rfft2(placed, axes=(1, 2))
+
+
+def _padded(kernels: np.ndarray, half: int) -> np.ndarray:
+    """Kernels (K, S, S) zero-padded to (K, 2 * half + 1, 2 * half + 1)."""
+    grow = half - kernels.shape[-1] // 2
+    return np.pad(kernels, ((0, 0), (grow, grow), (grow, grow)))
 
 
 def masked_smooth(band: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
@@ -98,16 +130,16 @@ def log_bands(pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def line_strength(pixels: np.ndarray, valid: np.ndarray, width_px: float, length_px: float) -> np.ndarray:
+def line_strength(pixels: np.ndarray, valid: np.ndarray, line: LineFilter) -> np.ndarray:
     """Line and edge strength (H, W) float32 of (C, H, W) reflectance bands, in log-reflectance contrast."""
     bands = log_bands(pixels, valid)
     _, rows, cols = bands.shape
-    pad = kernel_radius(width_px, length_px)
+    pad = line.radius
     shape = (fft.next_fast_len(rows + 2 * pad, real=True), fft.next_fast_len(cols + 2 * pad, real=True))
     padded = np.pad(bands, ((0, 0), (pad, shape[0] - rows - pad), (pad, shape[1] - cols - pad)), mode="reflect")
     spectra = fft.rfft2(padded, axes=(1, 2))
     best = np.zeros((rows, cols), np.float32)
-    for kernel in _kernel_spectra(shape, width_px, length_px):
+    for kernel in _kernel_spectra(shape, line):
         answers = fft.irfft2(spectra * kernel, s=shape, axes=(1, 2))[:, pad : pad + rows, pad : pad + cols]
         np.maximum(best, np.sqrt(np.einsum("chw,chw->hw", answers, answers)), out=best)
     return best
