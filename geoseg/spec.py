@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, Field, ValidationError, field_validator, mod
 
 from geoseg.errors import SpecError
 from geoseg.spec_models import (
+    DEFAULT_HALO_PX,
     PROMPT_SOURCE_TYPES,
     CropHealthSpec,
     CropHealthThresholds,
@@ -28,6 +29,8 @@ from geoseg.spec_models import (
     SamSpec,
     UNetSpec,
     VegetationIndex,
+    halo_problem,
+    models_reach,
 )
 from geoseg.spec_product import (
     CropHealthPercentiles,
@@ -137,7 +140,13 @@ class TilingSpec(StrictModel):
     """Tile grid: each tile owns a core of tile_size² pixels and reads a halo around it."""
 
     tile_size: int = Field(512, ge=32, le=8192)
-    halo: int = Field(32, ge=1, le=1024, description="Overlap read on each side; >= the models' receptive field.")
+    halo: int = Field(
+        DEFAULT_HALO_PX,
+        ge=1,
+        le=1024,
+        description=f"Overlap read on each side (px), at least the models' receptive field; default: "
+        f"{DEFAULT_HALO_PX} or the farthest any model of the job sees, whichever is larger.",
+    )
 
 
 # --------------------------------------------------------------------------------------------- output, compute
@@ -216,6 +225,20 @@ class JobSpec(StrictModel):
     output: OutputSpec
     compute: ComputeSpec = ComputeSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_halo(cls, data: Any) -> Any:
+        """A spec without ``tiling.halo`` reads as far as its models see (a checkpoint's reach: see the plan)."""
+        if not isinstance(data, dict):
+            return data
+        tiling = data.get("tiling") or {}
+        if not isinstance(tiling, dict) or "halo" in tiling:
+            return data
+        reach = models_reach(data.get("models"))
+        if reach is None or reach <= DEFAULT_HALO_PX:
+            return data
+        return {**data, "tiling": {**tiling, "halo": reach}}
+
     @model_validator(mode="after")
     def _unique_names(self) -> JobSpec:
         names = [m.name for m in self.models]
@@ -251,16 +274,6 @@ class JobSpec(StrictModel):
             if problem:
                 raise ValueError(problem)
         return self
-
-
-def halo_problem(halo: int, model: str, receptive_field: int) -> str | None:
-    """What to change when a halo is smaller than a model's receptive field, or None."""
-    if halo >= receptive_field:
-        return None
-    return (
-        f"tiling.halo {halo} is smaller than model {model!r} sees ({receptive_field} px): "
-        f"raise tiling.halo to at least {receptive_field}"
-    )
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from geoseg.spec_product import CropHealthPercentiles, StrictModel, VerdictRules
 
@@ -273,3 +273,25 @@ PROMPT_SOURCE_TYPES = ("field_delineator", "field_regions", "sam")
 ModelSpec = Annotated[
     CropHealthSpec | FieldRegionsSpec | FieldDelineatorSpec | SamSpec | UNetSpec, Field(discriminator="type")
 ]
+
+DEFAULT_HALO_PX = 32
+"""The tiling halo of a spec that gives none, unless one of its models sees further."""
+
+
+def models_reach(raw_models: Any) -> int | None:
+    """The largest receptive field (px) of raw model specs, as far as the spec tells; None if they do not validate."""
+    try:
+        models = TypeAdapter(list[ModelSpec]).validate_python(raw_models)
+    except ValidationError:
+        return None  # the job spec's own validation reports it
+    return max((getattr(model, "receptive_field", 0) for model in models), default=0)
+
+
+def halo_problem(halo: int, model: str, receptive_field: int) -> str | None:
+    """What to change when a halo is smaller than a model's receptive field, or None."""
+    if halo >= receptive_field:
+        return None
+    return (
+        f"tiling.halo {halo} is smaller than model {model!r} sees ({receptive_field} px): "
+        f"raise tiling.halo to at least {receptive_field}"
+    )

@@ -116,6 +116,34 @@ def test_halo_equal_to_receptive_field_is_enough(minimal_spec):
     assert [type(m) for m in spec.models] == [CropHealthSpec, FieldRegionsSpec]
 
 
+_NO_LONG_FILTER = {"type": "field_delineator", "long_edge_length_m": 0}  # reaches 32 px
+
+
+@pytest.mark.parametrize(
+    ("tiling", "models", "halo"),
+    [
+        (None, [{"type": "field_delineator"}], 50),  # the delineator's long line filter reaches 50 px
+        ({"tile_size": 256}, [{"type": "crop_health"}, {"type": "field_delineator"}], 50),  # the farthest model
+        ({"tile_size": 256}, [{"type": "crop_health", "smoothing_px": 16}, _NO_LONG_FILTER], 32),  # the default
+        ({"halo": 64}, [{"type": "field_delineator"}], 64),  # a halo given is kept
+    ],
+)
+def test_halo_left_out_follows_the_models(minimal_spec, tiling, models, halo):
+    minimal_spec.pop("tiling", None)
+    if tiling is not None:
+        minimal_spec["tiling"] = tiling
+    minimal_spec["models"] = models
+    spec = parse_spec(minimal_spec)
+    assert spec.tiling.halo == halo
+    assert spec.tiling.tile_size == (tiling or {}).get("tile_size", 512)
+
+
+def test_halo_given_too_small_for_the_delineator_is_refused(minimal_spec):
+    minimal_spec["tiling"] = {"halo": 32}
+    minimal_spec["models"] = [{"type": "field_delineator"}]
+    assert "raise tiling.halo to at least 50" in _rejected(minimal_spec)
+
+
 def test_spec_is_frozen(minimal_spec):
     spec = parse_spec(minimal_spec)
     with pytest.raises(ValueError):
