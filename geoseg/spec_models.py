@@ -278,10 +278,13 @@ DEFAULT_HALO_PX = 32
 """The tiling halo of a spec that gives none, unless one of its models sees further."""
 
 
+_MODEL_LIST = TypeAdapter(list[ModelSpec])
+
+
 def models_reach(raw_models: Any) -> int | None:
     """The largest receptive field (px) of raw model specs, as far as the spec tells; None if they do not validate."""
     try:
-        models = TypeAdapter(list[ModelSpec]).validate_python(raw_models)
+        models = _MODEL_LIST.validate_python(raw_models)
     except ValidationError:
         return None  # the job spec's own validation reports it
     return max((getattr(model, "receptive_field", 0) for model in models), default=0)
