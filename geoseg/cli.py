@@ -93,7 +93,7 @@ def _cluster_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from geoseg.submit import submit_job
+    from geoseg.run.submit import submit_job
 
     print(
         submit_job(
@@ -104,7 +104,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from geoseg.submit import job_state
+    from geoseg.run.submit import job_state
 
     state = job_state(args.id, args.address)
     print(state.summary())
@@ -112,14 +112,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    from geoseg.submit import job_logs
+    from geoseg.run.submit import job_logs
 
     job_logs(args.id, args.address, follow=args.follow)
     return 0
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    from geoseg.submit import stop_job
+    from geoseg.run.submit import stop_job
 
     print(f"{args.id}: {'stopping' if stop_job(args.id, args.address) else 'already ended'}")
     return 0
@@ -127,7 +127,7 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from geoseg.launch import run_job_early_ray
-    from geoseg.spec import load_spec
+    from geoseg.spec.job import load_spec
 
     spec = load_spec(args.job)
     result = run_job_early_ray(
@@ -145,7 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from geoseg.spec import load_spec
+    from geoseg.spec.job import load_spec
 
     spec = load_spec(args.job)
     print(f"{args.job}: valid ({len(spec.models)} model(s): {', '.join(m.name for m in spec.models)})")
@@ -153,15 +153,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from geoseg.plan import describe, plan_job
-    from geoseg.spec import load_spec
+    from geoseg.plan.job import describe, plan_job
+    from geoseg.spec.job import load_spec
 
     print(describe(plan_job(load_spec(args.job), with_stats=False)))
     return 0
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from geoseg.spec import json_schema
+    from geoseg.spec.job import json_schema
 
     print(json_schema())
     return 0
@@ -172,7 +172,7 @@ def _split_names(value: str | None) -> list[str] | None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from geoseg.spec import load_spec
+    from geoseg.spec.job import load_spec
     from geoseg.train import train_unet
 
     result = train_unet(

@@ -1,10 +1,10 @@
-"""Training a U-Net (:mod:`geoseg.models.unet`) on a job's inputs and a label raster, patch by patch.
+"""Training a U-Net (:mod:`geoseg.models.unet.model`) on a job's inputs and a label raster, patch by patch.
 
-The scene is never in memory: random patches are read with :func:`~geoseg.raster.read_window`, their labels with a
+The scene is never in memory: random patches are read with :func:`~geoseg.inputs.scene.read_window`, their labels with a
 nearest-neighbour warp of the label raster onto the patch's grid (any CRS or resolution). Band statistics come from
-the decimated whole-scene read of :func:`~geoseg.raster.read_overview`. The last strip of the scene (20 % of its
+the decimated whole-scene read of :func:`~geoseg.inputs.scene.read_overview`. The last strip of the scene (20 % of its
 longer side) is held out: no training patch touches it, and pixel accuracy is measured there. This module chooses
-the data (no torch); :mod:`geoseg.models.unet_train` fits the network.
+the data (no torch); :mod:`geoseg.models.unet.fit` fits the network.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoseg.errors import InputError, OutputExistsError
-from geoseg.models.unet_meta import IGNORE, PALETTE, SidecarClass, TrainingMetrics, UNetSidecar, sidecar_path
-from geoseg.plan import open_job_scene
-from geoseg.raster import Scene, overview_shape, read_overview, read_window
-from geoseg.spec import JobSpec
+from geoseg.models.unet.meta import IGNORE, PALETTE, SidecarClass, TrainingMetrics, UNetSidecar, sidecar_path
+from geoseg.plan.job import open_job_scene
+from geoseg.inputs.scene import Scene, overview_shape, read_overview, read_window
+from geoseg.spec.job import JobSpec
 
 Patch = tuple[np.ndarray, np.ndarray, np.ndarray]
 """(pixels (C, H, W), valid (H, W), int64 targets (H, W): label - 1, :data:`IGNORE` where unusable)."""
@@ -206,11 +206,11 @@ def train_unet(
         classes: class names for values 1..K; default ``class_1``... up to the largest label.
         bands: bands to train on; default every band of the inputs.
         overwrite: replace an existing checkpoint.
-        settings: :class:`~geoseg.models.unet_train.FitSettings` fields: ``epochs``, ``steps_per_epoch``,
+        settings: :class:`~geoseg.models.unet.fit.FitSettings` fields: ``epochs``, ``steps_per_epoch``,
             ``batch_size``, ``patch_size``, ``lr`` (Adam, cross-entropy), ``depth``, ``width`` (U-Net size),
             ``device`` ("cpu" or "cuda[:n]", CPU without CUDA), ``seed`` (patch sampling and initialisation).
     """
-    from geoseg.models.unet_train import FitData, FitSettings, fit  # torch
+    from geoseg.models.unet.fit import FitData, FitSettings, fit  # torch
 
     start = time.perf_counter()
     out = Path(out)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from geoseg.raysession import shutdown_ray
+from geoseg.run.session import shutdown_ray
 
 SpecWriter = Callable[..., Path]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geoseg.spec import load_spec, parse_spec
+from geoseg.spec.job import load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from affine import Affine
 
-from geoseg.tiling import Tile
+from geoseg.inputs.tiles import Tile
 
 if TYPE_CHECKING:
-    from geoseg.spec import VerdictRules
+    from geoseg.spec.job import VerdictRules
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class StatsRole:
     hist_layers: tuple[str, ...] = ()
     """Per-pixel layers whose medians are kept (as histograms); the others get means only."""
     verdict: VerdictRules | None = None
-    """Rules of the per-object verdict (:mod:`geoseg.verdict`)."""
+    """Rules of the per-object verdict (:mod:`geoseg.export.verdict`)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class ModelInfo:
     prompts_from: str | None = None
     """Another instance model of the job whose stitched objects prompt this one with their bounding boxes."""
     merge: str = "core"
-    """How overlapping tiles combine for a semantic model: ``core``, or a blend from :mod:`geoseg.blend`."""
+    """How overlapping tiles combine for a semantic model: ``core``, or a blend from :mod:`geoseg.stitch.blend`."""
     receptive_field: int = 0
     """Halo (px) the model needs so that a tile's core does not depend on the tile size."""
     min_area_m2: float = 0.0

@@ -23,7 +23,7 @@ from typing import Any
 
 from geoseg.atomic import atomic_write
 from geoseg.errors import WeightsError
-from geoseg.models.sam_variants import variant_config
+from geoseg.models.sam.variants import variant_config
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60

@@ -19,7 +19,7 @@ Each :class:`ModelType` entry says:
 
 Adding a model type:
 
-1. its spec class in :mod:`geoseg.spec_models` (a ``type: Literal[...]`` field, added to ``ModelSpec``);
+1. its spec class in :mod:`geoseg.spec.models` (a ``type: Literal[...]`` field, added to ``ModelSpec``);
 2. its model in ``geoseg/models/<type>.py`` with a builder ``build_<type>(spec, scene, device)``;
 3. one entry in :data:`MODEL_TYPES` below (and a row in README's model table).
 """
@@ -34,11 +34,11 @@ from typing import Any
 
 from geoseg.errors import WeightsError
 from geoseg.models.base import Model, ModelInfo, SceneInfo, StatsRole
-from geoseg.models.catalog import HEALTH_CLASSES, bands_for
+from geoseg.models.crop_health.catalog import HEALTH_CLASSES, bands_for
 from geoseg.models.checkpoints import resolve_checkpoint
-from geoseg.models.sam_variants import variant_config
-from geoseg.models.unet_meta import read_unet_metadata, sidecar_path, unet_classes
-from geoseg.spec import CropHealthSpec, FieldDelineatorSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
+from geoseg.models.sam.variants import variant_config
+from geoseg.models.unet.meta import read_unet_metadata, sidecar_path, unet_classes
+from geoseg.spec.job import CropHealthSpec, FieldDelineatorSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
 
 
 def _no_bands(spec: Any) -> tuple[str, ...]:
@@ -119,24 +119,24 @@ def _unet_info(spec: UNetSpec) -> ModelInfo:
 
 MODEL_TYPES: dict[type, ModelType] = {
     CropHealthSpec: ModelType(
-        builder="geoseg.models.crop_health_cpu:build_crop_health",
+        builder="geoseg.models.crop_health.cpu:build_crop_health",
         info=_crop_health_info,
         stats=_crop_health_stats,
         scene_indices=_crop_health_scene_indices,
         cheap=True,
     ),
-    FieldRegionsSpec: ModelType(builder="geoseg.models.field_regions:build_field_regions", info=_field_regions_info),
+    FieldRegionsSpec: ModelType(builder="geoseg.models.fields.regions:build_field_regions", info=_field_regions_info),
     FieldDelineatorSpec: ModelType(
-        builder="geoseg.models.field_delineator:build_field_delineator", info=_field_delineator_info
+        builder="geoseg.models.fields.delineator:build_field_delineator", info=_field_delineator_info
     ),
     SamSpec: ModelType(
-        builder="geoseg.models.sam:build_sam",
+        builder="geoseg.models.sam.model:build_sam",
         info=_sam_info,
         stretch_bands=lambda spec: tuple(spec.rgb),
         checkpoint_files=lambda spec: (resolve_checkpoint(spec.variant, spec.checkpoint),),
     ),
     UNetSpec: ModelType(
-        builder="geoseg.models.unet:build_unet",
+        builder="geoseg.models.unet.model:build_unet",
         info=_unet_info,
         checkpoint_files=lambda spec: (Path(spec.checkpoint), sidecar_path(spec.checkpoint)),
     ),

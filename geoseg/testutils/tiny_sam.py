@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geoseg.models.sam_variants import SamConfig, register_variant
-from geoseg.models.sam_weights import build_sam_model
+from geoseg.models.sam.variants import SamConfig, register_variant
+from geoseg.models.sam.weights import build_sam_model
 
 TINY_VARIANT = "vit_tiny"
 

@@ -1,0 +1,1 @@
+"""Crop health from vegetation indices: formulas, classes, the torch and numpy models."""

@@ -1,0 +1,205 @@
+"""Field delineator (no weights): regions between lanes and edges, then a field / not-field rule per pixel and region.
+
+What a field is on a 10-30 m image: a large, smooth region of cropland (green, stubble or bare soil) bounded by
+hedges, tree lines, roads, ditches or a change of crop. The steps, each with its spec parameter:
+
+1. **Line strength** (:mod:`geoseg.models.fields.edges`): an elongated line filter (``edge_width_px`` across,
+   ``edge_length_m`` along, 16 orientations) on the logarithm of green, red, NIR (and SWIR). It follows a faint
+   lane between two fields of one crop, which a plain gradient loses in the noise, and it answers on steps too.
+   Beside it a long filter (``long_edge_length_m``, by default 80 m on pixels up to 20 m), whose answer counts
+   ``long_edge_gain`` times: a boundary faint along its whole length (a change of crop, a lane one pixel wide)
+   runs straight for a field's length, where the streaks and patches inside a field do not.
+2. **Field-like pixels** (all must hold; each rule leaves one kind of land out), on the bands smoothed with a
+   Gaussian (``smoothing_sigma``):
+
+   - NDWI = (green - NIR) / (green + NIR) <= ``water_ndwi`` — not water;
+   - NDVI >= ``bare_ndvi_min`` — not sand, beach, roofs, tarmac (bare soil has NDVI 0.1-0.3, sand and roofs < 0.08),
+     nor the sparse dune grass on sand behind a beach (0.09-0.10);
+   - SWIR >= ``swir_min`` (with ``use_swir``; without SWIR: mean(green, red) >= ``visible_min``) — not woods,
+     marsh or water: crops and soil are bright in SWIR (0.2-0.3), woods and wet land dark (< 0.12) — **or**
+     NIR >= ``green_nir_min``: a dense green crop can be as dark in SWIR as a wood (Landsat TOA: 0.13), but
+     it is brighter in NIR (>= 0.25 where woods stay <= 0.21: their crowns shade each other) — **or**
+     SWIR >= ``dry_swir_min`` and NDMI = (NIR - SWIR) / (NIR + SWIR) <= ``dry_ndmi_max``: soil under haze or
+     dark soil can read 0.11-0.14 in SWIR, but it is dry (NIR no brighter than SWIR), where woods and wet land,
+     dark in SWIR because of their water, mostly have NDMI > 0.05 (the tune split's woods: 0.06 and
+     up); water and most marsh stay below 0.10 in SWIR;
+   - NIR texture (standard deviation / mean in 3 x 3) <= ``texture_max`` — not town or woods (crowns, roofs and
+     shadows), and not the hedges and lanes between fields.
+3. **Seeds**: field-like pixels whose line strength is below ``edge_threshold``, eroded by ``seed_erode_px``
+   (by default 1 px up to 20 m pixels, none on coarser ones), split where they narrow to a neck
+   (``neck_depth_m``, at least :data:`MIN_NECK_DEPTH_PX`: a gap in a lane joins two fields only through
+   a neck), each of at least ``min_seed_m2``.
+4. **Regions**: a watershed of the line strength from the seeds over the field-like pixels, so that every
+   field-like pixel joins the seed it is reached from by the lowest path and edges settle on the lane, hedge or
+   change of crop.
+5. **Merge** adjacent regions whose shared boundary is weak: its ``merge_quantile`` line strength is below
+   ``merge_edge_max``. A lane between two fields is strong along most of their boundary (a gap in it is short);
+   a neck cut through one irregular field, or a boundary drawn through a streaky field, is calm along most of
+   its length, so that field becomes one region again.
+6. **Split** a region whose NDVI falls in two solid blocks (``split_ndvi_step``, ``split_bimodality``,
+   ``split_ramp_m``; :mod:`geoseg.models.fields.split`): a bare field beside a green one, joined where the lane
+   between them ends and the colour only ramps from one to the other.
+7. **Region rule**: a region whose mean texture exceeds ``region_texture_max`` is dropped (orchards, gardens,
+   scattered houses that passed pixel by pixel).
+
+Tiles: steps 1-2 and the distance map of step 3 are local (up to 24 px, the long filter's reach; the map is capped
+at 16 px), and the stitcher joins a field's fragments across core edges where the tiles agree
+(``merge_min_agreement``). The neck split of step 3, the watershed, the merge, the split and the region rule see the
+read window: the halo (``receptive_field``, 50 px by default) keeps their differences between tile sizes small;
+tests state the tolerance, ``benchmarks/bench_field_tiles.py`` measures it on real scenes (the neck split is the
+least local).
+How the defaults were chosen and what they score: ``benchmarks/bench_fields.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from skimage.segmentation import watershed
+
+from geoseg.models.base import InstanceInfo, InstanceOutput, Model, ModelOutput, SceneInfo, TileContext
+from geoseg.models.fields.edges import LineFilter, calm_seeds, edge_length_px, line_strength, masked_smooth
+from geoseg.models.fields.split import SplitRule, split_mixed_cover
+from geoseg.spec.job import FieldDelineatorSpec
+from geoseg.spec.models import MAX_LONG_EDGE_LENGTH_PX
+
+_TEXTURE_SIZE = 3
+DEFAULT_LONG_EDGE_M = 80.0
+"""The long line filter's sigma along where ``long_edge_length_m`` is not set (pixels up to 20 m)."""
+MIN_NECK_DEPTH_PX = 1.5
+"""Necks shallower than this many pixels are not split: on 30 m pixels the distance map climbs in steps of a
+pixel or less (1, 1.41, 2, ...), and 20 m (0.7 px) would split a field at every notch of its outline."""
+
+
+class FieldDelineator(Model):
+    """Fields as regions of smooth, bright, non-water land between lanes and edges; one instance each."""
+
+    kind = "instance"
+
+    def __init__(self, spec: FieldDelineatorSpec, pixel_size_m: float = 10.0) -> None:
+        self.spec = spec
+        self.name = spec.name
+        erode = spec.seed_erode_px
+        self.seed_erode_px = (1 if pixel_size_m <= 20 else 0) if erode is None else erode
+        self.min_seed_px = max(1, round(spec.min_seed_m2 / pixel_size_m**2))
+        self.neck_depth_px = max(spec.neck_depth_m / pixel_size_m, MIN_NECK_DEPTH_PX) if spec.neck_depth_m else 0.0
+        self.line_filter = _line_filter(spec, pixel_size_m)
+        self.merge_min_agreement = spec.merge_min_agreement
+        ramp_px = spec.split_ramp_m / pixel_size_m
+        self.split_rule = SplitRule(spec.split_ndvi_step, spec.split_bimodality, ramp_px, self.min_seed_px)
+        self.bands = spec.bands
+
+    def predict(self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]) -> list[ModelOutput]:
+        return [self.delineate(tile_pixels, tile_valid) for tile_pixels, tile_valid in zip(pixels, valid, strict=True)]
+
+    def delineate(self, pixels: np.ndarray, valid: np.ndarray) -> InstanceOutput:
+        """Fields of one read window: ``pixels`` (C, H, W) in ``self.bands`` order, ``valid`` (H, W)."""
+        spec = self.spec
+        pixels = pixels.astype(np.float32, copy=False)
+        strength = line_strength(pixels, valid, self.line_filter)
+        sigma = spec.smoothing_sigma
+        smooth = {name: masked_smooth(band, valid, sigma) for name, band in zip(self.bands, pixels, strict=True)}
+        texture = _local_variation(pixels[self.bands.index("nir")], valid, _TEXTURE_SIZE)
+        fieldlike = self._fieldlike(smooth, texture) & valid
+        calm = fieldlike & (strength < spec.edge_threshold)
+        seeds = calm_seeds(calm, self.seed_erode_px, self.neck_depth_px, self.min_seed_px, strength)
+        labels = watershed(strength, seeds, mask=fieldlike).astype(np.int32)
+        if spec.merge_edge_max > 0:
+            labels = _merge_weak_boundaries(labels, strength, spec.merge_edge_max, spec.merge_quantile)
+        if spec.split_ndvi_step > 0:
+            ndvi = _normalized_difference(smooth["nir"], smooth["red"])
+            labels = split_mixed_cover(labels, ndvi, self.split_rule)
+        labels = self._drop_textured(labels, texture)
+        labels, count = _relabel(labels)
+        return InstanceOutput(labels, [InstanceInfo(label=i, score=1.0) for i in range(1, count + 1)])
+
+    def _fieldlike(self, smooth: dict[str, np.ndarray], texture: np.ndarray) -> np.ndarray:
+        spec = self.spec
+        green, red, nir = smooth["green"], smooth["red"], smooth["nir"]
+        ndwi = _normalized_difference(green, nir)
+        ndvi = _normalized_difference(nir, red)
+        mask = (ndwi <= spec.water_ndwi) & (ndvi >= spec.bare_ndvi_min) & (texture <= spec.texture_max)
+        if "swir16" in smooth:
+            swir = smooth["swir16"]
+            dry = (swir >= spec.dry_swir_min) & (_normalized_difference(nir, swir) <= spec.dry_ndmi_max)
+            dark_ok = (swir >= spec.swir_min) | dry
+        else:
+            dark_ok = (green + red) / 2 >= spec.visible_min
+        return mask & (dark_ok | (nir >= spec.green_nir_min))
+
+    def _drop_textured(self, labels: np.ndarray, texture: np.ndarray) -> np.ndarray:
+        n = int(labels.max()) + 1
+        counts = np.bincount(labels.ravel(), minlength=n)
+        mean_texture = np.bincount(labels.ravel(), weights=texture.ravel(), minlength=n) / np.maximum(counts, 1)
+        drop = mean_texture > self.spec.region_texture_max
+        drop[0] = True
+        return np.where(drop[labels], 0, labels)
+
+
+def _line_filter(spec: FieldDelineatorSpec, pixel_size_m: float) -> LineFilter:
+    """The line filter at this pixel size; the long one (by default 80 m up to 20 m pixels) where it is on."""
+    width = spec.edge_width_px
+    long_m = spec.long_edge_length_m
+    if long_m is None:
+        long_m = DEFAULT_LONG_EDGE_M if pixel_size_m <= 20 else 0.0
+    long_px = edge_length_px(long_m, width, pixel_size_m, MAX_LONG_EDGE_LENGTH_PX) if long_m else 0.0
+    return LineFilter(width, edge_length_px(spec.edge_length_m, width, pixel_size_m), long_px, spec.long_edge_gain)
+
+
+def _merge_weak_boundaries(labels: np.ndarray, strength: np.ndarray, edge_max: float, quantile: float) -> np.ndarray:
+    """Join adjacent regions whose shared boundary is weak: the ``quantile`` of the edge strength along it (the
+    larger of the two pixels across each 4-neighbour step) is below ``edge_max``. A lane or hedge between two
+    fields is strong along its whole length; a boundary through a streaky field passes calm stretches."""
+    n = int(labels.max()) + 1
+    pairs, values = [], []
+    for a, b, sa, sb in ((labels[:, :-1], labels[:, 1:], strength[:, :-1], strength[:, 1:]),
+                         (labels[:-1], labels[1:], strength[:-1], strength[1:])):  # fmt: skip
+        step = (a != b) & (a > 0) & (b > 0)
+        pairs.append(np.minimum(a[step], b[step]).astype(np.int64) * n + np.maximum(a[step], b[step]))
+        values.append(np.maximum(sa[step], sb[step]))
+    keys, vals = np.concatenate(pairs), np.concatenate(values)
+    if keys.size == 0:
+        return labels
+    order = np.lexsort((vals, keys))
+    keys, vals = keys[order], vals[order]
+    unique, start, count = np.unique(keys, return_index=True, return_counts=True)
+    weak = unique[vals[start + np.floor(quantile * (count - 1)).astype(np.int64)] < edge_max]
+    graph = coo_matrix((np.ones(len(weak)), (weak // n, weak % n)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    root = np.full(n, n, np.int64)
+    np.minimum.at(root, component, np.arange(n))  # each component's smallest label stands for it
+    return root[component][labels].astype(np.int32)
+
+
+def _local_variation(band: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
+    """Coefficient of variation (std / mean) over the valid pixels of a size x size window: texture that does not
+    grow with brightness, so bright green crops read as smooth as bare soil; masked pixels (clouds, nodata, read
+    as 0) are not texture, so a field beside a cloud stays field-like."""
+    weight = ndimage.uniform_filter(valid.astype(np.float32), size)
+    values = np.where(valid, band, 0).astype(np.float32)
+    mean = ndimage.uniform_filter(values, size) / np.maximum(weight, 1e-6)
+    square = ndimage.uniform_filter(values * values, size) / np.maximum(weight, 1e-6)
+    std = np.sqrt(np.maximum(square - mean * mean, 0))
+    return np.where(weight > 1e-6, std / np.maximum(mean, 0.01), 0).astype(np.float32)
+
+
+def _normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a - b) / np.maximum(a + b, 1e-6)
+
+
+def _relabel(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Consecutive labels 1..count (0 stays background)."""
+    present = np.unique(labels)
+    present = present[present > 0]
+    lut = np.zeros(int(labels.max()) + 1, np.int32)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
+    return lut[labels], len(present)
+
+
+def build_field_delineator(spec: FieldDelineatorSpec, scene: SceneInfo, device: str) -> FieldDelineator:
+    """Builder used by the model registry."""
+    return FieldDelineator(spec, pixel_size_m=math.sqrt(scene.pixel_area_m2))

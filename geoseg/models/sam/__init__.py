@@ -1,0 +1,1 @@
+"""Segment Anything: variants, weights, the batched encoder and the mask decoder."""

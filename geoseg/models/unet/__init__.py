@@ -1,0 +1,1 @@
+"""The trainable U-Net: network, checkpoint sidecar, training loop."""

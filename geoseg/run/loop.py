@@ -1,0 +1,157 @@
+"""Tiles through Ray: one bounded ``ray.wait`` loop with one retry policy, and how each tile went.
+
+The model pass and the blend pass of :mod:`geoseg.run.passes` both run here. A pass is a :class:`TilePass` (submit a
+batch, hear of each result or failure); :func:`run_tiles` keeps at most ``limit`` tiles in flight, waits for the
+next one to settle, retries a failing tile as :class:`RetryPolicy` says, and stops the job once more tiles failed
+than the policy allows. Ray is imported when a loop runs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from geoseg.errors import GeosegError, TooManyFailedTilesError, error_gist
+from geoseg.run.progress import TileProgress
+from geoseg.inputs.tiles import Tile
+from geoseg.run.workdir import StageSeconds
+
+TileState = Literal["pending", "retrying", "done", "resumed", "failed"]
+"""pending: not run yet; retrying: failed, queued again; done: finished now; resumed: finished by an earlier run
+(kept from the work dir); failed: failed after its retries."""
+
+ERROR_CHARS = 300
+"""Longest error kept per tile (the tile index's ``error`` column)."""
+
+
+@dataclass
+class TileStatus:
+    """How one tile went: a row of the tile index layer."""
+
+    status: TileState = "pending"
+    attempts: int = 0
+    """Times the model pass submitted it."""
+    seconds: StageSeconds = field(default_factory=StageSeconds)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A tile that fails is submitted again until it has failed ``1 + max_retries`` times; the job stops once
+    more than ``max_failed_tiles`` tiles failed for good (None: never)."""
+
+    max_retries: int = 2
+    max_failed_tiles: int | None = None
+
+    def retries(self, attempts: int) -> bool:
+        """Whether a tile that failed on its ``attempts``-th try goes again."""
+        return attempts <= self.max_retries
+
+    def stops(self, failed: int) -> bool:
+        """Whether ``failed`` tiles failed for good are more than the job may lose."""
+        return self.max_failed_tiles is not None and failed > self.max_failed_tiles
+
+
+class TilePass(Protocol):
+    """One pass over tiles: what to submit for a batch, and what to do with each outcome."""
+
+    def submit(self, batch: list[Tile]) -> list[Any]:
+        """Submit a batch; one Ray object ref per tile, in order."""
+
+    def settled(self, ref: Any) -> None:
+        """A submitted ref finished, either way (e.g. to balance actors)."""
+
+    def succeeded(self, tile: Tile, value: Any, attempts: int) -> None:
+        """A tile's result arrived."""
+
+    def failed(self, tile: Tile, error: str, attempts: int, retrying: bool) -> None:
+        """A tile failed; ``retrying`` says whether the policy sends it again."""
+
+
+class ActorLoad:
+    """Model actors that take whole batches, and the tiles each has in flight: a batch goes to the least busy."""
+
+    def __init__(self, actors: list[Any]) -> None:
+        self.actors = actors
+        self.load = [0] * len(actors)
+        self.slots: dict[Any, int] = {}
+
+    def least_busy(self) -> int:
+        return self.load.index(min(self.load))
+
+    def run_batch(
+        self, slot: int, batch: list[Tile], transforms: list[Any], prompts: list[Any], reads: list[Any]
+    ) -> list[Any]:
+        """One result reference per tile of the batch, from one ``run_batch`` call of actor ``slot``."""
+        outs = self.actors[slot].run_batch.options(num_returns=len(batch)).remote(batch, transforms, prompts, *reads)
+        return outs if isinstance(outs, list) else [outs]
+
+    def track(self, refs: list[Any], slot: int) -> None:
+        """Count ``refs`` (one per tile) against actor ``slot`` until each settles."""
+        self.slots |= dict.fromkeys(refs, slot)
+        self.load[slot] += len(refs)
+
+    def settled(self, ref: Any) -> None:
+        self.load[self.slots.pop(ref)] -= 1
+
+
+def run_tiles(
+    tiles: Iterable[Tile],
+    work: TilePass,
+    status: dict[str, TileStatus],
+    *,
+    limit: int,
+    batch_size: int,
+    retry: RetryPolicy,
+    progress: TileProgress,
+) -> None:
+    """Push tiles through ``work`` with at most ``limit`` in flight, batches of up to ``batch_size``.
+
+    Raises:
+        TooManyFailedTilesError: more tiles in ``status`` failed than ``retry`` allows (in-flight work cancelled).
+    """
+    import ray
+
+    pending: deque[Tile] = deque(tiles)
+    in_flight: dict[Any, Tile] = {}
+    attempts: Counter[str] = Counter()
+    while pending or in_flight:
+        # whole batches only: topping up one free slot at a time would send the model batches of one tile
+        while pending and len(in_flight) + min(batch_size, len(pending), limit) <= limit:
+            batch = [pending.popleft() for _ in range(min(batch_size, len(pending), limit))]
+            attempts.update(t.id for t in batch)
+            in_flight.update(zip(work.submit(batch), batch, strict=True))
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in ready:
+            tile = in_flight.pop(ref)
+            work.settled(ref)
+            try:
+                value = ray.get(ref)
+            except (ray.exceptions.RayError, GeosegError) as err:
+                retrying = retry.retries(attempts[tile.id])
+                work.failed(tile, error_gist(err, ERROR_CHARS), attempts[tile.id], retrying)
+                if retrying:
+                    pending.append(tile)
+                    continue
+                progress.advance("failed")
+                _stop_if_over_budget(retry, status, list(in_flight))
+                continue
+            work.succeeded(tile, value, attempts[tile.id])
+            progress.advance("done")
+
+
+def _stop_if_over_budget(retry: RetryPolicy, status: dict[str, TileStatus], in_flight: list[Any]) -> None:
+    """Stop the job once more tiles failed than the policy allows (finished tiles are kept in the work dir)."""
+    import ray
+
+    failed = [tid for tid, s in status.items() if s.status == "failed"]
+    if not retry.stops(len(failed)):
+        return
+    for ref in in_flight:
+        ray.cancel(ref)
+    raise TooManyFailedTilesError(
+        f"stopped after {len(failed)} failed tiles (compute.max_failed_tiles={retry.max_failed_tiles}; first: "
+        f"{failed[0]}: {status[failed[0]].error}); fix the cause and rerun with --resume to keep the finished tiles"
+    )
