@@ -3,7 +3,7 @@
     python benchmarks/bench_actors.py                                # 1 and 2 actors, 0.25 s per tile
     python benchmarks/bench_actors.py --actors 1 --cost 0.1 --json /tmp/actors.json
 
-A synthetic field scene (``--side``² px, cached in ``--workdir``) runs through ``geoseg.runner.run_job`` (embedded
+A synthetic field scene (``--side``² px, cached in ``--workdir``) runs through ``geoseg.run.passes.run_job`` (embedded
 Ray, in this process) with ``field_regions`` wrapped in :class:`geoseg.testutils.fixedcost.FixedCostModel`: every
 batch costs ``--cost`` seconds per tile (a sleep by default, as a GPU model leaves the CPU free; ``--burn`` spins a
 CPU instead), and still gives the real outputs, so reading, finishing, stitching and export do their usual work.
@@ -11,7 +11,7 @@ The wrapper is swapped in by subclassing the model actor here (Ray ships a class
 
 Reported per run:
 
-* ``tile phase``: the wall time of the tile loop (:func:`geoseg.tileloop.run_tiles`, actors already started);
+* ``tile phase``: the wall time of the tile loop (:func:`geoseg.run.loop.stream_tiles`, actors already started);
 * ``utilisation``: time in ``predict`` summed over the actors / (actors x tile phase): what the issue asks for;
 * ``steady``: the same between each actor's first ``predict`` start and last ``predict`` end (no fill / drain);
 * ``gaps``: the longest and mean wait of an actor between two ``predict`` calls;
@@ -33,9 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import geoseg.runner
-from geoseg.runner import ModelRunnerActor, run_job
-from geoseg.spec import parse_spec
+import geoseg.run.actors
+import geoseg.run.passes
+from geoseg.pipeline import run_job
+from geoseg.run.actors import ModelActor
+from geoseg.spec.job import parse_spec
 from geoseg.testutils.fixedcost import FixedCostModel, busy_intervals
 from geoseg.testutils.scenes import field_job, write_field_scene
 
@@ -43,7 +45,7 @@ COST: dict[str, Any] = {"seconds": 0.25, "log": "", "burn": False}
 """Set before each run; travels to the actors with :class:`FixedCostActor` (pickled by value from __main__)."""
 
 
-class FixedCostActor(ModelRunnerActor):
+class FixedCostActor(ModelActor):
     """The model actor with every model wrapped at a fixed cost per tile."""
 
     cost = COST
@@ -85,21 +87,21 @@ def run_once(args: argparse.Namespace, scene: Any, actors: int) -> dict[str, Any
     raw["output"].update(masks=False, quicklook=False)
     spec = parse_spec(raw)
     phase: dict[str, float] = {}
-    real_run_tiles = geoseg.runner.run_tiles
+    real_stream_tiles = geoseg.run.passes.stream_tiles
 
-    def timed_run_tiles(*a: Any, **k: Any) -> None:
+    def timed_stream_tiles(*a: Any, **k: Any) -> None:
         phase["start"] = time.time()
-        real_run_tiles(*a, **k)
+        real_stream_tiles(*a, **k)
         phase["end"] = time.time()
 
-    geoseg.runner.run_tiles = timed_run_tiles
-    geoseg.runner.ModelRunnerActor = FixedCostActor  # type: ignore[misc,assignment]
+    geoseg.run.passes.stream_tiles = timed_stream_tiles
+    geoseg.run.actors.ModelActor = FixedCostActor  # type: ignore[misc,assignment]
     start = time.perf_counter()
     try:
         result = run_job(spec, overwrite=True, progress=False)
     finally:
-        geoseg.runner.run_tiles = real_run_tiles
-        geoseg.runner.ModelRunnerActor = ModelRunnerActor  # type: ignore[misc]
+        geoseg.run.passes.stream_tiles = real_stream_tiles
+        geoseg.run.actors.ModelActor = ModelActor  # type: ignore[misc]
     wall = time.perf_counter() - start
     return summarize(args, actors, spec.compute.in_flight, busy_intervals(log), phase, wall, result.tiles_done)
 

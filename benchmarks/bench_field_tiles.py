@@ -7,7 +7,7 @@ Each scene of :mod:`bench_fields` (same jobs, same defaults) runs once per tile 
 ``--halo``). The fields of each tiling are matched against those of the largest tile size: a field *matches* when
 one field of the other tiling overlaps it with IoU >= ``--min-iou`` (0.9). Printed per tiling: the fields, the
 share of them that match (by count and by area, both ways) and the median best IoU. The tests check the same
-property on synthetic farmland (``tests/test_field_delineator.py``); this measures it where boundaries are not
+property on synthetic farmland (``tests/models/test_field_delineator.py``); this measures it where boundaries are not
 drawn with a ruler.
 """
 

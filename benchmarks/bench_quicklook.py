@@ -16,9 +16,9 @@ from pathlib import Path
 
 import geopandas as gpd
 
-from geoseg.quicklook import render, write_png
-from geoseg.raster import open_scene
-from geoseg.spec import InputSpec
+from geoseg.export.quicklook import render, write_png
+from geoseg.inputs.scene import open_scene
+from geoseg.spec.job import InputSpec
 from geoseg.testutils.scenes import write_field_scene
 
 

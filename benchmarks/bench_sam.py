@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from affine import Affine
 
+from geoseg.inputs.tiles import TileGrid
 from geoseg.models.base import InstanceOutput, SceneInfo, TileContext
-from geoseg.models.sam import SamModel
-from geoseg.models.sam_encoder import autocast_dtype, enable_sdpa, encode_tiles
-from geoseg.models.sam_variants import variant_config
-from geoseg.models.sam_weights import build_sam_model, load_sam
-from geoseg.spec import SamSpec
+from geoseg.models.sam.encoder import autocast_dtype, enable_sdpa, encode_tiles
+from geoseg.models.sam.model import SamModel
+from geoseg.models.sam.variants import variant_config
+from geoseg.models.sam.weights import build_sam_model, load_sam
+from geoseg.spec.job import SamSpec
 from geoseg.testutils.tiny_sam import register_tiny_sam
-from geoseg.tiling import TileGrid
 
 BANDS = ("red", "green", "blue")
 

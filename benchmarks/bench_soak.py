@@ -8,7 +8,7 @@ an untimed warm-up run on a small scene, one embedded Ray (``--cpus``, logical) 
 ``field_regions`` job on ``--actors`` model actors:
 
 1. **clean**: no faults; the reference and the baseline time;
-2. **faulted**: every ``--kill-every`` seconds a thread SIGKILLs one working ``ray::ModelRunner`` process: the
+2. **faulted**: every ``--kill-every`` seconds a thread SIGKILLs one working ``ray::ModelHost`` process: the
    oldest one not still loading its models (on a loaded machine a restart can take longer than the interval, and
    killing actors before they ever work would only measure a crash loop), and only this process's descendants.
    Ray restarts the actor (models reload) and reruns the batch it held; the driver retries what still fails
@@ -39,8 +39,8 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 
-from geoseg.runner import run_job
-from geoseg.spec import parse_spec
+from geoseg.pipeline import run_job
+from geoseg.spec.job import parse_spec
 from geoseg.testutils.faults import kill_model_actors
 from geoseg.testutils.scenes import FieldScene, field_job, write_field_scene
 

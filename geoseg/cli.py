@@ -126,11 +126,11 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from geoseg.launch import run_job_early_ray
+    from geoseg.launch import launch_job
     from geoseg.spec.job import load_spec
 
     spec = load_spec(args.job)
-    result = run_job_early_ray(
+    result = launch_job(
         spec,
         overwrite=args.overwrite,
         resume=args.resume,

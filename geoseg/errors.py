@@ -50,6 +50,14 @@ class TooManyFailedTilesError(TileFailedError):
     exit_code = 3
 
 
+class NoGpuError(GeosegError, RuntimeError):
+    """``compute.device: gpu`` and the cluster gave no GPUs in time."""
+
+
+class ClusterError(GeosegError, ConnectionError):
+    """The Ray head cannot be reached, or refuses a request (unknown job id, authentication)."""
+
+
 class JobTerminated(BaseException):
     """SIGTERM arrived: unwinds like KeyboardInterrupt (Ray shut down, finished tiles kept); the CLI exits 143."""
 

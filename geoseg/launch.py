@@ -2,7 +2,7 @@
 
 Starting an embedded Ray takes seconds of waiting on its processes; importing the pipeline (pandas, geopandas,
 scipy, rasterio, the models) takes about a second of CPU. Neither needs the other, so Ray starts in the main
-thread (Ray's signal handling wants it) while a second thread imports :mod:`geoseg.run.passes`. This module itself
+thread (Ray's signal handling wants it) while a second thread imports :mod:`geoseg.pipeline`. This module itself
 imports only what the spec needs.
 """
 
@@ -18,11 +18,11 @@ from geoseg.run.session import start_ray, stop_ray
 from geoseg.spec.job import JobSpec
 
 if TYPE_CHECKING:
+    from geoseg.pipeline import RunResult
     from geoseg.run.progress import ProgressMode
-    from geoseg.run.passes import RunResult
 
 
-def run_job_early_ray(
+def launch_job(
     spec: JobSpec,
     *,
     overwrite: bool,
@@ -30,14 +30,14 @@ def run_job_early_ray(
     address: str | None,
     progress: bool | ProgressMode,
 ) -> RunResult:
-    """:func:`geoseg.run.passes.run_job`, with Ray started while the pipeline's modules import.
+    """:func:`geoseg.pipeline.run_job`, with Ray started while the pipeline's modules import.
 
     The commonest mistake (the GeoPackage exists, no ``--overwrite``) is caught before Ray starts; the run checks
     every output again. Ray is shut down whether or not the run gets as far as its Ray session.
     """
     check_output_absent(Path(spec.output.path), overwrite)
     pool = ThreadPoolExecutor(1, thread_name_prefix="import")
-    runner = pool.submit(importlib.import_module, "geoseg.run.passes")
+    runner = pool.submit(importlib.import_module, "geoseg.pipeline")
     pool.shutdown(wait=False)  # the import goes on; an error in it is raised by result()
     started = start_ray(address or spec.compute.address, spec)
     try:

@@ -22,12 +22,11 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoseg.errors import InputError, OutputExistsError
-from geoseg.models.unet.meta import IGNORE, PALETTE, SidecarClass, TrainingMetrics, UNetSidecar, sidecar_path
-from geoseg.plan.job import open_job_scene
 from geoseg.inputs.scene import Scene, overview_shape, read_overview, read_window
+from geoseg.models.unet.meta import IGNORE, PALETTE, Patch, SidecarClass, TrainingMetrics, UNetSidecar, sidecar_path
+from geoseg.plan.job import open_job_scene
 from geoseg.spec.job import JobSpec
 
-Patch = tuple[np.ndarray, np.ndarray, np.ndarray]
 """(pixels (C, H, W), valid (H, W), int64 targets (H, W): label - 1, :data:`IGNORE` where unusable)."""
 
 

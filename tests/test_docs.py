@@ -25,3 +25,18 @@ def test_readme_example_spec_is_valid():
 def test_example_jobs_are_valid(job):
     spec = load_spec(REPO / "jobs" / job)
     assert spec.output.path.endswith(".gpkg")
+
+
+def test_readme_layout_is_generated_from_the_docstrings():
+    from geoseg.testutils.layout import END, START, layout_markdown
+
+    text = (REPO / "README.md").read_text()
+    section = text.partition(START)[2].partition(END)[0].strip()
+    assert section == layout_markdown(), "README's layout is stale: run python -m geoseg.testutils.layout"
+
+
+def test_python_api_names_resolve():
+    import geoseg
+
+    for name in geoseg.__all__:
+        assert getattr(geoseg, name) is not None, name

@@ -37,8 +37,12 @@ def test_mypy_clean():
 PACKAGE = REPO / "geoseg"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
-RAY_MODULES = {"runner.py", "raysession.py", "refine.py", "tileloop.py", "placement.py", "submit.py"}
-"""The orchestration modules: the only ones that import ray."""
+STAGES = ("spec", "inputs", "models", "plan", "stitch", "run", "export")
+"""The stage folders in import order: a module imports only from its own stage and the stages before it."""
+BASE = {"errors", "atomic"}
+"""Top-level modules every stage may use."""
+TOP = {"pipeline", "launch", "train", "cli", "__init__", "testutils"}
+"""Above every stage: they may import any."""
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -72,19 +76,95 @@ def test_modules_and_functions_are_small():
     assert not long_functions
 
 
-def test_ray_only_in_orchestration_and_torch_only_in_models():
+def test_ray_only_under_run_and_torch_only_under_models():
     modules = _modules()
-    assert {name for name, tree in modules.items() if "ray" in _imported(tree)} <= RAY_MODULES
+    assert {name for name, tree in modules.items() if "ray" in _imported(tree) and not name.startswith("run/")} == set()
     torch_users = {name for name, tree in modules.items() if {"torch", "torchvision"} & _imported(tree)}
     # geoseg/testutils writes random SAM checkpoints for the tests: test support, not part of a run
     assert {name for name in torch_users if not name.startswith(("models/", "testutils/"))} == set()
+
+
+def _stage(module: str) -> int:
+    """The stage rank of a module path (``run/passes.py``) or dotted name (``geoseg.run.passes``)."""
+    parts = module.removeprefix("geoseg.").replace("/", ".").removesuffix(".py").split(".")
+    if parts[0] in STAGES:
+        return STAGES.index(parts[0]) + 1
+    if parts[0] in BASE or parts[0] == "geoseg":
+        return 0
+    assert parts[0] in TOP, f"{module} is neither a stage folder nor a known top-level module"
+    return len(STAGES) + 1
+
+
+def _geoseg_imports(tree: ast.Module, runtime_only: bool) -> set[str]:
+    """geoseg modules imported (``runtime_only``: at module level, outside ``if TYPE_CHECKING``)."""
+    nodes = tree.body if runtime_only else list(ast.walk(tree))
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("geoseg"):
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("geoseg")}
+    return names
+
+
+def _dotted(path: str) -> str:
+    return "geoseg." + path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+
+
+def test_no_module_imports_from_a_later_stage():
+    later = [
+        f"{name} imports {imported}"
+        for name, tree in _modules().items()
+        for imported in _geoseg_imports(tree, runtime_only=False)
+        if _resolves(imported) and _stage(_resolves(imported)) > _stage(name)
+    ]
+    assert not later
+
+
+def _resolves(dotted: str) -> str:
+    """The module a dotted import name is (an attribute import resolves to its module); '' if none."""
+    for candidate in (dotted, dotted.rpartition(".")[0]):
+        path = PACKAGE.parent / candidate.replace(".", "/")
+        if path.with_suffix(".py").exists() or (path / "__init__.py").exists():
+            return candidate
+    return ""
+
+
+def test_no_import_cycles():
+    graph = {
+        _dotted(name): {m for i in _geoseg_imports(tree, runtime_only=True) if (m := _resolves(i))}
+        for name, tree in _modules().items()
+    }
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if nxt != node and state.get(nxt) == 1 and not nxt.startswith(node + "."):
+                cycles.append(" -> ".join([*path[path.index(nxt) :], nxt]) if nxt in path else f"{node} -> {nxt}")
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles
+
+
+def test_every_stage_folder_says_what_it_is():
+    for stage in STAGES:
+        doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text()))
+        assert doc and doc.startswith(f"{STAGES.index(stage) + 1}. "), stage
 
 
 def test_no_isinstance_on_model_specs_outside_the_model_table():
     """Which spec goes with which model is the model table's business (geoseg/models/table.py)."""
     offenders = []
     for name, tree in _modules().items():
-        if name.startswith("models/") or name == "spec.py":
+        if name.startswith(("models/", "spec/")):
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":

@@ -18,12 +18,12 @@ from types import TracebackType
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.io import DatasetWriter
 from rasterio.windows import Window
 
 from geoseg.atomic import atomic_output, check_output_absent, remove_temp, temp_path
+from geoseg.inputs.grid import SceneGrid
 
 __all__ = ["CogWriter"]
 
@@ -35,17 +35,14 @@ class CogWriter:
 
     Use as a context manager::
 
-        with CogWriter(path, width=w, height=h, transform=t, crs=crs, dtype="uint8", nodata=0,
+        with CogWriter(path, scene.grid, dtype="uint8", nodata=0,
                        colormap={1: (0, 128, 0, 255)}) as cog:
             for window, block in blocks:
                 cog.write(block, window)
 
     Args:
         path: The ``.tif`` to write.
-        width: Raster width in pixels.
-        height: Raster height in pixels.
-        transform: Affine pixel -> CRS transform.
-        crs: Anything rasterio's ``CRS.from_user_input`` takes.
+        grid: The raster's grid (CRS, transform, size): the scene's.
         dtype: Pixel type (``"uint8"`` class rasters, ``"uint32"`` id rasters, ...).
         nodata: Nodata value, or None. Pixels never written read as nodata (0 when None).
         colormap: Class value -> RGBA colour table (uint8 / uint16 only).
@@ -62,11 +59,8 @@ class CogWriter:
     def __init__(
         self,
         path: Path,
+        grid: SceneGrid,
         *,
-        width: int,
-        height: int,
-        transform: rasterio.Affine,
-        crs: object,
         dtype: str,
         nodata: float | int | None,
         colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
@@ -76,9 +70,9 @@ class CogWriter:
         band_description: str | None = None,
     ) -> None:
         self.path = Path(path)
-        self.width, self.height = int(width), int(height)
-        self.transform = transform
-        self.crs = CRS.from_user_input(crs)
+        self.width, self.height = int(grid.width), int(grid.height)
+        self.transform = grid.transform
+        self.crs = grid.crs
         self.dtype = np.dtype(dtype).name
         self.nodata = nodata
         self.colormap = dict(colormap) if colormap else None
@@ -116,7 +110,7 @@ class CogWriter:
         """On success build overviews, convert to COG and rename onto ``path``; always remove temporaries."""
         try:
             if exc_type is None:
-                self._finish()
+                self._publish()
         finally:
             self._abort()
 
@@ -174,7 +168,7 @@ class CogWriter:
             "photometric": "PALETTE" if self.colormap else "MINISBLACK",
         }
 
-    def _finish(self) -> None:
+    def _publish(self) -> None:
         dst = self._dst
         if dst is None:
             raise RuntimeError("CogWriter was not opened")

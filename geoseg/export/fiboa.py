@@ -31,11 +31,6 @@ _STRINGS = ("id", "collection", "determination:method")
 _RENAMED = {"area_m2": "metrics:area", "perimeter_m": "metrics:perimeter"}
 
 
-def fiboa_path(gpkg_path: Path, layer: str) -> Path:
-    """``<stem>_<layer>.fiboa.parquet`` beside the GeoPackage."""
-    return gpkg_path.with_name(f"{gpkg_path.stem}_{layer}.fiboa.parquet")
-
-
 def fiboa_frame(layer: gpd.GeoDataFrame, collection: str, determined: datetime | None) -> gpd.GeoDataFrame:
     """A field layer with fiboa's core columns first, then geoseg's own; features with no area dropped."""
     frame = layer.rename(columns=_RENAMED)

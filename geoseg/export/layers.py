@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,30 +16,27 @@ import numpy as np
 import pandas as pd
 import rasterio
 import shapely
-from pyproj import CRS
 from rasterio.windows import bounds as window_bounds
 
 import geoseg
-from geoseg.atomic import atomic_output, check_output_absent
+from geoseg.atomic import atomic_output
 from geoseg.export.cog import CogWriter
-from geoseg.errors import OutputError
-from geoseg.export.vector import LayerAppender, check_names, fill_geopackage, reproject_layers, write_vector_formats
 from geoseg.export.fiboa import write_fiboa
-from geoseg.models import ModelInfo
-from geoseg.plan.job import TILES_LAYER, JobPlan
 from geoseg.export.quicklook import QuicklookFeed
+from geoseg.export.styles import categorized_qml, outline_qml
+from geoseg.export.vector import LayerAppender, check_names, fill_geopackage, reproject_layers, write_vector_formats
+from geoseg.export.vectorize import objects_frame
+from geoseg.export.verdict import VERDICT_COLORS, VERDICTS
+from geoseg.models import ModelInfo
+from geoseg.plan.job import JobPlan
+from geoseg.plan.outputs import JOB_TABLE, TILES_LAYER, layer_cleaning
+from geoseg.run.timings import JobTimings
+from geoseg.run.workdir import TileStatus, load_core
 from geoseg.stitch.spool import ObjectSpool
 from geoseg.stitch.stitcher import LayerStitcher, StitchedObject
-from geoseg.export.styles import categorized_qml, outline_qml
-from geoseg.run.loop import TileStatus
-from geoseg.run.timings import JobTimings
-from geoseg.export.vectorize import Cleaning, objects_frame
-from geoseg.export.verdict import VERDICT_COLORS, VERDICTS
-from geoseg.run.workdir import load_core
 
 MASK_CACHE_MB = 128
 """GDAL block cache while writing masks: keeps memory flat whatever the scene size."""
-JOB_TABLE = "job"
 
 
 @dataclass(frozen=True)
@@ -55,55 +51,14 @@ class ExportSummary:
     """GeoParquet / FlatGeobuf files."""
 
 
-def check_outputs(plan: JobPlan, overwrite: bool) -> None:
-    """Fail before any work when an output exists and ``--overwrite`` was not given, or its folder is unusable."""
-    for path in plan.outputs.files():
-        check_output_absent(path, overwrite)
-    if plan.spec.output.crs:
-        from pyproj import CRS
-        from pyproj.exceptions import CRSError
-
-        try:
-            CRS.from_user_input(plan.spec.output.crs)
-        except CRSError:
-            raise OutputError(
-                f"output.crs {plan.spec.output.crs!r} is not a known CRS: use an EPSG code, e.g. EPSG:4326"
-            ) from None
-    for folder in {plan.outputs.geopackage.parent, plan.outputs.work_dir.parent}:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(f"cannot create output folder {folder}: {err.strerror}; change output.path") from None
-        if not os.access(folder, os.W_OK):
-            raise OutputError(f"output folder {folder} is not writable; change output.path")
-
-
 EXPORT_BATCH = 20_000
 """Objects per batch when a layer streams from its spool into the GeoPackage."""
-
-
-def layer_stitchers(plan: JobPlan) -> dict[str, LayerStitcher]:
-    """One stitcher per model, spooling each final object to the work dir (:mod:`geoseg.stitch.spool`)."""
-    return {
-        m.name: LayerStitcher(
-            plan.grid, m.merge_min_agreement, ObjectSpool(plan.outputs.work_dir / f"objects.{m.name}")
-        )
-        for m in plan.models
-    }
-
-
-def layer_cleaning(plan: JobPlan, info: ModelInfo) -> Cleaning:
-    """How a model's stitched objects are cleaned and filtered on export."""
-    # a model's own area limits (SAM's min/max_area_m2) apply to whole stitched objects, with output.min_area_m2
-    out = plan.spec.output
-    min_area = max(out.min_area_m2, info.min_area_m2)
-    return Cleaning(out.simplify, min_area, out.fill_holes_m2, max_area_m2=info.max_area_m2)
 
 
 def layer_frames(plan: JobPlan, info: ModelInfo, spool: ObjectSpool, batch: int) -> Iterator[LayerBatch]:
     """A model's layer (scene CRS) in id order, one frame per batch of objects, with the objects behind it."""
     cleaning = layer_cleaning(plan, info)
-    crs = CRS.from_wkt(plan.scene.crs_wkt)
+    crs = plan.scene.grid.proj
     if cleaning.simplify > 0:
         batch = max(spool.count, 1)  # coverage simplification keeps shared edges shared: the whole layer at once
     for objects in spool.batches(batch):
@@ -156,7 +111,7 @@ def job_table(plan: JobPlan, meta: dict[str, Any]) -> pd.DataFrame:
         "geoseg_version": geoseg.__version__,
         "python": platform.python_version(),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "scene_crs": CRS.from_wkt(plan.scene.crs_wkt).to_string(),
+        "scene_crs": plan.scene.grid.proj.to_string(),
         "scene_size": f"{plan.scene.width}x{plan.scene.height}",
         "tiles": str(len(plan.tiles)),
         "spec": json.dumps(plan.spec.model_dump(mode="json")),
@@ -188,10 +143,7 @@ def _write_mask(plan: JobPlan, info: ModelInfo, spool: ObjectSpool, overwrite: b
     path = plan.outputs.masks[info.name]
     writer = CogWriter(
         path,
-        width=plan.scene.width,
-        height=plan.scene.height,
-        transform=plan.scene.transform,
-        crs=plan.scene.crs_wkt,
+        plan.scene.grid,
         dtype="uint8" if semantic else "uint32",
         nodata=0,
         colormap={c.value: c.color for c in info.classes} if semantic else None,
@@ -224,7 +176,7 @@ def export(
     timings = timings or JobTimings()
     spools = {}
     for name, stitcher in stitchers.items():
-        stitcher.finish()
+        stitcher.close()
         if not isinstance(stitcher.sink, ObjectSpool):
             raise TypeError("export needs stitchers that spool their objects (finalize.layer_stitchers)")
         spools[name] = stitcher.sink

@@ -19,11 +19,10 @@ import pandas as pd
 import shapely
 from affine import Affine
 from PIL import Image, ImageDraw, ImageFont
-from pyproj import CRS
 
 from geoseg.atomic import atomic_output
-from geoseg.inputs.scene import Scene, read_decimated
 from geoseg.export.verdict import VERDICT_COLORS, VERDICTS
+from geoseg.inputs.scene import Scene, read_decimated
 
 MASKED_COLOR = (225, 225, 235)
 """Pixels the job could not see (clouds, nodata, outside the AOI)."""
@@ -63,7 +62,7 @@ def false_colour(scene: Scene, max_size: int = 1024) -> Canvas:
 
 
 def _metres_per_scene_pixel(scene: Scene) -> float:
-    crs = CRS.from_wkt(scene.crs_wkt)
+    crs = scene.grid.proj
     if crs.is_geographic:
         return math.sqrt(scene.pixel_area_m2)
     return scene.pixel_size[0] * crs.axis_info[0].unit_conversion_factor

@@ -19,6 +19,7 @@ import pyogrio
 from pyproj import CRS
 
 from geoseg.atomic import atomic_output, check_output_absent
+from geoseg.plan.outputs import VECTOR_FORMATS, vector_format_path
 
 __all__ = [
     "GEOMETRY_COLUMN",
@@ -35,11 +36,6 @@ __all__ = [
 GEOMETRY_COLUMN = "geom"
 """Name of the geometry column in GeoPackage layers (GDAL's default, named in ``layer_styles``)."""
 
-VECTOR_FORMATS: Mapping[str, tuple[str, str]] = {
-    "parquet": ("parquet", "GeoParquet"),
-    "fgb": ("fgb", "FlatGeobuf"),
-}
-"""Extra vector formats: name in the spec -> (file suffix, description)."""
 
 EMPTY_LAYER_GEOMETRY_TYPE = "MultiPolygon"
 """Geometry type of an empty layer whose type is not given (geoseg's layers are polygons)."""
@@ -250,15 +246,6 @@ def _styles_table(styles: Mapping[str, str]) -> pd.DataFrame:
         for layer, qml in styles.items()
     ]
     return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------------------------- other formats
-def vector_format_path(gpkg_path: Path, layer: str, fmt: str) -> Path:
-    """Where :func:`write_vector_formats` puts ``layer`` in ``fmt``: ``<stem>_<layer>.<suffix>``."""
-    if fmt not in VECTOR_FORMATS:
-        raise ValueError(f"unknown vector format {fmt!r}; choose from {sorted(VECTOR_FORMATS)}")
-    gpkg_path = Path(gpkg_path)
-    return gpkg_path.with_name(f"{gpkg_path.stem}_{layer}.{VECTOR_FORMATS[fmt][0]}")
 
 
 def write_vector_formats(

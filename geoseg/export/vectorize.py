@@ -8,7 +8,7 @@ and measured (area and perimeter in metres, geodesic for geographic CRSs).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import geopandas as gpd
 import numpy as np
@@ -17,53 +17,14 @@ import shapely
 from affine import Affine
 from pyproj import CRS, Geod
 
-from geoseg.models.base import ClassInfo
-from geoseg.spec.job import VerdictRules
-from geoseg.stitch.stitcher import StitchedObject
 from geoseg.export.verdict import verdict_columns
+from geoseg.models.base import ClassInfo
+from geoseg.plan.outputs import Cleaning
+from geoseg.spec.job import VerdictRules
+from geoseg.stitch.spool import LayerColumns
+from geoseg.stitch.stitcher import StitchedObject
 
 _GEOD = Geod(ellps="WGS84")
-
-
-@dataclass(frozen=True)
-class Cleaning:
-    """Polygon clean-up settings (from the spec's output section)."""
-
-    simplify: float = 0.0
-    """Tolerance in map units; shared edges stay shared."""
-    min_area_m2: float = 0.0
-    fill_holes_m2: float = 0.0
-    """Fill interior rings smaller than this (instance layers only: zones tile the plane)."""
-    max_area_m2: float | None = None
-
-
-@dataclass
-class LayerColumns:
-    """The optional columns of a layer, decided over all its objects (so every batch of a layer has the same)."""
-
-    stability: bool = False
-    prompts: bool = False
-    prompt_attrs: set[str] = field(default_factory=set)
-    indices: set[str] = field(default_factory=set)
-    medians: set[str] = field(default_factory=set)
-    class_counts: bool = False
-
-    def add(self, obj: StitchedObject) -> None:
-        """Account for one object."""
-        self.stability |= obj.stability is not None
-        if obj.key is not None:
-            self.prompts = True
-            self.prompt_attrs.update(obj.attrs)
-        self.indices.update(obj.index_means)
-        self.medians.update(obj.index_medians)
-        self.class_counts |= obj.class_counts is not None
-
-    @classmethod
-    def of(cls, objects: Sequence[StitchedObject]) -> LayerColumns:
-        columns = cls()
-        for obj in objects:
-            columns.add(obj)
-        return columns
 
 
 def to_map(geoms: np.ndarray, transform: Affine) -> np.ndarray:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import rasterio
 import shapely
 from affine import Affine
 from pyproj import CRS as ProjCRS
+from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import transform_bounds
@@ -112,3 +114,44 @@ def to_crs(geom: shapely.Geometry, src: str, dst: CRS) -> shapely.Geometry:
         raise InputError(f"aoi.crs {src!r} is not a known CRS: use an EPSG code, e.g. EPSG:4326") from None
     transformer = Transformer.from_crs(src_crs, ProjCRS.from_wkt(dst.to_wkt()), always_xy=True)
     return shapely.transform(geom, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
+
+
+@dataclass(frozen=True)
+class SceneGrid:
+    """The scene's pixel grid: CRS (parsed once, for rasterio and for pyproj), affine transform and size."""
+
+    crs_wkt: str
+    transform: Affine
+    width: int
+    height: int
+
+    @cached_property
+    def crs(self) -> CRS:
+        """The CRS for rasterio / GDAL."""
+        return CRS.from_wkt(self.crs_wkt)
+
+    @cached_property
+    def proj(self) -> ProjCRS:
+        """The CRS for pyproj / geopandas (units, geodesic areas)."""
+        return ProjCRS.from_wkt(self.crs_wkt)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols)."""
+        return self.height, self.width
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @cached_property
+    def pixel_area_m2(self) -> float:
+        """Area of one pixel in m² (geodesic, at the scene centre, for geographic CRSs)."""
+        w, h = self.pixel_size
+        if not self.proj.is_geographic:
+            factor = self.proj.axis_info[0].unit_conversion_factor
+            return w * h * factor * factor
+        x, y = self.transform @ (self.width / 2, self.height / 2)
+        cell = shapely.box(x, y, x + w, y + h)
+        area, _ = Geod(ellps="WGS84").geometry_area_perimeter(cell)
+        return abs(area)

@@ -17,8 +17,6 @@ import numpy as np
 import rasterio
 import shapely
 from affine import Affine
-from pyproj import CRS as ProjCRS
-from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.features import geometry_mask
@@ -27,11 +25,10 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoseg.errors import InputError
-from geoseg.inputs.reads import GridRead, OpenFiles, opened, read_bands
-from geoseg.inputs.qa import QualityMask
 from geoseg.inputs.grid import (
     BandSource,
     FileInfo,
+    SceneGrid,
     aligned_grid,
     common_area,
     file_info,
@@ -39,8 +36,10 @@ from geoseg.inputs.grid import (
     scene_crs,
     to_crs,
 )
-from geoseg.spec.job import InputSpec, expand_paths
+from geoseg.inputs.qa import QualityMask
+from geoseg.inputs.reads import GridRead, OpenFiles, opened, read_bands
 from geoseg.inputs.stac import StacInputs, resolve_stac
+from geoseg.spec.job import InputSpec, expand_paths
 
 
 @dataclass(frozen=True)
@@ -48,10 +47,8 @@ class Scene:
     """The scene grid and where each band comes from. Small and picklable: tasks re-open files from paths."""
 
     bands: tuple[BandSource, ...]
-    crs_wkt: str
-    transform: Affine
-    width: int
-    height: int
+    grid: SceneGrid
+    """The scene's pixel grid (CRS, transform, size): one value for the plan, the COG writer and the quicklook."""
     nodata: float | None = None
     scale: float = 1.0
     offset: float = 0.0
@@ -67,30 +64,37 @@ class Scene:
     def band_names(self) -> tuple[str, ...]:
         return tuple(b.name for b in self.bands)
 
-    @cached_property
+    @property
+    def crs_wkt(self) -> str:
+        return self.grid.crs_wkt
+
+    @property
     def crs(self) -> CRS:
-        return CRS.from_wkt(self.crs_wkt)
+        return self.grid.crs
+
+    @property
+    def transform(self) -> Affine:
+        return self.grid.transform
+
+    @property
+    def width(self) -> int:
+        return self.grid.width
+
+    @property
+    def height(self) -> int:
+        return self.grid.height
 
     @property
     def pixel_size(self) -> tuple[float, float]:
-        return abs(self.transform.a), abs(self.transform.e)
+        return self.grid.pixel_size
+
+    @property
+    def pixel_area_m2(self) -> float:
+        return self.grid.pixel_area_m2
 
     @cached_property
     def aoi(self) -> shapely.Geometry | None:
         return None if self.aoi_wkb is None else shapely.from_wkb(self.aoi_wkb)
-
-    @cached_property
-    def pixel_area_m2(self) -> float:
-        """Area of one pixel in m² (geodesic, at the scene centre, for geographic CRSs)."""
-        w, h = self.pixel_size
-        crs = ProjCRS.from_wkt(self.crs_wkt)
-        if not crs.is_geographic:
-            factor = crs.axis_info[0].unit_conversion_factor
-            return w * h * factor * factor
-        x, y = self.transform @ (self.width / 2, self.height / 2)
-        cell = shapely.box(x, y, x + w, y + h)
-        area, _ = Geod(ellps="WGS84").geometry_area_perimeter(cell)
-        return abs(area)
 
     def band(self, name: str) -> BandSource:
         for band in self.bands:
@@ -146,10 +150,7 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
     transform, width, height = aligned_grid(ref, res, bounds)
     return Scene(
         bands=sources,
-        crs_wkt=crs.to_wkt(),
-        transform=transform,
-        width=width,
-        height=height,
+        grid=SceneGrid(crs.to_wkt(), transform, width, height),
         nodata=spec.nodata,
         scale=spec.scale,
         offset=spec.offset,

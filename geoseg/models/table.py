@@ -34,8 +34,8 @@ from typing import Any
 
 from geoseg.errors import WeightsError
 from geoseg.models.base import Model, ModelInfo, SceneInfo, StatsRole
-from geoseg.models.crop_health.catalog import HEALTH_CLASSES, bands_for
 from geoseg.models.checkpoints import resolve_checkpoint
+from geoseg.models.crop_health.catalog import HEALTH_CLASSES, bands_for
 from geoseg.models.sam.variants import variant_config
 from geoseg.models.unet.meta import read_unet_metadata, sidecar_path, unet_classes
 from geoseg.spec.job import CropHealthSpec, FieldDelineatorSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec

@@ -13,58 +13,15 @@ import shapely
 from rasterio.windows import bounds as window_bounds
 
 from geoseg.errors import InputError, SpecError
-from geoseg.export.vector import vector_format_path
-from geoseg.export.fiboa import fiboa_path
+from geoseg.inputs.scene import Scene, open_scene, read_decimated, scene_percentiles
+from geoseg.inputs.tiles import Tile, TileGrid
+from geoseg.inputs.validity import check_valid_pixels
 from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
 from geoseg.models.crop_health.catalog import bands_for, index_array
 from geoseg.models.table import checkpoint_files, scene_indices, stats_role, stretch_bands
-from geoseg.inputs.scene import Scene, open_scene, read_decimated, scene_percentiles
+from geoseg.plan.outputs import OutputPaths, output_paths
 from geoseg.spec.job import AoiSpec, JobSpec, halo_problem
-from geoseg.inputs.tiles import Tile, TileGrid
-from geoseg.inputs.validity import check_valid_pixels
-
-TILES_LAYER = "tiles"
-"""The tile index layer (beside one layer per model)."""
-
-
-@dataclass(frozen=True)
-class OutputPaths:
-    """Where a job writes: every path, decided once by the plan."""
-
-    geopackage: Path
-    masks: dict[str, Path]
-    """Model name -> its mask COG (empty when ``output.masks`` is off)."""
-    vectors: tuple[Path, ...]
-    """Extra vector formats (GeoParquet, FlatGeobuf), one file per layer and format."""
-    fiboa: dict[str, Path]
-    """Instance layer -> its fiboa GeoParquet (empty unless ``formats`` holds ``fiboa``)."""
-    quicklook_png: Path | None
-    quicklook_html: Path | None
-    work_dir: Path
-    """Per-tile results (``--resume``): ``output.work_dir``, default ``<output stem>.work/`` beside the GeoPackage."""
-
-    def files(self) -> list[Path]:
-        """Every file the job will write (not the work dir)."""
-        looks = [p for p in (self.quicklook_png, self.quicklook_html) if p is not None]
-        return [self.geopackage, *looks, *self.masks.values(), *self.vectors, *self.fiboa.values()]
-
-
-def output_paths(spec: JobSpec, models: tuple[ModelInfo, ...]) -> OutputPaths:
-    """The paths a job writes."""
-    out, options = Path(spec.output.path), spec.output
-    names = [m.name for m in models]
-    masks = {name: out.with_name(f"{out.stem}_{name}.tif") for name in names} if options.masks else {}
-    formats = [fmt for fmt in options.formats if fmt != "fiboa"]
-    vectors = tuple(vector_format_path(out, name, fmt) for fmt in formats for name in [*names, TILES_LAYER])
-    fiboa = (
-        {m.name: fiboa_path(out, m.name) for m in models if m.kind == "instance"} if "fiboa" in options.formats else {}
-    )
-    look = out.with_name(f"{out.stem}_quicklook")
-    png = look.with_suffix(".png") if options.quicklook else None
-    page = look.with_suffix(".html") if options.quicklook_html else None
-    work_dir = Path(options.work_dir) if options.work_dir else out.with_suffix(".work")
-    return OutputPaths(out, masks, vectors, fiboa, png, page, work_dir)
 
 
 @dataclass(frozen=True)
@@ -84,9 +41,6 @@ class JobPlan:
     stats: StatsRole | None
     """The model whose outputs give the other layers per-object statistics, if any."""
     outputs: OutputPaths
-
-    def band_indices(self, info: ModelInfo) -> list[int]:
-        return [self.bands.index(b) for b in info.bands]
 
 
 def load_aoi(aoi: AoiSpec) -> tuple[shapely.Geometry, str]:

@@ -23,8 +23,8 @@ import numpy as np
 from affine import Affine
 
 from geoseg.errors import InputError
-from geoseg.models.base import Prompts
 from geoseg.inputs.tiles import Tile
+from geoseg.models.base import Prompts
 
 KEY_COLUMNS = ("id", "fid", "key", "uid", "uuid", "objectid", "gid")
 """Column names (case-insensitive, in this order) taken as a feature's key when their values are unique."""

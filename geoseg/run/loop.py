@@ -1,40 +1,28 @@
 """Tiles through Ray: one bounded ``ray.wait`` loop with one retry policy, and how each tile went.
 
 The model pass and the blend pass of :mod:`geoseg.run.passes` both run here. A pass is a :class:`TilePass` (submit a
-batch, hear of each result or failure); :func:`run_tiles` keeps at most ``limit`` tiles in flight, waits for the
+batch, hear of each result or failure); :func:`stream_tiles` keeps at most ``limit`` tiles in flight, waits for the
 next one to settle, retries a failing tile as :class:`RetryPolicy` says, and stops the job once more tiles failed
 than the policy allows. Ray is imported when a loop runs.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from geoseg.errors import GeosegError, TooManyFailedTilesError, error_gist
-from geoseg.run.progress import TileProgress
 from geoseg.inputs.tiles import Tile
-from geoseg.run.workdir import StageSeconds
+from geoseg.run.progress import TileProgress
+from geoseg.run.workdir import TileStatus
 
-TileState = Literal["pending", "retrying", "done", "resumed", "failed"]
-"""pending: not run yet; retrying: failed, queued again; done: finished now; resumed: finished by an earlier run
-(kept from the work dir); failed: failed after its retries."""
+log = logging.getLogger(__name__)
 
 ERROR_CHARS = 300
 """Longest error kept per tile (the tile index's ``error`` column)."""
-
-
-@dataclass
-class TileStatus:
-    """How one tile went: a row of the tile index layer."""
-
-    status: TileState = "pending"
-    attempts: int = 0
-    """Times the model pass submitted it."""
-    seconds: StageSeconds = field(default_factory=StageSeconds)
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,8 +42,8 @@ class RetryPolicy:
         return self.max_failed_tiles is not None and failed > self.max_failed_tiles
 
 
-class TilePass(Protocol):
-    """One pass over tiles: what to submit for a batch, and what to do with each outcome."""
+class TileWork(Protocol):
+    """One pass over tiles as the loop sees it: what to submit for a batch, and what to do with each outcome."""
 
     def submit(self, batch: list[Tile]) -> list[Any]:
         """Submit a batch; one Ray object ref per tile, in order."""
@@ -70,6 +58,39 @@ class TilePass(Protocol):
         """A tile failed; ``retrying`` says whether the policy sends it again."""
 
 
+class TilePass:
+    """The base of every pass: how a failure is logged and recorded, once for all passes.
+
+    The model pass owns a tile's state (``owns_status``: retrying, attempts); a later pass (blend, refine) only
+    marks a tile failed for good, its error prefixed by the pass's ``label``.
+    """
+
+    label = ""
+    owns_status = False
+
+    def __init__(self, status: dict[str, TileStatus]) -> None:
+        self.status = status
+
+    def settled(self, ref: Any) -> None:
+        """Nothing to balance by default."""
+
+    def failed(self, tile: Tile, error: str, attempts: int, retrying: bool) -> None:
+        state = self.status[tile.id]
+        message = f"{self.label}: {error}" if self.label else error
+        if self.owns_status:
+            state.attempts = attempts
+        if retrying:
+            if self.owns_status:
+                state.status, state.error = "retrying", message
+            log.warning("tile %s failed (attempt %d%s), retrying: %s", tile.id, attempts, self._of(), message)
+            return
+        state.status, state.error = "failed", message
+        log.error("tile %s failed after %d attempts%s: %s", tile.id, attempts, self._of(), message)
+
+    def _of(self) -> str:
+        return f" of {self.label}" if self.label else ""
+
+
 class ActorLoad:
     """Model actors that take whole batches, and the tiles each has in flight: a batch goes to the least busy."""
 
@@ -81,11 +102,13 @@ class ActorLoad:
     def least_busy(self) -> int:
         return self.load.index(min(self.load))
 
-    def run_batch(
+    def send_batch(
         self, slot: int, batch: list[Tile], transforms: list[Any], prompts: list[Any], reads: list[Any]
     ) -> list[Any]:
-        """One result reference per tile of the batch, from one ``run_batch`` call of actor ``slot``."""
-        outs = self.actors[slot].run_batch.options(num_returns=len(batch)).remote(batch, transforms, prompts, *reads)
+        """One result reference per tile of the batch, from one ``predict_batch`` call of actor ``slot``."""
+        outs = (
+            self.actors[slot].predict_batch.options(num_returns=len(batch)).remote(batch, transforms, prompts, *reads)
+        )
         return outs if isinstance(outs, list) else [outs]
 
     def track(self, refs: list[Any], slot: int) -> None:
@@ -97,9 +120,9 @@ class ActorLoad:
         self.load[self.slots.pop(ref)] -= 1
 
 
-def run_tiles(
+def stream_tiles(
     tiles: Iterable[Tile],
-    work: TilePass,
+    work: TileWork,
     status: dict[str, TileStatus],
     *,
     limit: int,

@@ -15,14 +15,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from geoseg.errors import GeosegError
+from geoseg.errors import GeosegError, NoGpuError
 from geoseg.spec.job import ComputeSpec
 
-log = logging.getLogger("geoseg")
-
-
-class NoGpuError(GeosegError, RuntimeError):
-    """``compute.device: gpu`` and the cluster gave no GPUs in time."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.run import workdir
-from geoseg.export.layers import layer_cleaning
+from geoseg.inputs.tiles import Tile
 from geoseg.models import ModelInfo
 from geoseg.plan.job import JobPlan
-from geoseg.run.progress import ProgressMode, TileProgress
+from geoseg.plan.outputs import layer_cleaning
 from geoseg.plan.prompts import PromptTable
+from geoseg.run import workdir
+from geoseg.run.actors import ActorPass
+from geoseg.run.state import RunState
+from geoseg.run.tilework import ModelResult, TileRecord
+from geoseg.run.workdir import TileStatus
 from geoseg.stitch.spool import ObjectSpool
 from geoseg.stitch.stitcher import LayerStitcher, StitchedObject, tile_layer
-from geoseg.run.loop import ActorLoad, RetryPolicy, TileStatus, run_tiles
-from geoseg.run.tilework import ModelResult, TileRecord, read_tile
-from geoseg.inputs.tiles import Tile
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def source_prompts(plan: JobPlan, info: ModelInfo, source: LayerStitcher) -> Pro
 
 def _source_objects(source: LayerStitcher) -> Iterable[list[StitchedObject]]:
     """The finished source's objects in id order (the ids its layer will have), in batches."""
-    source.finish()
+    source.close()
     if isinstance(source.sink, ObjectSpool):
         return source.sink.batches(BOX_BATCH)
     return [source.objects()]
@@ -68,49 +69,24 @@ def finish_refined(tile: Tile, result: ModelResult, work_dir: str) -> TileRecord
     return TileRecord(tile, layers, result.seconds)
 
 
-class RefinePass:
+class RefinePass(ActorPass):
     """Read -> an actor holding only the prompted model (one call per batch) -> add its layer to the saved tile."""
 
-    def __init__(
-        self,
-        plan: JobPlan,
-        info: ModelInfo,
-        table: PromptTable,
-        stitcher: LayerStitcher,
-        status: dict[str, TileStatus],
-        actors: list[Any],
-    ) -> None:
+    def __init__(self, state: RunState, info: ModelInfo, table: PromptTable, actors: list[Any]) -> None:
         import ray
 
-        self.read = ray.remote(num_cpus=1, max_retries=1)(read_tile)
-        self.finish = ray.remote(num_cpus=1, max_retries=1)(finish_refined)
-        self.plan, self.info, self.table, self.stitcher = plan, info, table, stitcher
-        self.status, self.busy = status, ActorLoad(actors)
+        super().__init__(state.status, state.plan, actors)
+        self.finish_task = ray.remote(num_cpus=1, max_retries=1)(finish_refined)
+        self.info, self.table, self.stitcher, self.label = info, table, state.stitchers[info.name], info.name
 
-    def submit(self, batch: list[Tile]) -> list[Any]:
-        plan, slot = self.plan, self.busy.least_busy()
-        reads = [self.read.remote(plan.scene, t, plan.bands) for t in batch]
-        transforms = [t.read_transform(plan.scene.transform) for t in batch]
-        prompts = [{self.info.name: self.table.for_tile(t)} for t in batch]
-        outs = self.busy.run_batch(slot, batch, transforms, prompts, reads)
-        refs = [self.finish.remote(t, out, str(plan.outputs.work_dir)) for t, out in zip(batch, outs, strict=True)]
-        self.busy.track(refs, slot)
-        return refs
+    def prompts_for(self, tile: Tile) -> dict[str, Any]:
+        return {self.info.name: self.table.for_tile(tile)}
 
-    def settled(self, ref: Any) -> None:
-        self.busy.settled(ref)
+    def finish(self, tile: Tile, out: Any) -> Any:
+        return self.finish_task.remote(tile, out, str(self.plan.outputs.work_dir))
 
     def succeeded(self, tile: Tile, value: TileRecord, attempts: int) -> None:
         self.stitcher.add(tile, value.layers[self.info.name])
-
-    def failed(self, tile: Tile, error: str, attempts: int, retrying: bool) -> None:
-        message = f"{self.info.name}: {error}"
-        if retrying:
-            log.warning("tile %s failed (attempt %d), retrying: %s", tile.id, attempts, message)
-            return
-        state = self.status[tile.id]
-        state.status, state.error = "failed", message
-        log.error("tile %s failed: %s", tile.id, message)
 
 
 def refine_todo(plan: JobPlan, table: PromptTable, stitcher: LayerStitcher, status: dict[str, TileStatus]) -> list:
@@ -120,13 +96,3 @@ def refine_todo(plan: JobPlan, table: PromptTable, stitcher: LayerStitcher, stat
         for t in plan.tiles
         if status[t.id].status in ("done", "resumed") and t.id not in stitcher and len(table.boxes_over_core(t))
     ]
-
-
-def run_refine_pass(
-    plan: JobPlan, work: RefinePass, todo: list[Tile], retry: RetryPolicy, show_progress: bool | ProgressMode
-) -> None:
-    """Run the prompted model on ``todo`` (a tile that keeps failing is marked failed in ``work.status``)."""
-    with TileProgress(len(todo), enabled=show_progress, label=f"refine {work.info.name}") as bar:
-        compute = plan.spec.compute
-        run_tiles(todo, work, work.status, limit=compute.in_flight, batch_size=compute.batch_size, retry=retry,
-                  progress=bar)  # fmt: skip

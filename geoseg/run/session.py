@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from geoseg.errors import GeosegError, raise_job_terminated
-from geoseg.spec.job import JobSpec
 from geoseg.run.timings import JobTimings
+from geoseg.spec.job import JobSpec
 
 
 class Shutdown:

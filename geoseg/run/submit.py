@@ -26,15 +26,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from geoseg import __version__
-from geoseg.errors import GeosegError, SpecError
+from geoseg.errors import ClusterError, SpecError
 from geoseg.run.progress import ProgressReport, last_progress
 from geoseg.spec.job import parse_spec, read_spec_yaml, relative_paths
 
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
-
-
-class ClusterError(GeosegError, ConnectionError):
-    """The Ray head cannot be reached, or refuses a request (unknown job id, authentication)."""
 
 
 @dataclass(frozen=True)

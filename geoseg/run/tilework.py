@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 import rasterio.env
 
-from geoseg.stitch.blend import blend_classes, ring_tile
 from geoseg.inputs.reads import READ_CACHE_MB, OpenFiles
+from geoseg.inputs.scene import Scene, read_window
+from geoseg.inputs.tiles import Tile, TileGrid
 from geoseg.models import ModelInfo, build_model, resolve_device
 from geoseg.models.base import Model, ModelOutput, Prompts, SceneInfo, SemanticOutput, StatsRole, TileContext
-from geoseg.inputs.scene import Scene, read_window
-from geoseg.spec.job import ModelSpec
-from geoseg.stitch.stitcher import LayerTile, StatsSource, tile_layer
-from geoseg.inputs.tiles import Tile, TileGrid
 from geoseg.run.workdir import StageSeconds, add_layer, load_scores, save_scores, save_tile
+from geoseg.spec.job import ModelSpec
+from geoseg.stitch.blend import blend_classes, ring_tile
+from geoseg.stitch.stitcher import LayerTile, StatsSource, tile_layer
 
-log = logging.getLogger("geoseg")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,16 +59,25 @@ def worker_files(cache_mb: int = READ_CACHE_MB) -> OpenFiles:
     return _FILES
 
 
-def read_tile(
-    scene: Scene, tile: Tile, bands: tuple[str, ...], files: OpenFiles | None = None
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Read a tile's read window (files kept open by this process): (pixels, valid, seconds)."""
+@dataclass(frozen=True)
+class TileRead:
+    """A tile's read window: its bands, which pixels are valid, and the seconds the read took."""
+
+    pixels: np.ndarray
+    """(bands, rows, cols) float32."""
+    valid: np.ndarray
+    """(rows, cols) bool."""
+    seconds: float
+
+
+def read_tile(scene: Scene, tile: Tile, bands: tuple[str, ...], files: OpenFiles | None = None) -> TileRead:
+    """Read a tile's read window (files kept open by this process)."""
     start = time.perf_counter()
     pixels, valid = read_window(scene, tile.read, bands, files=files or worker_files())
-    return pixels, valid, time.perf_counter() - start
+    return TileRead(pixels, valid, time.perf_counter() - start)
 
 
-class ModelRunner:
+class ModelHost:
     """Holds the job's models (built once) and runs them on batches of tiles."""
 
     def __init__(
@@ -89,16 +98,16 @@ class ModelRunner:
     def device_name(self) -> str:
         return self.device
 
-    def run(
-        self, tiles: list[Tile], transforms: list[Any], prompts: list[dict[str, Prompts]], *reads: tuple
+    def predict(
+        self, tiles: list[Tile], transforms: list[Any], prompts: list[dict[str, Prompts]], *reads: TileRead
     ) -> list[ModelResult]:
         """Run every model on a batch of read tiles (one ``read_tile`` result each).
 
         Returns per tile its outputs and seconds (read, and its share of the batch's model time).
         """
         start = time.perf_counter()
-        pixels = reads[0][0][None] if len(reads) == 1 else np.stack([r[0] for r in reads])
-        valid = reads[0][1][None] if len(reads) == 1 else np.stack([r[1] for r in reads])
+        pixels = reads[0].pixels[None] if len(reads) == 1 else np.stack([r.pixels for r in reads])
+        valid = reads[0].valid[None] if len(reads) == 1 else np.stack([r.valid for r in reads])
         outputs: list[dict[str, ModelOutput]] = [{} for _ in tiles]
         for model, idx in zip(self.models, self.indices, strict=True):
             contexts = [
@@ -108,7 +117,7 @@ class ModelRunner:
             for i, out in enumerate(model.predict(selected, valid, contexts)):
                 outputs[i][model.name] = out
         seconds = (time.perf_counter() - start) / len(tiles)
-        return [ModelResult(out, StageSeconds(r[2], seconds)) for out, r in zip(outputs, reads, strict=True)]
+        return [ModelResult(out, StageSeconds(r.seconds, seconds)) for out, r in zip(outputs, reads, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -124,7 +133,7 @@ class TileJob:
     """GDAL's block cache of the worker (:func:`geoseg.inputs.reads.strip_cache_mb`)."""
 
 
-class TileWorker(ModelRunner):
+class TileWorker(ModelHost):
     """Read, models and finish of one tile in one process, for models cheap enough to run where the pixels are
     read (the model pass's split into read task, model actor and finish task ships every tile's pixels and model
     outputs through Ray's object store)."""
@@ -139,7 +148,7 @@ class TileWorker(ModelRunner):
     def process(self, tile: Tile, transform: Any, prompts: dict[str, Prompts]) -> TileRecord:
         """One tile, start to finish: read, run the models, keep the core, vectorize, save."""
         job = self.job
-        result = self.run([tile], [transform], [prompts], read_tile(job.scene, tile, job.bands, self.files))[0]
+        result = self.predict([tile], [transform], [prompts], read_tile(job.scene, tile, job.bands, self.files))[0]
         return finish_tile(tile, result, job.stats, job.work_dir, job.blended)
 
 

@@ -16,9 +16,9 @@ import os
 import shutil
 import zipfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -269,3 +269,19 @@ def load_core(work_dir: Path, tile_id: str, layer: str) -> np.ndarray | None:
     with np.load(path, allow_pickle=False) as data:
         key = f"core.{layer}"
         return data[key] if key in data.files else None
+
+
+@dataclass
+class TileStatus:
+    """How one tile went: a row of the tile index layer."""
+
+    status: TileState = "pending"
+    attempts: int = 0
+    """Times the model pass submitted it."""
+    seconds: StageSeconds = field(default_factory=StageSeconds)
+    error: str | None = None
+
+
+TileState = Literal["pending", "retrying", "done", "resumed", "failed"]
+"""pending: not run yet; retrying: failed, queued again; done: finished now; resumed: finished by an earlier run
+(kept from the work dir); failed: failed after its retries."""

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from geoseg.spec.product import CropHealthPercentiles, StrictModel, VerdictRules
+from geoseg.spec.base import StrictModel
+from geoseg.spec.product import CropHealthPercentiles, VerdictRules
 
 
 class CropHealthThresholds(StrictModel):

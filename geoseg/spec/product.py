@@ -5,14 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class StrictModel(BaseModel):
-    """Base for spec sections: unknown keys are errors, values are immutable once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from geoseg.spec.base import StrictModel
 
 QualityMaskKind = Literal["landsat_c2_qa_pixel", "landsat_pre_bqa", "s2_scl", "binary"]
 
@@ -25,7 +20,9 @@ class QualityMaskSpec(StrictModel):
     )
     asset: str | None = Field(None, description="With inputs.stac: the item's asset holding the QA raster.")
     band: int = Field(1, ge=1)
-    kind: QualityMaskKind = Field(description="How its values are decoded (see geoseg/inputs/qa.py for the bit layouts).")
+    kind: QualityMaskKind = Field(
+        description="How its values are decoded (see geoseg/inputs/qa.py for the bit layouts)."
+    )
     min_confidence: Literal["low", "medium", "high"] = Field(
         "medium", description="Landsat: mask cloud (and cirrus, shadow, snow if enabled) at this confidence or above."
     )

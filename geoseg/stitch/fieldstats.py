@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -45,7 +45,25 @@ class SummedStats(Protocol):
     index_hists: dict[str, np.ndarray]
 
 
-def label_sums(labels: np.ndarray, stats: StatsSource | None, tile: Tile) -> dict[str, Any]:
+@dataclass
+class LabelSums:
+    """Per-label sums over a tile's core, each array indexed by label (what a tile's fragments carry)."""
+
+    pixels: np.ndarray
+    classes: np.ndarray | None = None
+    """(labels, classes) pixel counts per health class (with a crop-health model)."""
+    masked: np.ndarray | None = None
+    """Pixels not observed (health class 0)."""
+    edge_sides: np.ndarray | None = None
+    """Pixel sides on the label's outline."""
+    edge_masked: np.ndarray | None = None
+    """Those of them facing a masked pixel."""
+    index_sums: dict[str, np.ndarray] = field(default_factory=dict)
+    index_counts: dict[str, np.ndarray] = field(default_factory=dict)
+    index_hists: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def label_sums(labels: np.ndarray, stats: StatsSource | None, tile: Tile) -> LabelSums:
     """Per-label sums over a tile's core: pixels, class counts, masked pixels, outline sides, index sums/histograms.
 
     Args:
@@ -56,30 +74,25 @@ def label_sums(labels: np.ndarray, stats: StatsSource | None, tile: Tile) -> dic
     core_labels = labels[tile.core_in_read]
     n = int(core_labels.max()) + 1 if core_labels.size else 1
     flat = core_labels.ravel()
-    out: dict[str, Any] = {
-        "pixels": np.bincount(flat, minlength=n),
-        "index_sums": {},
-        "index_counts": {},
-        "index_hists": {},
-    }
+    out = LabelSums(np.bincount(flat, minlength=n))
     if stats is None:
         return out
     if stats.classes is not None:
         classes = stats.classes[tile.core_in_read].ravel().astype(np.int64)
         counts = np.bincount(flat * stats.n_classes + classes, minlength=n * stats.n_classes)
-        out["classes"] = counts.reshape(n, stats.n_classes)
-        out["masked"] = np.bincount(flat[classes == 0], minlength=n)
-        out["edge_sides"], out["edge_masked"] = _outline_sides(labels, stats.classes > 0, tile, n)
+        out.classes = counts.reshape(n, stats.n_classes)
+        out.masked = np.bincount(flat[classes == 0], minlength=n)
+        out.edge_sides, out.edge_masked = _outline_sides(labels, stats.classes > 0, tile, n)
     for name, layer in stats.layers.items():
         values = layer[tile.core_in_read].ravel()
         ok = ~np.isnan(values)
         seen, values = (flat, values) if ok.all() else (flat[ok], values[ok])
-        out["index_sums"][name] = np.bincount(seen, weights=values, minlength=n)
-        out["index_counts"][name] = np.bincount(seen, minlength=n)
+        out.index_sums[name] = np.bincount(seen, weights=values, minlength=n)
+        out.index_counts[name] = np.bincount(seen, minlength=n)
         if name in stats.hist_layers:
             bins = np.clip(((values + 1.0) / 2.0 * HIST_BINS).astype(np.int64), 0, HIST_BINS - 1)
             hist = np.bincount(seen * HIST_BINS + bins, minlength=n * HIST_BINS)
-            out["index_hists"][name] = hist.reshape(n, HIST_BINS)
+            out.index_hists[name] = hist.reshape(n, HIST_BINS)
     return out
 
 

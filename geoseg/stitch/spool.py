@@ -2,25 +2,26 @@
 
 The stitcher hands each object to :class:`ObjectSpool` as soon as it is final (:mod:`geoseg.stitch.stitcher`); the spool
 writes them in batches to an SQLite file in the work dir (stdlib ``sqlite3``: geometry as WKB, the rest as JSON, no
-pickles). The export reads them back in id order (reading order of their top-left corners, ties by their first
-fragment: :meth:`~geoseg.stitch.stitcher.StitchedObject.sort_key`), one batch at a time, sorted by SQLite on disk. It also
-keeps, per tile, local label -> global id for the instance mask COG. A spool belongs to one run: it is recreated
-at the start of each (``--resume`` refills it from the saved tiles) and removed after the export.
+pickles). The export reads them back in id order (reading order of their top-left corners, ties by their
+first fragment: :meth:`~geoseg.stitch.stitcher.StitchedObject.sort_key`), one batch at a time, sorted by SQLite on
+disk. It also keeps, per tile, local label -> global id for the instance mask COG. A spool belongs to one run: it
+is recreated at the start of each (``--resume`` refills it from the saved tiles) and removed after the export.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import shapely
 
-from geoseg.stitch.stitcher import StitchedObject
-from geoseg.export.vectorize import LayerColumns
+from geoseg.plan.job import JobPlan
+from geoseg.stitch.stitcher import LayerStitcher, StitchedObject
 
 FLUSH_ROWS = 2000
 """Objects buffered before they are written."""
@@ -166,3 +167,42 @@ def _object(object_id: int, geometry: shapely.Geometry, doc: str) -> StitchedObj
         edge_sides=d["sides"],
         edge_sides_masked=d["sides_masked"],
     )
+
+
+@dataclass
+class LayerColumns:
+    """The optional columns of a layer, decided over all its objects (so every batch of a layer has the same)."""
+
+    stability: bool = False
+    prompts: bool = False
+    prompt_attrs: set[str] = field(default_factory=set)
+    indices: set[str] = field(default_factory=set)
+    medians: set[str] = field(default_factory=set)
+    class_counts: bool = False
+
+    def add(self, obj: StitchedObject) -> None:
+        """Account for one object."""
+        self.stability |= obj.stability is not None
+        if obj.key is not None:
+            self.prompts = True
+            self.prompt_attrs.update(obj.attrs)
+        self.indices.update(obj.index_means)
+        self.medians.update(obj.index_medians)
+        self.class_counts |= obj.class_counts is not None
+
+    @classmethod
+    def of(cls, objects: Sequence[StitchedObject]) -> LayerColumns:
+        columns = cls()
+        for obj in objects:
+            columns.add(obj)
+        return columns
+
+
+def layer_stitchers(plan: JobPlan) -> dict[str, LayerStitcher]:
+    """One stitcher per model, spooling each final object to the work dir (:mod:`geoseg.stitch.spool`)."""
+    return {
+        m.name: LayerStitcher(
+            plan.grid, m.merge_min_agreement, ObjectSpool(plan.outputs.work_dir / f"objects.{m.name}")
+        )
+        for m in plan.models
+    }

@@ -34,10 +34,10 @@ import shapely
 from affine import Affine
 from skimage import measure
 
+from geoseg.inputs.tiles import Tile, TileGrid
+from geoseg.models.base import InstanceInfo, ModelOutput, SemanticOutput
 from geoseg.stitch.fieldstats import StatsSource, index_summary, label_sums
 from geoseg.stitch.mergesets import MergeSets
-from geoseg.models.base import InstanceInfo, ModelOutput, SemanticOutput
-from geoseg.inputs.tiles import Tile, TileGrid
 
 _OPPOSITE = {"right": "left", "bottom": "top", "left": "right", "top": "bottom"}
 
@@ -152,7 +152,7 @@ def tile_layer(output: ModelOutput, tile: Tile, stats: StatsSource | None = None
     fragments = []
     for label, geom in polygons.items():
         info = infos.get(label)
-        pixels = int(sums["pixels"][label])
+        pixels = int(sums.pixels[label])
         fragments.append(
             Fragment(
                 label=label,
@@ -163,13 +163,13 @@ def tile_layer(output: ModelOutput, tile: Tile, stats: StatsSource | None = None
                 key=info.key if info else None,
                 stability=info.stability if info else None,
                 attrs=dict(info.attrs) if info else {},
-                class_counts=sums["classes"][label] if "classes" in sums else None,
-                index_sums={name: float(v[label]) for name, v in sums["index_sums"].items()},
-                index_counts={name: int(v[label]) for name, v in sums["index_counts"].items()},
-                index_hists={name: v[label] for name, v in sums["index_hists"].items()},
-                masked_pixels=int(sums["masked"][label]) if "masked" in sums else 0,
-                edge_sides=int(sums["edge_sides"][label]) if "edge_sides" in sums else 0,
-                edge_sides_masked=int(sums["edge_masked"][label]) if "edge_masked" in sums else 0,
+                class_counts=sums.classes[label] if sums.classes is not None else None,
+                index_sums={name: float(v[label]) for name, v in sums.index_sums.items()},
+                index_counts={name: int(v[label]) for name, v in sums.index_counts.items()},
+                index_hists={name: v[label] for name, v in sums.index_hists.items()},
+                masked_pixels=int(sums.masked[label]) if sums.masked is not None else 0,
+                edge_sides=int(sums.edge_sides[label]) if sums.edge_sides is not None else 0,
+                edge_sides_masked=int(sums.edge_masked[label]) if sums.edge_masked is not None else 0,
             )
         )
     return LayerTile(fragments, edge_strips(labels, tile)), core_raster
@@ -269,7 +269,7 @@ class LayerStitcher:
         self._kept = _KeptObjects()
         self.sink: ObjectSink = sink or self._kept
         self._done: set[str] = set()
-        self._open: dict[tuple[int, int], _OpenTile] = {}
+        self._open: dict[str, _OpenTile] = {}
         self._sets: MergeSets[tuple[str, Fragment]] = MergeSets()
 
     def __contains__(self, tile_id: str) -> bool:
@@ -302,13 +302,13 @@ class LayerStitcher:
             if neighbour.id not in self._done:
                 open_labels[side] = self._open_side(tile_id, layer.strips, side)
                 continue
-            other = self._open[(row, col)]
+            other = self._open[neighbour.id]
             for la, lb in edge_matches(layer.strips, other.strips, side, self.min_agreement):
                 if la not in keyed and lb not in other.keyed:  # prompted objects merge by their key only
                     self._sets.union((tile_id, la), (neighbour.id, lb))
             touched += self._close_side(neighbour, _OPPOSITE[side])
         if open_labels:
-            self._open[(tile.row, tile.col)] = _OpenTile(layer.strips, keyed, open_labels)
+            self._open[tile.id] = _OpenTile(layer.strips, keyed, open_labels)
         for root in self._sets.final_roots(touched):
             self._emit(root)
 
@@ -322,12 +322,12 @@ class LayerStitcher:
 
     def _close_side(self, tile: Tile, side: str) -> list[tuple[str, int]]:
         """A finished tile's side whose neighbour just finished: its labels no longer hold their sets open."""
-        entry = self._open[(tile.row, tile.col)]
+        entry = self._open[tile.id]
         nodes = [(tile.id, label) for label in entry.open_labels.pop(side).tolist()]
         for node in nodes:
             self._sets.refer(node, -1)
         if not entry.open_labels:
-            del self._open[(tile.row, tile.col)]
+            del self._open[tile.id]
         return nodes
 
     def _emit(self, root: Any) -> None:
@@ -335,7 +335,7 @@ class LayerStitcher:
         if members:  # a set of halo-only labels has no fragment
             self.sink.put(_merge(members))
 
-    def finish(self) -> None:
+    def close(self) -> None:
         """The layer is complete (or what is missing failed): every object still held is final."""
         for root in self._sets.roots():
             self._emit(root)
@@ -343,7 +343,7 @@ class LayerStitcher:
 
     def objects(self) -> list[StitchedObject]:
         """Without a sink: all objects, ids in reading order of their top-left corners."""
-        self.finish()
+        self.close()
         objects = sorted(self._kept.objects, key=StitchedObject.sort_key)
         for i, obj in enumerate(objects, start=1):
             obj.id = i

@@ -18,7 +18,7 @@ import torch
 from geoseg.errors import SpecError, WeightsError
 from geoseg.models import checkpoints
 from geoseg.models.checkpoints import Checkpoint, download_checkpoint, registry_table, resolve_checkpoint
-from geoseg.models.sam.model import variants as sam_variants
+from geoseg.models.sam import variants as sam_variants
 from geoseg.models.sam.weights import load_sam
 from geoseg.testutils.tiny_sam import TINY_VARIANT, write_tiny_checkpoint
 

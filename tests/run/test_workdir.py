@@ -13,9 +13,9 @@ from geoseg.inputs.tiles import TileGrid
 from geoseg.models.base import InstanceInfo, InstanceOutput
 from geoseg.run import workdir
 from geoseg.spec.job import parse_spec
+from geoseg.stitch import spool as spool_module
 from geoseg.stitch.spool import ObjectSpool
 from geoseg.stitch.stitcher import StitchedObject, tile_layer
-from geoseg.stitch.stitcher import spool as spool_module
 
 
 def _spec(tmp_path, threshold=0.5):

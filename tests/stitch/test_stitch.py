@@ -212,5 +212,5 @@ def test_objects_along_an_unfinished_neighbour_stay_held():
     stitcher.add(*layers["r0000_c0001"])
     assert stitcher.held_fragments == 0 and len(emitted) == 1 and emitted[0].pixels == 24
     assert "r0001_c0000" not in stitcher
-    stitcher.finish()
+    stitcher.close()
     assert len(emitted) == 1

@@ -40,7 +40,8 @@ def bands_for(indices: Sequence[str]) -> tuple[str, ...]:
 
 
 Ratio = Callable[[Any, Any], Any]
-"""``ratio(num, den)``: num / den, NaN where den is 0 (numpy here, torch in :mod:`geoseg.models.crop_health.indices`)."""
+"""``ratio(num, den)``: num / den, NaN where den is 0 (numpy here, torch in
+:mod:`geoseg.models.crop_health.indices`)."""
 
 INDEX_FORMULAS: dict[str, Callable[[Mapping[str, Any], Ratio], Any]] = {
     "ndvi": lambda b, ratio: ratio(b["nir"] - b["red"], b["nir"] + b["red"]),

@@ -19,12 +19,11 @@ from rasterio.windows import Window
 
 from geoseg.errors import InputError
 from geoseg.models import resolve_device
+from geoseg.models.unet.meta import IGNORE, Patch, TrainingMetrics, UNetSidecar, receptive_field_for
 from geoseg.models.unet.model import UNet, autocast, normalise, save_unet
-from geoseg.models.unet.meta import IGNORE, TrainingMetrics, UNetSidecar, receptive_field_for
 
-log = logging.getLogger("geoseg")
+log = logging.getLogger(__name__)
 
-Patch = tuple[np.ndarray, np.ndarray, np.ndarray]
 """(pixels (C, H, W), valid (H, W), int64 targets (H, W): label - 1, :data:`IGNORE` where unusable)."""
 
 

@@ -12,10 +12,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from geoseg.errors import WeightsError
 from geoseg.models.base import ClassInfo
+
+Patch = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A training patch: (pixels, valid pixels, labels)."""
 
 FORMAT = "geoseg-unet"
 """Value of the sidecar's ``format`` key."""
