@@ -76,10 +76,18 @@ def model_infos(spec: JobSpec) -> tuple[ModelInfo, ...]:
 
 
 def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
-    """Open the scene, lay the grid, pick the tiles, collect model needs.
+    """Open the scene, lay the grid, pick the tiles, collect model needs; nothing runs.
 
     Args:
+        spec: The job.
         with_stats: compute the scene-wide percentiles some models need (a decimated read of the scene).
+
+    Returns:
+        The plan: scene, tile grid, tiles to run, model infos, output paths.
+
+    Raises:
+        InputError: the inputs cannot be read, do not overlap, or hold no valid pixel.
+        SpecError: the spec asks for something the inputs or models cannot give (a band, a halo).
     """
     infos = model_infos(spec)
     scene = open_job_scene(spec)
@@ -146,7 +154,14 @@ def input_files(plan: JobPlan) -> list[str]:
 
 
 def describe(plan: JobPlan) -> str:
-    """Human summary for ``geoseg plan``: grid, tiles, expected memory."""
+    """Human summary for ``geoseg plan``: grid, tiles, expected memory.
+
+    Args:
+        plan: A plan from :func:`plan_job`.
+
+    Returns:
+        Lines of ``key  value`` text.
+    """
     s, g = plan.scene, plan.grid
     read_px = g.read_size**2
     per_tile_mb = read_px * (4 * len(plan.bands) + 1 + 8 * len(plan.models)) / 2**20

@@ -326,7 +326,19 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def parse_spec(raw: Any, base: Path = Path("."), source: str = "spec") -> JobSpec:
-    """Validate an already-parsed spec mapping; relative paths resolve against ``base``."""
+    """Validate an already-parsed spec mapping.
+
+    Args:
+        raw: The spec as a mapping (e.g. ``yaml.safe_load`` of a file, or a dict built in code).
+        base: The folder relative paths resolve against.
+        source: What the error messages call the spec.
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: not a mapping, or not a valid spec (the message names the key to change).
+    """
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: a job spec must be a YAML mapping, got {type(raw).__name__}")
     try:
@@ -349,7 +361,17 @@ def read_spec_yaml(path: str | Path) -> Any:
 
 
 def load_spec(path: str | Path) -> JobSpec:
-    """Read and validate a YAML job spec."""
+    """Read and validate a YAML job spec (relative paths resolve against the spec's folder).
+
+    Args:
+        path: The ``.yaml`` file.
+
+    Returns:
+        The validated spec, every path absolute.
+
+    Raises:
+        SpecError: the file is missing, not YAML, or not a valid spec (the message names the key to change).
+    """
     path = Path(path)
     return parse_spec(read_spec_yaml(path), path.parent, str(path))
 
