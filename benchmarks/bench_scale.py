@@ -19,7 +19,7 @@ What is counted
 ---------------
 The whole process tree of that subprocess: the driver (``geoseg.cli``), and its descendants, which in embedded mode
 are all of Ray's processes: ``gcs_server``, ``raylet`` (which maps the plasma object store from /dev/shm),
-``log_monitor``, the dashboard / runtime-env agents, and the worker processes (``ray::_ModelActor`` actor,
+``log_monitor``, the dashboard / runtime-env agents, and the worker processes (``ray::ModelActor`` actor,
 ``ray::read_tile`` / ``ray::finish_tile`` task workers, ``ray::IDLE``), all children of the raylet. To be safe
 against processes that Ray daemonises out of the tree, each run gets its own ``RAY_TMPDIR`` and every process
 whose command line names it is counted too; ``outside_tree`` in the JSON lists any found that way (none on
@@ -138,7 +138,7 @@ def _role(proc: psutil.Process, root: int, cmdline: list[str], actors: set[int])
     title = " ".join(cmdline)
     if "Agent" in title or "/agent" in title:  # dashboard and runtime-env agents (ray::...Agent once named)
         return "ray agents"
-    if "ModelHost" in title:
+    if "ModelActor" in title:
         actors.add(proc.pid)  # the actor's title changes per call; the process stays the actor
     if proc.pid in actors:
         return "model actor"
