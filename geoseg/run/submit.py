@@ -28,7 +28,8 @@ from typing import Any, TextIO
 from geoseg import __version__
 from geoseg.errors import ClusterError, SpecError
 from geoseg.run.progress import ProgressReport, last_progress
-from geoseg.spec.job import parse_spec, read_spec_yaml, relative_paths
+from geoseg.spec.job import parse_spec, read_spec_yaml
+from geoseg.spec.paths import relative_paths
 
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 

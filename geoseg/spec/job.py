@@ -7,7 +7,6 @@ against the spec's folder. Unknown keys are errors everywhere (``extra="forbid"`
 
 from __future__ import annotations
 
-import copy
 import glob
 import json
 import os
@@ -67,7 +66,6 @@ __all__ = [  # the spec's sections, wherever they are defined
     "load_spec",
     "parse_spec",
     "read_spec_yaml",
-    "relative_paths",
 ]
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
@@ -329,9 +327,9 @@ def parse_spec(raw: Any, base: Path = Path("."), source: str = "spec") -> JobSpe
     """Validate an already-parsed spec mapping.
 
     Args:
-        raw: The spec as a mapping (e.g. ``yaml.safe_load`` of a file, or a dict built in code).
+        raw: The spec as a mapping (``yaml.safe_load`` of a file, or a dict built in code).
         base: The folder relative paths resolve against.
-        source: What the error messages call the spec.
+        source: What error messages call the spec.
 
     Returns:
         The validated spec.
@@ -361,46 +359,19 @@ def read_spec_yaml(path: str | Path) -> Any:
 
 
 def load_spec(path: str | Path) -> JobSpec:
-    """Read and validate a YAML job spec (relative paths resolve against the spec's folder).
+    """Read and validate a YAML job spec.
 
     Args:
-        path: The ``.yaml`` file.
+        path: The ``.yaml`` file; relative paths in it resolve against its folder.
 
     Returns:
         The validated spec, every path absolute.
 
     Raises:
-        SpecError: the file is missing, not YAML, or not a valid spec (the message names the key to change).
+        SpecError: missing, not YAML, or not a valid spec (the message names the key to change).
     """
     path = Path(path)
     return parse_spec(read_spec_yaml(path), path.parent, str(path))
-
-
-_RELATIVE_MARKER = "/geoseg-relative-base/"
-_RELATIVE_BASE = Path(_RELATIVE_MARKER).joinpath(*["d"] * 64)  # deep enough for any "../"
-
-
-def relative_paths(raw: Any, source: str = "spec") -> list[tuple[str, str]]:
-    """Validate a raw spec and list its relative paths as (key, path) pairs, e.g. ("inputs.bands.red.path", ...).
-
-    Found by resolving the spec against a marker folder: whatever lands under it was relative, so every path key
-    the spec knows is covered. URIs and ``/vsi...`` paths are not relative.
-    """
-    spec = parse_spec(copy.deepcopy(raw), _RELATIVE_BASE, source)
-    found: list[tuple[str, str]] = []
-
-    def walk(value: Any, key: str) -> None:
-        if isinstance(value, dict):
-            for name, item in value.items():
-                walk(item, f"{key}.{name}" if key else str(name))
-        elif isinstance(value, list | tuple):
-            for i, item in enumerate(value):
-                walk(item, f"{key}.{i}")
-        elif isinstance(value, str) and value.startswith(_RELATIVE_MARKER):
-            found.append((key, os.path.relpath(value, _RELATIVE_BASE)))
-
-    walk(spec.model_dump(), "")
-    return found
 
 
 def expand_paths(path: str | list[str]) -> list[str]:

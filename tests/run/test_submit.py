@@ -15,7 +15,8 @@ from geoseg.cli import main
 from geoseg.errors import SpecError
 from geoseg.run.progress import ProgressReport, TileProgress, last_progress
 from geoseg.run.submit import check_cluster_spec
-from geoseg.spec.job import load_spec, read_spec_yaml, relative_paths
+from geoseg.spec.job import load_spec, read_spec_yaml
+from geoseg.spec.paths import relative_paths
 from geoseg.testutils.ray_cluster import free_port
 
 REPO = Path(__file__).resolve().parents[2]
