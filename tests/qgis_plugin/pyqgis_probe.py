@@ -1,0 +1,64 @@
+"""Runs in QGIS's own Python (``/usr/bin/python3``), not geoseg's: loads the plugin from a profile's plugins
+folder the way QGIS does (``classFactory``, ``initProcessing``), runs one of its algorithms with
+``processing.run`` and prints one JSON line: the results, or the error, the progress texts the dialog would show
+and the layers set to load (with their renderer types: the styles stored in the GeoPackage).
+
+Usage: python3 pyqgis_probe.py PLUGINS_DIR ALGORITHM PARAMS_JSON [CANCEL_AT_TILES]
+(CANCEL_AT_TILES: press Cancel, ``QgsProcessingFeedback.cancel()``, once this many tiles are done).
+"""
+
+import json
+import os
+import sys
+
+sys.path[:0] = ["/usr/share/qgis/python/plugins", sys.argv[1]]
+
+from qgis.core import (  # noqa: E402
+    QgsApplication,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+)
+
+app = QgsApplication([], False)
+app.initQgis()
+from processing.core.Processing import Processing  # noqa: E402
+
+Processing.initialize()
+import geoseg_qgis  # noqa: E402
+import processing  # noqa: E402
+
+plugin = geoseg_qgis.classFactory(None)
+plugin.initProcessing()
+
+
+class Feedback(QgsProcessingFeedback):
+    """Records what the Processing dialog would show; presses Cancel at a given number of tiles done."""
+
+    def __init__(self, cancel_at: int | None) -> None:
+        super().__init__()
+        self.cancel_at, self.texts = cancel_at, []
+
+    def setProgressText(self, text: str) -> None:
+        self.texts.append(text)
+        done = int(text.split(": ")[1].split("/")[0])
+        if self.cancel_at is not None and done >= self.cancel_at:
+            self.cancel()
+
+
+feedback = Feedback(int(sys.argv[4]) if len(sys.argv) > 4 else None)
+context = QgsProcessingContext()
+context.setProject(QgsProject.instance())
+out: dict = {}
+try:
+    out["results"] = processing.run(sys.argv[2], json.loads(sys.argv[3]), feedback=feedback, context=context)
+except QgsProcessingException as err:
+    out["error"] = str(err)
+out["progress"] = feedback.texts
+out["loaded"] = {}
+for layer_id, details in context.layersToLoadOnCompletion().items():
+    layer = context.temporaryLayerStore().mapLayer(layer_id)
+    out["loaded"][details.name] = [layer.isValid(), layer.renderer().type(), layer.featureCount()]
+print(json.dumps(out), flush=True)
+os._exit(0)  # QGIS 3.22 may crash in exitQgis() while tearing down providers
