@@ -20,7 +20,10 @@ from qgis.core import (  # noqa: E402
     QgsProcessingFeedback,
     QgsProject,
 )
+from qgis.PyQt.QtCore import QCoreApplication  # noqa: E402
 
+QCoreApplication.setOrganizationName("QGIS")  # as QGIS itself: the profile's QGIS3.ini holds the settings
+QCoreApplication.setApplicationName("QGIS3")
 app = QgsApplication([], False)
 app.initQgis()
 from processing.core.Processing import Processing  # noqa: E402
