@@ -41,7 +41,8 @@ class Feedback(QgsProcessingFeedback):
 
     def __init__(self, cancel_at: int | None) -> None:
         super().__init__()
-        self.cancel_at, self.texts = cancel_at, []
+        self.cancel_at = cancel_at
+        self.texts: list[str] = []
 
     def setProgressText(self, text: str) -> None:
         self.texts.append(text)

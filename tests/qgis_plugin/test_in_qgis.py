@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -107,7 +108,7 @@ def test_map_fields_on_the_sample_writes_layers_that_qgis_finds_valid(profile: P
     assert not list(SAMPLE.glob("*.aux.xml"))
 
 
-def _probe(profile: Path, algorithm: str, params: dict[str, object], *cancel_at: int) -> dict[str, object]:
+def _probe(profile: Path, algorithm: str, params: dict[str, object], *cancel_at: int) -> dict[str, Any]:
     plugins = profile / "profiles" / "default" / "python" / "plugins"
     args = [QGIS_PYTHON, str(PROBE), str(plugins), algorithm, json.dumps(params), *map(str, cancel_at)]
     proc = subprocess.run(args, capture_output=True, text=True, env=_env(profile), timeout=300)
@@ -125,7 +126,7 @@ def test_run_job_spec_cancel_stops_geoseg_and_resume_loads_the_styled_layers(pro
 
     canceled = _probe(profile, "geoseg:runjobspec", params, 1)  # Cancel once one tile is done
     assert "canceled: geoseg stopped (exit 130)" in str(canceled["error"]), canceled
-    assert canceled["progress"][0] == "tiles: 0/9" and not (tmp_path / "sample.gpkg").exists()  # type: ignore[index]
+    assert canceled["progress"][0] == "tiles: 0/9" and not (tmp_path / "sample.gpkg").exists()
     kept = list((tmp_path / "sample.work" / "tiles").iterdir())
     assert 1 <= len(kept) < 9
 
@@ -133,12 +134,12 @@ def test_run_job_spec_cancel_stops_geoseg_and_resume_loads_the_styled_layers(pro
     assert "error" not in resumed, resumed
     assert resumed["progress"][-1] == f"tiles: {9 - len(kept)}/{9 - len(kept)}"  # only the missing tiles ran
     loaded = resumed["loaded"]
-    assert {name: value[:2] for name, value in loaded.items()} == {  # type: ignore[union-attr]
+    assert {name: value[:2] for name, value in loaded.items()} == {
         "fields": [True, "categorizedSymbol"],  # the styles stored in the GeoPackage's layer_styles
         "crop_health": [True, "categorizedSymbol"],
         "tiles": [True, "singleSymbol"],
     }
-    assert loaded["tiles"][2] == 9 and loaded["fields"][2] > 100  # type: ignore[index]
+    assert loaded["tiles"][2] == 9 and loaded["fields"][2] > 100
 
 
 @pytest.mark.parametrize(

@@ -55,8 +55,10 @@ def test_nothing_found_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.
 def test_setting_then_environment_then_path_then_a_venv_in_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    venv = _script((tmp_path / "geoseg-env" / "bin").mkdir(parents=True) or tmp_path / "geoseg-env/bin/geoseg", "")
-    on_path = _script((tmp_path / "path").mkdir() or tmp_path / "path" / "geoseg", "")
+    for folder in ("geoseg-env/bin", "path"):
+        (tmp_path / folder).mkdir(parents=True)
+    venv = _script(tmp_path / "geoseg-env" / "bin" / "geoseg", "")
+    on_path = _script(tmp_path / "path" / "geoseg", "")
     given = _script(tmp_path / "given", "")
     monkeypatch.delenv(runner.ENV_VARIABLE, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -262,9 +264,11 @@ def test_cli_writes_the_zip_with_the_plugin_folder_at_its_root_and_never_clobber
 def test_an_installed_wheel_carries_the_plugin_sources(tmp_path: Path) -> None:
     """Build geoseg's wheel offline (the venv's setuptools) and find the plugin in it as an install would."""
     tree = tmp_path / "tree"
-    for part in ("pyproject.toml", "README.md", "geoseg", "qgis"):
-        copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy
-        copy(REPO / part, tree / part) if part != "pyproject.toml" else (tree.mkdir(), copy(REPO / part, tree / part))
+    tree.mkdir()
+    shutil.copy(REPO / "pyproject.toml", tree)
+    shutil.copy(REPO / "README.md", tree)
+    for folder in ("geoseg", "qgis"):
+        shutil.copytree(REPO / folder, tree / folder, ignore=shutil.ignore_patterns("__pycache__"))
     build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", "dist", "."]
     subprocess.run(build, cwd=tree, check=True, capture_output=True, timeout=300)
     site = tmp_path / "site"
