@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from qgis.core import (
@@ -20,7 +19,6 @@ from . import runner
 from .base import GeosegAlgorithm
 
 _ADDRESS_HELP = "Ray head's dashboard, e.g. http://HEAD:8265 (empty: $RAY_API_SERVER_ADDRESS / $RAY_ADDRESS)"
-_SUMMARY = re.compile(r"^(\S+)  ([A-Z]+)(?:  (\S+) (\d+)/(\d+)(?:, (\d+) failed)?)?(?:  (.*))?$")
 
 
 def _address_args(algorithm: GeosegAlgorithm, parameters: dict[str, Any], context: QgsProcessingContext) -> list[str]:
@@ -97,26 +95,11 @@ class JobStatus(GeosegAlgorithm):
         executable = self.geoseg(feedback)
         args = ["status", job_id, *_address_args(self, parameters, context)]
         outcome = runner.run(executable, args, lambda stream, line: None, lambda: False)
-        status = parse_status(outcome.stdout)
+        status = runner.parse_status(outcome.stdout)
         if status is None:  # exit 1 with a summary is a FAILED or STOPPED job, not an error
             raise QgsProcessingException(outcome.error())
-        feedback.pushInfo(status["SUMMARY"])
-        if status["TILES_TOTAL"]:
-            feedback.setProgress(100.0 * status["TILES_DONE"] / status["TILES_TOTAL"])
+        feedback.pushInfo(str(status["SUMMARY"]))
+        done, total = int(status["TILES_DONE"]), int(status["TILES_TOTAL"])
+        if total:
+            feedback.setProgress(100.0 * done / total)
         return status
-
-
-def parse_status(lines: list[str]) -> dict[str, Any] | None:
-    """``geoseg status``'s summary line (``raysubmit_X  RUNNING  tiles 4/9, 1 failed``) as the algorithm's outputs."""
-    for line in reversed(lines):
-        match = _SUMMARY.match(line.strip())
-        if match:
-            _, state, _, done, total, failed, _ = match.groups()
-            return {
-                "STATE": state,
-                "TILES_DONE": int(done or 0),
-                "TILES_TOTAL": int(total or 0),
-                "TILES_FAILED": int(failed or 0),
-                "SUMMARY": line.strip(),
-            }
-    return None

@@ -31,6 +31,7 @@ INSTALL_HINT = (
 )
 _PROGRESS = re.compile(r"^geoseg-progress stage=(\S+) done=(\d+) failed=(\d+) total=(\d+)\s*$")
 _WROTE_GPKG = re.compile(r"^wrote (.+?) \(((?:[^():]+: \d+(?:, )?)*)\) in [\d.]+ s on .+$")
+_STATUS = re.compile(r"^(\S+)  ([A-Z]+)(?:  (\S+) (\d+)/(\d+)(?:, (\d+) failed)?)?(?:  (.*))?$")
 _VERSION = re.compile(r"geoseg (\d+)\.(\d+)\.(\d+)")
 
 
@@ -98,6 +99,22 @@ def parse_written(lines: Sequence[str]) -> Written | None:
         elif found is not None and line.startswith("wrote "):
             found.files.append(line[len("wrote ") :])
     return found
+
+
+def parse_status(lines: Sequence[str]) -> dict[str, str | int] | None:
+    """``geoseg status``'s line (``raysubmit_X  RUNNING  tiles 4/9, 1 failed``) as *Cluster job status* outputs."""
+    for line in reversed(lines):
+        match = _STATUS.match(line.strip())
+        if match:
+            _, state, _, done, total, failed, _ = match.groups()
+            return {
+                "STATE": state,
+                "TILES_DONE": int(done or 0),
+                "TILES_TOTAL": int(total or 0),
+                "TILES_FAILED": int(failed or 0),
+                "SUMMARY": line.strip(),
+            }
+    return None
 
 
 def candidates(home: Path | None = None) -> list[Path]:

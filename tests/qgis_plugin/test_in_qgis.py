@@ -92,19 +92,22 @@ def test_the_zip_installs_into_a_fresh_profile_and_qgis_process_lists_the_algori
 def test_map_fields_on_the_sample_writes_layers_that_qgis_finds_valid(profile: Path, tmp_path: Path) -> None:
     bands = [f"INPUT={SAMPLE / name}.tif" for name in ("B02", "B03", "B04", "B08", "B05", "B11")]
     out = tmp_path / "map fields.gpkg"
-    run = _qgis_process(profile, "--json", "run", "geoseg:mapfields", "--", *bands, f"OUTPUT={out}")
+    extra = [f"AOI={SAMPLE / 'aoi.geojson'}", "DATETIME=2024-06-01T15:50:00Z", f"OUTPUT={out}"]
+    run = _qgis_process(profile, "--json", "run", "geoseg:mapfields", "--", *bands, *extra)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     report = json.loads(run.stdout)
     results, log = report["results"], report["log"]["info"]
     assert results["OUTPUT"] == str(out) and results["FIELDS"] == f"{out}|layername=fields"
     assert any(line.startswith("bands: blue = band 1 of") and "swir16 = band 1 of" in line for line in log)
+    spec = yaml.safe_load(Path(results["SPEC"]).read_text())
+    assert spec["aoi"]["path"].endswith(".geojson") and spec["inputs"]["datetime"] == "2024-06-01T15:50:00Z"
     counts = {line.split(":")[0]: line for line in log if " features, style " in line}
     assert "categorizedSymbol" in counts["fields"] and "categorizedSymbol" in counts["crop_health"]
     for layer in ("fields", "crop_health"):
         n = int(counts[layer].split(": ")[1].split()[0])
         valid = qgis_check_validity(out, layer, tmp_path)
         assert (valid["VALID_COUNT"], valid["INVALID_COUNT"], valid["ERROR_COUNT"]) == (n, 0, 0)
-        assert n > 100
+        assert n > 10
     assert not list(SAMPLE.glob("*.aux.xml"))
 
 
@@ -140,6 +143,18 @@ def test_run_job_spec_cancel_stops_geoseg_and_resume_loads_the_styled_layers(pro
         "tiles": [True, "singleSymbol"],
     }
     assert loaded["tiles"][2] == 9 and loaded["fields"][2] > 100
+
+
+def test_cluster_algorithms_pass_on_geoseg_s_one_line_errors(profile: Path, tmp_path: Path) -> None:
+    """No Ray cluster here (the real one is tests/run/test_ray_cluster.py, slow): geoseg's own refusals come through."""
+    status = _qgis_process(profile, "run", "geoseg:jobstatus", "--", "JOB_ID=raysubmit_x", "ADDRESS=http://127.0.0.1:9")
+    assert (
+        status.returncode == 1 and "ERROR:\tgeoseg: error: no Ray head answers at http://127.0.0.1:9" in status.stderr
+    )
+    spec = tmp_path / "job.yaml"
+    spec.write_text((REPO / "jobs" / "sample_fields.yaml").read_text())
+    submit = _qgis_process(profile, "run", "geoseg:submitjob", "--", f"SPEC={spec}", "ADDRESS=http://127.0.0.1:9")
+    assert submit.returncode == 1 and "is a relative path ('sample/B02.tif')" in submit.stderr, submit.stderr
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from geoseg.cli import main
 from geoseg.errors import OutputExistsError
 from geoseg.qgis_plugin import PLUGIN_NAME, build_plugin_zip, plugin_source
 from geoseg.run.progress import ProgressReport
+from geoseg.run.submit import JobState
 from geoseg.spec.job import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,6 +110,29 @@ def test_written_outputs_parse_from_geoseg_run_lines() -> None:
         "/data/out/my fields.gpkg", {"crop_health": 902, "fields": 371, "tiles": 9}, ["/data/out/my fields_fields.tif"]
     )
     assert runner.parse_written(lines[:1]) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "progress", "message", "expected"),
+    [
+        ("RUNNING", ProgressReport("tiles", 412, 0, 1024), "", ("RUNNING", 412, 1024, 0)),
+        (
+            "FAILED",
+            ProgressReport("tiles", 7, 2, 9),
+            "Job failed: exit 3\nmore than 1 tiles failed",
+            ("FAILED", 7, 9, 2),
+        ),
+        ("PENDING", None, "", ("PENDING", 0, 0, 0)),
+    ],
+)
+def test_cluster_status_parses_as_geoseg_status_prints_it(
+    status: str, progress: ProgressReport | None, message: str, expected: tuple[str, int, int, int]
+) -> None:
+    line = JobState("raysubmit_abc", status, message, "geoseg run", progress).summary()  # geoseg's own writer
+    parsed = runner.parse_status(["some log line", line])
+    assert parsed is not None and parsed["SUMMARY"] == line
+    assert (parsed["STATE"], parsed["TILES_DONE"], parsed["TILES_TOTAL"], parsed["TILES_FAILED"]) == expected
+    assert runner.parse_status(["geoseg: error: no Ray head answers at http://x:8265"]) is None
 
 
 _FAKE_JOB = """
