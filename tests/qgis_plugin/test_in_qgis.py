@@ -135,7 +135,8 @@ def test_run_job_spec_cancel_stops_geoseg_and_resume_loads_the_styled_layers(pro
 
     resumed = _probe(profile, "geoseg:runjobspec", {**params, "RESUME": True, "OVERWRITE": True})
     assert "error" not in resumed, resumed
-    assert resumed["progress"][-1] == f"tiles: {9 - len(kept)}/{9 - len(kept)}"  # only the missing tiles ran
+    left = 9 - len(kept)
+    assert resumed["progress"][-2:] == [f"tiles: {left}/{left}", "Loading resulting layers"]  # only missing tiles ran
     loaded = resumed["loaded"]
     assert {name: value[:2] for name, value in loaded.items()} == {
         "fields": [True, "categorizedSymbol"],  # the styles stored in the GeoPackage's layer_styles
@@ -143,6 +144,9 @@ def test_run_job_spec_cancel_stops_geoseg_and_resume_loads_the_styled_layers(pro
         "tiles": [True, "singleSymbol"],
     }
     assert loaded["tiles"][2] == 9 and loaded["fields"][2] > 100
+    project = resumed["project"]  # after the dialog's post-processing put them in the project: the stored styles
+    assert project["fields"] == ["categorizedSymbol", ["healthy", "watch", "stressed", "bare", "not_observed"]]
+    assert project["crop_health"][0] == "categorizedSymbol" and project["tiles"] == ["singleSymbol", "#787878"]
 
 
 def test_cluster_algorithms_pass_on_geoseg_s_one_line_errors(profile: Path, tmp_path: Path) -> None:
