@@ -32,6 +32,8 @@ INSTALL_HINT = (
 _PROGRESS = re.compile(r"^geoseg-progress stage=(\S+) done=(\d+) failed=(\d+) total=(\d+)\s*$")
 _WROTE_GPKG = re.compile(r"^wrote (.+?) \(((?:[^():]+: \d+(?:, )?)*)\) in [\d.]+ s on .+$")
 _STATUS = re.compile(r"^(\S+)  ([A-Z]+)(?:  (\S+) (\d+)/(\d+)(?:, (\d+) failed)?)?(?:  (.*))?$")
+_OPTIONS = {"pass --overwrite": "check 'Overwrite existing outputs'", "with --resume": "with 'Resume' checked"}
+"""geoseg's advice in command line terms -> the same advice in the algorithms' terms."""
 _VERSION = re.compile(r"geoseg (\d+)\.(\d+)\.(\d+)")
 
 
@@ -63,11 +65,13 @@ class Outcome:
     canceled: bool = False
 
     def error(self) -> str:
-        """geoseg's one-line error (``geoseg: error: ...``), else the last line it wrote to stderr."""
-        for line in reversed(self.stderr):
-            if line.startswith("geoseg: "):
-                return line
-        return self.stderr[-1] if self.stderr else f"geoseg exited with code {self.returncode}"
+        """geoseg's one-line error (``geoseg: error: ...``), else the last line it wrote to stderr; its command line
+        flags named as the algorithm's options (``--overwrite``: *Overwrite existing outputs*)."""
+        found = [line for line in self.stderr if line.startswith("geoseg: ")] or self.stderr[-1:]
+        line = found[-1] if found else f"geoseg exited with code {self.returncode}"
+        for flag, option in _OPTIONS.items():
+            line = line.replace(flag, option)
+        return line
 
 
 @dataclass(frozen=True)

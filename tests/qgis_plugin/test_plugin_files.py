@@ -154,7 +154,7 @@ def test_run_streams_lines_and_cancel_sends_sigint(tmp_path: Path) -> None:
     seen: list[tuple[str, str]] = []
     outcome = runner.run(job, [], lambda stream, line: seen.append((stream, line)), lambda: len(seen) >= 6)
     assert outcome.canceled and outcome.returncode == 130
-    assert outcome.error() == "geoseg: interrupted; rerun with --resume to keep finished tiles"
+    assert outcome.error() == "geoseg: interrupted; rerun with 'Resume' checked to keep finished tiles"
     assert ("stdout", "geoseg-progress stage=tiles done=0 failed=0 total=100") in seen
     assert ("stderr", "log line 0") in seen
     assert len(outcome.stdout) < 20  # stopped long before the 100 lines
@@ -166,6 +166,17 @@ def test_a_job_that_ignores_sigint_is_terminated_after_the_grace_period(tmp_path
     start = time.monotonic()
     outcome = runner.run(job, [], lambda stream, line: None, lambda: True, grace_s=1.0)
     assert outcome.canceled and outcome.returncode == -15 and time.monotonic() - start < 20
+
+
+def test_errors_name_the_algorithm_options_instead_of_command_line_flags() -> None:
+    outcome = runner.Outcome(
+        2, stderr=["INFO ray", "geoseg: error: /d/f.gpkg exists; pass --overwrite or change output.path"]
+    )
+    assert (
+        outcome.error() == "geoseg: error: /d/f.gpkg exists; check 'Overwrite existing outputs' or change output.path"
+    )
+    assert runner.Outcome(1, stderr=["Traceback", "MemoryError"]).error() == "MemoryError"
+    assert runner.Outcome(-9).error() == "geoseg exited with code -9"
 
 
 def test_a_finished_command_reports_its_exit_code_and_error_line(tmp_path: Path) -> None:
