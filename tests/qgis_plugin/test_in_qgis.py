@@ -29,9 +29,15 @@ QGIS_PYTHON = "/usr/bin/python3"
 PROBE = Path(__file__).with_name("pyqgis_probe.py")
 ALGORITHMS = ("geoseg:jobstatus", "geoseg:mapfields", "geoseg:runjobspec", "geoseg:submitjob")
 
-pytestmark = pytest.mark.skipif(
-    QGIS_PROCESS is None or not os.path.exists(QGIS_PYTHON), reason="QGIS is not installed (apt-get install -y qgis)"
-)
+
+def _pyqgis() -> bool:
+    """Whether QGIS's Python bindings import in QGIS's Python (python3-qgis)."""
+    if QGIS_PROCESS is None or not os.path.exists(QGIS_PYTHON):
+        return False
+    return subprocess.run([QGIS_PYTHON, "-c", "import qgis.core"], capture_output=True, timeout=60).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not _pyqgis(), reason="QGIS and its Python are not installed (apt-get install qgis)")
 
 
 def _env(profile: Path, **extra: str) -> dict[str, str]:

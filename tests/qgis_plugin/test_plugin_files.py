@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -298,6 +299,8 @@ def test_cli_writes_the_zip_with_the_plugin_folder_at_its_root_and_never_clobber
 
 def test_an_installed_wheel_carries_the_plugin_sources(tmp_path: Path) -> None:
     """Build geoseg's wheel offline (the venv's setuptools) and find the plugin in it as an install would."""
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("setuptools is not installed in this environment (pip install setuptools) to build the wheel")
     tree = tmp_path / "tree"
     tree.mkdir()
     shutil.copy(REPO / "pyproject.toml", tree)
