@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
 
     _cluster_parsers(sub)
+    plugin = sub.add_parser("qgis-plugin", help="write the QGIS plugin zip (Plugins > Manage > Install from ZIP)")
+    plugin.add_argument("--out", default="geoseg_qgis.zip", help="zip to write (default: geoseg_qgis.zip)")
+    plugin.add_argument("--overwrite", action="store_true", help="replace an existing zip")
 
     models = sub.add_parser("models", help="SAM checkpoints: list, download")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -122,6 +125,13 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     from geoseg.run.submit import stop_job
 
     print(f"{args.id}: {'stopping' if stop_job(args.id, args.address) else 'already ended'}")
+    return 0
+
+
+def _cmd_qgis_plugin(args: argparse.Namespace) -> int:
+    from geoseg.qgis_plugin import build_plugin_zip
+
+    print(f"wrote {build_plugin_zip(args.out, overwrite=args.overwrite)}")
     return 0
 
 
@@ -228,6 +238,7 @@ COMMANDS = {
     "status": _cmd_status,
     "logs": _cmd_logs,
     "stop": _cmd_stop,
+    "qgis-plugin": _cmd_qgis_plugin,
 }
 
 

@@ -41,7 +41,7 @@ STAGES = ("spec", "inputs", "models", "plan", "stitch", "run", "export")
 """The stage folders in import order: a module imports only from its own stage and the stages before it."""
 BASE = {"errors", "atomic"}
 """Top-level modules every stage may use."""
-TOP = {"pipeline", "launch", "train", "cli", "__init__", "testutils"}
+TOP = {"pipeline", "launch", "train", "cli", "qgis_plugin", "__init__", "testutils"}
 """Above every stage: they may import any."""
 
 
