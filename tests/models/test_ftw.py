@@ -98,7 +98,7 @@ def test_a_publisher_format_checkpoint_downloads_verifies_and_loads(
     entry = Checkpoint(f"test-{variant}", variant, f"{base}/{served.name}", pinned, None, "CC-BY-4.0", "ftw")
     monkeypatch.setitem(checkpoints.CHECKPOINTS, entry.name, entry)
     monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(WeightsError, match="not in the cache .*: run: geoseg models download"):
+    with pytest.raises(WeightsError, match=r"not in the cache .*: run: geoseg models download"):
         resolve_family("ftw", variant, None)  # offline until asked
     path = download_checkpoint(entry.name)
     assert resolve_family("ftw", variant, None) == path
