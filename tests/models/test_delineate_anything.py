@@ -27,7 +27,7 @@ from geoseg.spec.models import DelineateAnythingSpec
 
 pytest.importorskip("ultralytics", reason="the delineate-anything extra is not installed")
 
-from geoseg.models.delineate_anything.network import build_da_net, load_da_net  # noqa: E402
+from geoseg.models.delineate_anything.network import build_da_net, load_da_net
 
 # TorchGeo torchgeo/models/yolo.py YOLO_Weights meta: 'model' and 'num_classes' of each file
 PUBLISHED = {"DelineateAnything-S": ("yolo11n-seg", 1), "DelineateAnything": ("yolo11x-seg", 1)}
