@@ -103,3 +103,36 @@ def test_same_fields_for_256_and_512_px_tiles(
     theirs = large.geometry.loc[pairs["index_right"]].values
     iou = shapely.area(shapely.intersection(mine, theirs)) / shapely.area(shapely.union(mine, theirs))
     assert iou.min() >= 0.99
+
+
+def test_delineate_anything_job_gives_scored_fields_that_do_not_overlap(crop: Path, tmp_path: Path) -> None:
+    """A random-weight Delineate Anything-S (ultralytics format) on the sample crop: scored instances through Ray."""
+    pytest.importorskip("ultralytics", reason="the delineate-anything extra is not installed")
+    from copy import deepcopy
+
+    import torch
+
+    from geoseg.models.delineate_anything.network import build_da_net
+    from geoseg.models.delineate_anything.variants import VARIANTS as DA_VARIANTS
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "da_s.pt"
+    torch.save({"model": deepcopy(build_da_net(DA_VARIANTS["DelineateAnything-S"])).half(), "ema": None}, checkpoint)
+    spec = parse_spec(
+        {
+            "name": "da",
+            "inputs": {"bands": {k: {"path": f"{v}.tif"} for k, v in BANDS.items() if k != "nir"}, "nodata": 0,
+                       "scale": 0.0001},
+            "tiling": {"tile_size": 256},
+            "models": [{"type": "delineate_anything", "checkpoint": str(checkpoint), "confidence": 0.0}],
+            "output": {"path": str(tmp_path / "da.gpkg"), "masks": False},
+            "compute": {"actors": 1, "batch_size": 4},
+        },
+        crop,
+    )  # fmt: skip
+    fields = gpd.read_file(run_job(spec, progress=False).outputs.geopackage, layer="fields")
+    assert len(fields) > 0
+    union = shapely.union_all(fields.geometry.values)
+    assert union.area == pytest.approx(fields.geometry.area.sum(), rel=1e-9)
+    score = next(c for c in fields.columns if "score" in c)
+    assert fields[score].between(0, 1).all()
