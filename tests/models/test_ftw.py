@@ -190,3 +190,27 @@ def test_models_predict_instances_and_probabilities(tmp_path: Path) -> None:
     assert isinstance(out, SemanticOutput) and out.scores is not None
     assert (out.classes[:10] == 0).all() and set(np.unique(out.classes[10:])) <= {1, 2, 3}
     np.testing.assert_allclose(out.scores[:, 10:].astype(np.float32).sum(axis=0), 1, atol=2e-3)
+
+
+def test_models_list_shows_ftw_with_license(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch) -> None:
+    from geoseg.cli import main
+
+    monkeypatch.setenv("GEOSEG_CACHE", str(tmp_path))
+    assert main(["models", "list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "CC-BY-4.0" in rows["ftw-3class"] and "? MiB" in rows["ftw-3class"]  # TorchGeo states no size
+    assert " ftw " in rows["prue-b7"] and "AGPL-3.0" in rows["DelineateAnything"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_matches_cpu_fp32(tmp_path: Path) -> None:
+    arch = VARIANTS["ftw-3class"]
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0.0, 0.4, (4, 4, 256, 256)).astype(np.float32)
+    path = write_ftw_checkpoint(tmp_path / "net.pth", arch, random_ftw_state(arch, 1, np.concatenate([pixels[0]] * 2)))
+    spec = FtwSpec(type="ftw", checkpoint=str(path), windows=[WINDOW, WINDOW], output="classes")
+    valid = np.ones((4, 256, 256), bool)
+    cpu = FtwClassesModel(spec).probabilities(pixels, valid)
+    gpu = FtwClassesModel(spec, "cuda").probabilities(pixels, valid).cpu()
+    assert float((gpu - cpu).abs().max()) < 0.05  # bf16 autocast vs fp32

@@ -97,7 +97,7 @@ FTW_CHECKPOINTS: tuple[Checkpoint, ...] = (
                "cd51f020168e66ddd1eff501e81da347b39632af34bebf19a6a20d6c73c5a6d4", 53242827, "CC-BY-4.0", "ftw"),
     Checkpoint("prue-b7", "prue-b7", f"{_GH}/v3/prue_efnet7_checkpoint.ckpt",
                "2b1b34a17b85b8f70da6ff737529743b6bc6049e987bce5a1fcdd7279eb3b120", 270119641,
-               "mixed open licenses (includes CC-BY-NC-SA data)", "ftw"),
+               "mixed (incl. CC-BY-NC-SA)", "ftw"),
 )  # fmt: skip
 """Registered downloads of the FTW variants."""
 
