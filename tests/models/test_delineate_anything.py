@@ -131,3 +131,14 @@ def test_paint_higher_score_wins() -> None:
     winner = {i.label: i.score for i in out.instances}
     assert winner[int(out.labels[1, 1])] == pytest.approx(0.9)
     assert winner[int(out.labels[3, 3])] == pytest.approx(0.4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_gives_instances(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    path = _ultralytics_checkpoint(tmp_path / "s.pt", build_da_net(VARIANTS["DelineateAnything-S"]))
+    spec = DelineateAnythingSpec(type="delineate_anything", checkpoint=str(path), confidence=0.0)
+    pixels = np.random.default_rng(0).uniform(0, 0.3, (4, 3, 320, 320)).astype(np.float32)
+    outputs = DelineateAnythingModel(spec, "cuda").predict(pixels, np.ones((4, 320, 320), bool), [None] * 4)  # type: ignore[list-item]
+    assert all(isinstance(o, InstanceOutput) and o.labels.shape == (320, 320) for o in outputs)
