@@ -49,7 +49,7 @@ def checkpoint(crop: Path) -> Path:
     return write_ftw_checkpoint(crop / "ftw3.pth", variant, random_ftw_state(variant, seed=0, sample=sample))
 
 
-def _run(folder: Path, checkpoint: Path, tile_size: int, out: Path) -> gpd.GeoDataFrame:
+def _run(folder: Path, checkpoint: Path, tile_size: int, out: Path, **model: str) -> gpd.GeoDataFrame:
     spec = parse_spec(
         {
             "name": f"ftw-{tile_size}",
@@ -61,6 +61,7 @@ def _run(folder: Path, checkpoint: Path, tile_size: int, out: Path) -> gpd.GeoDa
                     "variant": "ftw-3class",
                     "checkpoint": str(checkpoint),
                     "windows": [["red", "green", "blue", "nir"], ["red", "green", "blue", "nir"]],
+                    **model,
                 }
             ],
             "output": {"path": str(out), "masks": True},
@@ -103,6 +104,15 @@ def test_same_fields_for_256_and_512_px_tiles(
     theirs = large.geometry.loc[pairs["index_right"]].values
     iou = shapely.area(shapely.intersection(mine, theirs)) / shapely.area(shapely.union(mine, theirs))
     assert iou.min() >= 0.99
+
+
+def test_classes_output_blends_tiles_into_a_class_cog(crop: Path, checkpoint: Path, tmp_path: Path) -> None:
+    regions = _run(crop, checkpoint, 256, tmp_path / "classes.gpkg", output="classes")
+    assert len(regions) > 0
+    with rasterio.open(tmp_path / "classes_fields.tif") as src:
+        classes = src.read(1)
+    assert classes.shape == (CROP, CROP) and set(np.unique(classes)) <= {0, 1, 2, 3}
+    assert (np.bincount(classes.ravel(), minlength=4)[1:] > 0).all()  # background, field and boundary all present
 
 
 def test_delineate_anything_job_gives_scored_fields_that_do_not_overlap(crop: Path, tmp_path: Path) -> None:
