@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     plugin.add_argument("--out", default="geoseg_qgis.zip", help="zip to write (default: geoseg_qgis.zip)")
     plugin.add_argument("--overwrite", action="store_true", help="replace an existing zip")
 
-    models = sub.add_parser("models", help="SAM checkpoints: list, download")
+    models = sub.add_parser("models", help="model weights (SAM, FTW, Delineate Anything): list, download")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     models_sub.add_parser("list", help="known checkpoints and whether they are cached")
     download = models_sub.add_parser("download", help="download and verify a checkpoint into the cache")
@@ -213,7 +213,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         rows = checkpoints.registry_table()
         for row in rows:
             cached, e = "cached" if row.cached else "-", row.entry
-            print(f"{e.name:<8} {e.variant:<8} {e.size / 2**20:>8.0f} MiB  {cached:<7} {e.url}")
+            size = f"{e.size / 2**20:>6.0f} MiB" if e.size is not None else "     ? MiB"
+            print(f"{e.name:<20} {e.family:<18} {e.variant:<20} {size}  {cached:<7} {e.license:<14} {e.url}")
         return 0
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 

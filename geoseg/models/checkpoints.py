@@ -1,10 +1,13 @@
-"""SAM checkpoints: the registry, a verified download cache, and which file a spec loads. No torch.
+"""Checkpoints of every model family: the registry, a verified download cache, and which file a spec loads. No torch.
 
 A local checkpoint path always works. Otherwise :func:`resolve_checkpoint` returns the verified file in the cache
 (``$GEOSEG_CACHE``, default ``~/.cache/geoseg/weights``) and never touches the network; downloads happen only when
 the user asks (``geoseg models download vit_b`` -> :func:`download_checkpoint`). A download streams to a ``.part``
 file, resumes it with an HTTP ``Range`` request, and is checked for size and sha256 before an atomic rename; a
 ``<file>.sha256`` marker beside the file records that it was verified, so later runs need not re-hash gigabytes.
+
+The registry holds SAM's checkpoints (below), the Fields of The World U-Nets (:mod:`geoseg.models.ftw.variants`) and
+Delineate Anything (:mod:`geoseg.models.delineate_anything.variants`); a family lists :class:`Checkpoint` records.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import Any
 
 from geoseg.atomic import atomic_write
 from geoseg.errors import WeightsError
+from geoseg.models.delineate_anything.variants import DA_CHECKPOINTS
+from geoseg.models.ftw.variants import FTW_CHECKPOINTS
+from geoseg.models.pinned import Checkpoint
 from geoseg.models.sam.variants import variant_config
 
 _CHUNK = 1 << 20
@@ -31,25 +37,6 @@ _USER_AGENT = "geoseg-weights/1"
 
 
 # --------------------------------------------------------------------------------------------- registry
-@dataclass(frozen=True)
-class Checkpoint:
-    """A downloadable checkpoint, pinned by URL, size and sha256."""
-
-    name: str
-    """Name used on the command line (``geoseg models download <name>``)."""
-    variant: str
-    """Variant in :data:`VARIANTS` whose architecture the weights fit."""
-    url: str
-    sha256: str
-    """Lower-case hex digest of the whole file."""
-    size: int
-    """Size in bytes."""
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-
 _FB = "https://dl.fbaipublicfiles.com/segment_anything"
 
 # Official SAM v1 checkpoints (facebookresearch/segment-anything README). The sha256 digests and byte sizes are not
@@ -59,16 +46,17 @@ _FB = "https://dl.fbaipublicfiles.com/segment_anything"
 CHECKPOINTS: dict[str, Checkpoint] = {
     "vit_h": Checkpoint(
         "vit_h", "vit_h", f"{_FB}/sam_vit_h_4b8939.pth",
-        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879,
+        "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 2564550879, "Apache-2.0",
     ),
     "vit_l": Checkpoint(
         "vit_l", "vit_l", f"{_FB}/sam_vit_l_0b3195.pth",
-        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1249524607,
+        "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1249524607, "Apache-2.0",
     ),
     "vit_b": Checkpoint(
         "vit_b", "vit_b", f"{_FB}/sam_vit_b_01ec64.pth",
-        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383,
+        "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 375042383, "Apache-2.0",
     ),
+    **{entry.name: entry for entry in (*FTW_CHECKPOINTS, *DA_CHECKPOINTS)},
 }  # fmt: skip
 """Checkpoint name -> entry."""
 
@@ -96,15 +84,19 @@ def _marker(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def _size_ok(entry: Checkpoint, size: int) -> bool:
+    return entry.size is None or size == entry.size
+
+
 def _is_verified(entry: Checkpoint, path: Path) -> bool:
     """True when ``path`` has the entry's size and a newer marker recording its sha256 (no hashing)."""
     marker = _marker(path)
     try:
         stat = path.stat()
         return (
-            stat.st_size == entry.size
+            _size_ok(entry, stat.st_size)
             and marker.stat().st_mtime >= stat.st_mtime
-            and marker.read_text().strip() == entry.sha256
+            and entry.matches(marker.read_text().strip())
         )
     except OSError:
         return False
@@ -138,9 +130,12 @@ def _verify_in_place(entry: Checkpoint, path: Path) -> bool:
     """Hash a cached file that has no marker yet (e.g. copied in by hand); write the marker if it is good."""
     if _is_verified(entry, path):
         return True
-    if not path.is_file() or path.stat().st_size != entry.size or _sha256(path) != entry.sha256:
+    if not path.is_file() or not _size_ok(entry, path.stat().st_size):
         return False
-    _write_marker(path, entry.sha256)
+    digest = _sha256(path)
+    if not entry.matches(digest):
+        return False
+    _write_marker(path, digest)
     return True
 
 
@@ -197,7 +192,7 @@ def _open(url: str, offset: int) -> tuple[Any, int]:
 def _fetch(entry: Checkpoint, url: str, part: Path, progress: Callable[[int, int], None] | None) -> None:
     """Stream ``url`` into ``part``, resuming what is already there. Raises WeightsError if interrupted."""
     offset = part.stat().st_size if part.exists() else 0
-    if offset >= entry.size:
+    if entry.size is not None and offset >= entry.size:
         return  # complete or oversized: verification decides
     done = offset
     try:
@@ -208,7 +203,7 @@ def _fetch(entry: Checkpoint, url: str, part: Path, progress: Callable[[int, int
                 out.write(chunk)
                 done += len(chunk)
                 if progress:
-                    progress(done, entry.size)
+                    progress(done, entry.size or 0)
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:
             return  # nothing left to send: verification decides
@@ -221,21 +216,23 @@ def _fetch(entry: Checkpoint, url: str, part: Path, progress: Callable[[int, int
         ) from None
 
 
-def _verify_part(entry: Checkpoint, url: str, part: Path) -> None:
-    """Check a finished ``.part``; delete it if it can never become right."""
+def _verify_part(entry: Checkpoint, url: str, part: Path) -> str:
+    """Check a finished ``.part`` and return its sha256; delete it if it can never become right."""
     size = part.stat().st_size
-    if size < entry.size:
+    if entry.size is not None and size < entry.size:
         raise WeightsError(
             f"download of {entry.name} incomplete: {size} of {entry.size} bytes; run the same command again to resume"
         )
-    digest = _sha256(part) if size == entry.size else ""
-    if digest != entry.sha256:
+    digest = _sha256(part) if _size_ok(entry, size) else ""
+    if not entry.matches(digest):
         part.unlink()
         got = f"sha256 {digest[:12]}…" if digest else f"{size} bytes"
+        expected = f", {entry.size} bytes" if entry.size is not None else ""
         raise WeightsError(
-            f"download of {entry.name} from {url} is corrupt ({got}, expected sha256 {entry.sha256[:12]}…, "
-            f"{entry.size} bytes); the file was deleted, run the download again or check the URL"
+            f"download of {entry.name} from {url} is corrupt ({got}, expected sha256 {entry.sha256[:12]}…{expected}); "
+            f"the file was deleted, run the download again or check the URL"
         )
+    return digest
 
 
 def download_checkpoint(
@@ -266,34 +263,65 @@ def download_checkpoint(
         if _verify_in_place(entry, dest):
             return dest
         _fetch(entry, url, part, progress)
-        _verify_part(entry, url, part)
+        digest = _verify_part(entry, url, part)
         os.replace(part, dest)
-        _write_marker(dest, entry.sha256)
+        _write_marker(dest, digest)
     return dest
 
 
 def resolve_checkpoint(variant: str, checkpoint: str | None, cache_dir: Path | None = None) -> Path:
-    """The weights file to load: a local path if given, else the verified cached download. Never networks.
+    """The SAM weights file to load: a local path if given, else the verified cached download. Never networks.
 
     Raises:
         WeightsError: the local path does not exist, or the cache lacks the variant's checkpoint.
     """
     variant_config(variant)
+    entries = [e for e in CHECKPOINTS.values() if e.variant == variant and e.family == "sam"]
+    return resolve_weights(f"SAM {variant}", entries, checkpoint, cache_dir, local_kind=".pth")
+
+
+def resolve_family(family: str, variant: str, checkpoint: str | None, cache_dir: Path | None = None) -> Path:
+    """The weights file of an ``ftw`` or ``delineate_anything`` spec: its ``checkpoint:``, else the first registered
+    download of its variant that is in the cache, verified. Never networks.
+
+    Raises:
+        WeightsError: as :func:`resolve_weights`.
+    """
+    entries = [e for e in CHECKPOINTS.values() if e.family == family and e.variant == variant]
+    return resolve_weights(f"{family} {variant}", entries, checkpoint, cache_dir)
+
+
+def resolve_weights(
+    what: str, entries: list[Checkpoint], checkpoint: str | None, cache_dir: Path | None = None, local_kind: str = ""
+) -> Path:
+    """The weights file a spec loads: its local ``checkpoint`` if given, else the first of ``entries`` that is in the
+    cache, verified. Never networks.
+
+    Args:
+        what: the model as the error messages name it, e.g. ``"SAM vit_b"``.
+        entries: registry entries whose files fit the model, preferred first.
+        checkpoint: the spec's ``checkpoint:`` (a local path) or None.
+        cache_dir: the download cache; default :func:`default_cache_dir`.
+        local_kind: what a local file is, for the messages (``.pth``).
+
+    Raises:
+        WeightsError: the local path does not exist, or the cache holds none of the entries.
+    """
+    local = f"a local {local_kind} file" if local_kind else "a local file"
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
             raise WeightsError(
-                f"SAM checkpoint {path} not found: fix `checkpoint:` or remove it to use the cached {variant} download"
+                f"{what} checkpoint {path} not found: fix `checkpoint:` or remove it to use the cached download"
             )
         return path
-    entries = [e for e in CHECKPOINTS.values() if e.variant == variant]
     if not entries:
-        raise WeightsError(f"SAM variant {variant} has no registered download: set `checkpoint:` to a local .pth")
+        raise WeightsError(f"{what} has no registered download: set `checkpoint:` to {local}")
     root = cache_dir or default_cache_dir()
     for entry in entries:
         if _verify_in_place(entry, root / entry.filename):
             return root / entry.filename
     raise WeightsError(
-        f"SAM {variant} weights are not in the cache {root}: run: geoseg models download {entries[0].name} "
-        f"(or set `checkpoint:` to a local .pth)"
+        f"{what} weights are not in the cache {root}: run: geoseg models download {entries[0].name} "
+        f"(or set `checkpoint:` to {local})"
     )

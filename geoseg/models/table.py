@@ -32,13 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geoseg.errors import WeightsError
+from geoseg.errors import SpecError, WeightsError
 from geoseg.models.base import Model, ModelInfo, SceneInfo, StatsRole
-from geoseg.models.checkpoints import resolve_checkpoint
+from geoseg.models.checkpoints import resolve_checkpoint, resolve_family
 from geoseg.models.crop_health.catalog import HEALTH_CLASSES, bands_for
+from geoseg.models.delineate_anything.variants import da_variant
+from geoseg.models.ftw.variants import ftw_bands, ftw_classes, ftw_variant
 from geoseg.models.sam.variants import variant_config
 from geoseg.models.unet.meta import read_unet_metadata, sidecar_path, unet_classes
 from geoseg.spec.job import CropHealthSpec, FieldDelineatorSpec, FieldRegionsSpec, ModelSpec, SamSpec, UNetSpec
+from geoseg.spec.models import DelineateAnythingSpec, FtwSpec
 
 
 def _no_bands(spec: Any) -> tuple[str, ...]:
@@ -117,6 +120,36 @@ def _unet_info(spec: UNetSpec) -> ModelInfo:
     )
 
 
+def _ftw_info(spec: FtwSpec) -> ModelInfo:
+    variant = ftw_variant(spec.variant)
+    if len(spec.windows) != variant.windows:
+        raise SpecError(
+            f"model {spec.name!r}: ftw variant {variant.name} takes {variant.windows} window(s) of red, green, blue, "
+            f"nir; `windows:` gives {len(spec.windows)}"
+        )
+    if spec.output == "classes":
+        classes = ftw_classes(variant)
+        return ModelInfo(
+            spec.name, "semantic", ftw_bands(spec), classes, merge=spec.merge, receptive_field=spec.receptive_field
+        )
+    return ModelInfo(
+        spec.name, "instance", ftw_bands(spec), (), spec.merge_min_agreement, receptive_field=spec.receptive_field
+    )
+
+
+def _da_info(spec: DelineateAnythingSpec) -> ModelInfo:
+    da_variant(spec.variant)  # a clear error for an unknown variant
+    return ModelInfo(
+        spec.name,
+        "instance",
+        tuple(spec.rgb),
+        (),
+        spec.merge_min_agreement,
+        receptive_field=spec.receptive_field,
+        min_area_m2=spec.min_area_m2,
+    )
+
+
 MODEL_TYPES: dict[type, ModelType] = {
     CropHealthSpec: ModelType(
         builder="geoseg.models.crop_health.cpu:build_crop_health",
@@ -139,6 +172,16 @@ MODEL_TYPES: dict[type, ModelType] = {
         builder="geoseg.models.unet.model:build_unet",
         info=_unet_info,
         checkpoint_files=lambda spec: (Path(spec.checkpoint), sidecar_path(spec.checkpoint)),
+    ),
+    FtwSpec: ModelType(
+        builder="geoseg.models.ftw.model:build_ftw",
+        info=_ftw_info,
+        checkpoint_files=lambda spec: (resolve_family("ftw", spec.variant, spec.checkpoint),),
+    ),
+    DelineateAnythingSpec: ModelType(
+        builder="geoseg.models.delineate_anything.model:build_delineate_anything",
+        info=_da_info,
+        checkpoint_files=lambda spec: (resolve_family("delineate_anything", spec.variant, spec.checkpoint),),
     ),
 }
 """Spec type -> how geoseg handles it."""

@@ -99,7 +99,7 @@ def test_registry_pins_the_official_checkpoints(tmp_path: Path) -> None:
         entry = checkpoints.CHECKPOINTS[name]
         assert rows[name].entry.variant == name and rows[name].cached is False
         assert entry.url.startswith("https://dl.fbaipublicfiles.com/segment_anything/sam_" + name)
-        assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256) and entry.size > 300_000_000
+        assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256) and entry.size is not None and entry.size > 300_000_000
         assert entry.variant in sam_variants.VARIANTS
 
 
