@@ -120,7 +120,7 @@ class InputSpec(StrictModel):
             )
         if (self.stac is None and self.stac_search is None) != (self.assets is None):
             raise ValueError(
-                "inputs.stac (or stac_search) and inputs.assets go together: assets maps band names to asset keys"
+                "inputs.stac_search or inputs.stac and inputs.assets go together: assets maps band names to asset keys"
             )
         if self.mask is not None and self.mask.asset is not None and self.stac is None and self.stac_search is None:
             raise ValueError("inputs.mask.asset needs inputs.stac or stac_search; give inputs.mask.path for a file")

@@ -104,7 +104,7 @@ def _to_zone_19(path: Path, out: Path) -> None:
             dst.write(data)
 
 
-def _item(entry: CatalogItem, folder: Path, base_url: str, missing: str | None) -> dict[str, object]:
+def _item(entry: CatalogItem, folder: Path, base_url: str) -> dict[str, object]:
     with rasterio.open(folder / entry.folder / "B04.tif") as src:
         west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
     ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
@@ -115,7 +115,6 @@ def _item(entry: CatalogItem, folder: Path, base_url: str, missing: str | None) 
             "roles": ["data"],
         }
         for band in BANDS
-        if band != missing
     }
     return {
         "type": "Feature",
@@ -136,10 +135,10 @@ def _item(entry: CatalogItem, folder: Path, base_url: str, missing: str | None) 
     }
 
 
-def write_catalog(folder: Path, base_url: str, missing: str | None = None) -> tuple[Path, Path]:
-    """Write ``collection.json`` and ``items.json`` (a FeatureCollection) into ``folder``; asset hrefs are
-    ``base_url`` + the files' paths under ``folder``. ``missing``: an asset key left out of every item."""
-    features = [_item(entry, folder, base_url, missing) for entry in ITEMS]
+def write_catalog(folder: Path, base_url: str, out: Path | None = None) -> tuple[Path, Path]:
+    """Write ``collection.json`` and ``items.json`` (a FeatureCollection) into ``out`` (default: ``folder``); asset
+    hrefs are ``base_url`` + the files' paths under ``folder``."""
+    features = [_item(entry, folder, base_url) for entry in ITEMS]
     boxes = np.array([f["bbox"] for f in features], float)
     collection = {
         "type": "Collection",
@@ -153,7 +152,9 @@ def write_catalog(folder: Path, base_url: str, missing: str | None = None) -> tu
         },
         "links": [],
     }
-    collection_path, items_path = folder / "collection.json", folder / "items.json"
+    out = out or folder
+    out.mkdir(parents=True, exist_ok=True)
+    collection_path, items_path = out / "collection.json", out / "items.json"
     collection_path.write_text(json.dumps(collection))
     items_path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return collection_path, items_path

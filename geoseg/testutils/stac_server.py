@@ -36,6 +36,8 @@ class ByteCounter:
     def __init__(self) -> None:
         self.sent: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
+        self.authorizations: set[str] = set()
+        """``Authorization`` headers seen on file requests."""
         self._lock = threading.Lock()
 
     def add(self, path: str, nbytes: int) -> None:
@@ -51,6 +53,7 @@ class ByteCounter:
         with self._lock:
             self.sent.clear()
             self.requests.clear()
+            self.authorizations.clear()
 
 
 class RangeHandler(SimpleHTTPRequestHandler):
@@ -69,6 +72,8 @@ class RangeHandler(SimpleHTTPRequestHandler):
         if self.path in ("/__bytes__", "/__reset__"):
             return self._control()
         path = self.translate_path(self.path)
+        if "Authorization" in self.headers:
+            self.counter.authorizations.add(self.headers["Authorization"])
         if os.path.isdir(path) or not os.path.isfile(path):
             self.send_error(HTTPStatus.NOT_FOUND, "File not found")
             return None
@@ -99,7 +104,7 @@ class RangeHandler(SimpleHTTPRequestHandler):
     def _control(self) -> io.BytesIO:
         if self.path == "/__reset__":
             self.counter.reset()
-        body = json.dumps(dict(self.counter.sent)).encode()
+        body = json.dumps({"sent": self.counter.sent, "authorizations": sorted(self.counter.authorizations)}).encode()
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -134,7 +139,7 @@ class _QuietServer(ThreadingHTTPServer):
 
 def serve_folder(folder: Path, port_file: Path) -> None:
     """Serve ``folder`` on 127.0.0.1 (a free port, written to ``port_file``) until killed. ``GET /__bytes__`` answers
-    the bytes sent so far per path (JSON), ``GET /__reset__`` zeroes them."""
+    the bytes sent so far per path and the Authorization headers seen (JSON), ``GET /__reset__`` forgets them."""
     counter = ByteCounter()
     handler = partial(RangeHandler, directory=str(folder), counter=counter)
     server = _QuietServer(("127.0.0.1", 0), handler)
@@ -148,9 +153,17 @@ class FileServer:
 
     url: str
 
-    def sent(self) -> dict[str, int]:
+    def _counts(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/__bytes__", timeout=10) as answer:
             return dict(json.load(answer))
+
+    def sent(self) -> dict[str, int]:
+        """Bytes of file content sent per path (relative to the folder) since the start or the last reset."""
+        return dict(self._counts()["sent"])
+
+    def authorizations(self) -> list[str]:
+        """The ``Authorization`` headers seen on file requests."""
+        return list(self._counts()["authorizations"])
 
     def reset(self) -> None:
         urllib.request.urlopen(f"{self.url}/__reset__", timeout=10).close()
