@@ -166,3 +166,27 @@ def sample_bbox() -> tuple[float, float, float, float]:
         west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
     dx, dy = (east - west) * 0.01, (north - south) * 0.01
     return west + dx, south + dy, east - dx, north - dy
+
+
+def block_bytes(path: Path, bounds: tuple[float, float, float, float] | None = None, margin: int = 1) -> int:
+    """Bytes of a single-band tiled GeoTIFF's blocks that a read of ``bounds`` (in the file's CRS; default: the
+    whole file) touches, ``margin`` pixels added on each side for resampling."""
+    with rasterio.open(path) as src:
+        window = Window(0, 0, src.width, src.height) if bounds is None else src.window(*bounds)
+        block_rows, block_cols = src.block_shapes[0]
+        col0 = max(0, int(np.floor(window.col_off)) - margin)
+        row0 = max(0, int(np.floor(window.row_off)) - margin)
+        col1 = min(src.width, int(np.ceil(window.col_off + window.width)) + margin)
+        row1 = min(src.height, int(np.ceil(window.row_off + window.height)) + margin)
+        if col0 >= col1 or row0 >= row1:
+            return 0
+        total = 0
+        for block_row in range(row0 // block_rows, (row1 - 1) // block_rows + 1):
+            for block_col in range(col0 // block_cols, (col1 - 1) // block_cols + 1):
+                total += int(src.get_tag_item(f"BLOCK_SIZE_{block_col}_{block_row}", "TIFF", bidx=1) or 0)
+        return total
+
+
+def header_bytes(path: Path) -> int:
+    """Bytes of a file that are not pixel blocks: the header, the directory, the block offset tables."""
+    return path.stat().st_size - block_bytes(path, margin=0)
