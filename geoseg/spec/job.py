@@ -57,7 +57,6 @@ __all__ = [  # the spec's sections, wherever they are defined
     "QualityMaskSpec",
     "SamSpec",
     "StacAssetRef",
-    "StacSearchSpec",
     "StrictModel",
     "TilingSpec",
     "UNetSpec",
@@ -94,12 +93,9 @@ class InputSpec(StrictModel):
     )
     band_names: list[str] | None = Field(None, description="Names of the bands of `files`, in file order.")
     stac: str | None = Field(None, description="A STAC Item (file or URL) whose assets are the bands; see assets.")
-    stac_search: StacSearchSpec | None = Field(
-        None, description="A STAC API search (area, dates, cloud cover); one day's items make the scene; see assets."
-    )
+    stac_search: StacSearchSpec | None = Field(None, description="A STAC API search: one day's items; see assets.")
     assets: dict[str, str | StacAssetRef] | None = Field(
-        None,
-        description="With stac or stac_search: band name -> asset key (or {asset, band}), e.g. {red: B04, nir: B08}.",
+        None, description="With stac / stac_search: band name -> asset key (or {asset, band}), e.g. {red: B04}."
     )
     nodata: float | None = Field(None, description="Nodata value; default: each file's own nodata.")
     scale: float = Field(1.0, description="Reflectance = DN * scale + offset (Sentinel-2 L1C: 0.0001).")
@@ -115,13 +111,9 @@ class InputSpec(StrictModel):
     @model_validator(mode="after")
     def _one_form(self) -> InputSpec:
         if sum(form is not None for form in (self.bands, self.files, self.stac, self.stac_search)) != 1:
-            raise ValueError(
-                "give exactly one of inputs.bands (band name -> file), inputs.files, inputs.stac or inputs.stac_search"
-            )
+            raise ValueError("give exactly one of inputs.bands (band name -> file), files, stac or stac_search")
         if (self.stac is None and self.stac_search is None) != (self.assets is None):
-            raise ValueError(
-                "inputs.stac_search or inputs.stac and inputs.assets go together: assets maps band names to asset keys"
-            )
+            raise ValueError("inputs.stac_search or inputs.stac and inputs.assets go together (band name -> asset)")
         if self.mask is not None and self.mask.asset is not None and self.stac is None and self.stac_search is None:
             raise ValueError("inputs.mask.asset needs inputs.stac or stac_search; give inputs.mask.path for a file")
         if self.files is not None and not self.band_names:
@@ -248,13 +240,6 @@ class JobSpec(StrictModel):
         if reach is None or reach <= DEFAULT_HALO_PX:
             return data
         return {**data, "tiling": {**tiling, "halo": reach}}
-
-    @model_validator(mode="after")
-    def _search_area(self) -> JobSpec:
-        search = self.inputs.stac_search
-        if search is not None and search.bbox is None and self.aoi is None:
-            raise ValueError("inputs.stac_search needs an area: give aoi, or inputs.stac_search.bbox in degrees")
-        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> JobSpec:

@@ -150,15 +150,15 @@ def test_cli_plan_prints_the_search_and_guards_max_items(catalog, write_spec, tm
 
 def test_spec_needs_an_area_and_assets(tmp_path):
     job = _job("http://127.0.0.1:1", tmp_path, bbox=None)
-    with pytest.raises(SpecError, match=r"stac_search needs an area: give aoi, or inputs\.stac_search\.bbox"):
-        parse_spec(job)
-    job["aoi"] = {"wkt": "POLYGON((0 0, 1 0, 1 1, 0 0))"}
-    assert parse_spec(job).inputs.stac_search is not None
+    with pytest.raises(InputError, match=r"^inputs\.stac_search needs an area: give aoi, or inputs\.stac_search\.bbox"):
+        plan_job(parse_spec(job), with_stats=False)  # before any request
     del job["inputs"]["assets"]
     with pytest.raises(SpecError, match=r"inputs\.stac_search or inputs\.stac and inputs\.assets go together"):
         parse_spec(job)
     with pytest.raises(SpecError, match=r"bbox must be \[west, south, east, north\]"):
         parse_spec(_job("http://127.0.0.1:1", tmp_path, bbox=[1, 1, 0, 0]))
+    with pytest.raises(SpecError, match=r"exactly one of inputs\.bands .* files, stac or stac_search"):
+        parse_spec({**job, "inputs": {**job["inputs"], "assets": ASSETS, "files": ["a.tif"]}})
 
 
 def test_bearer_token_goes_to_the_api_and_to_gdal(catalog, monkeypatch, tmp_path):
