@@ -12,15 +12,13 @@ Signing (``signing:``), never code in the spec:
 - ``planetary_computer``: GDAL signs each asset URL with a Planetary Computer SAS token, and renews it
   (``/vsicurl?pc_url_signing=yes``); the search itself is public.
 - ``bearer``: the token in the environment variable ``token_env`` (default ``GEOSEG_STAC_TOKEN``) goes to the API as
-  ``Authorization: Bearer ...`` and to GDAL as ``GDAL_HTTP_HEADERS`` (set in this process when it is not set already;
-  Ray workers started later inherit it; on a cluster set it on the workers too).
+  ``Authorization: Bearer ...`` and to GDAL as ``GDAL_HTTP_HEADERS`` (set in this process when it is not set already,
+  by ``geoseg run`` before Ray starts: embedded Ray workers inherit it; on a cluster set it on the workers too).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import os
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,9 +32,7 @@ from geoseg.errors import InputError
 from geoseg.inputs.grid import to_crs
 from geoseg.inputs.stac import StacInputs, asset_href, asset_ref
 from geoseg.spec.job import InputSpec
-from geoseg.spec.search import StacSearchSpec
-
-logger = logging.getLogger(__name__)
+from geoseg.spec.search import StacSearchSpec, bearer_headers
 
 WGS84 = CRS.from_epsg(4326)
 
@@ -153,7 +149,7 @@ def find_items(spec: StacSearchSpec, area: shapely.Geometry) -> list[pystac.Item
     from pystac_client.conformance import ConformanceClasses
 
     try:
-        client = Client.open(spec.url, headers=_api_headers(spec), timeout=60)
+        client = Client.open(spec.url, headers=bearer_headers(spec), timeout=60)
         query: dict[str, Any] = {}
         if spec.max_cloud_cover is not None and client.conforms_to(ConformanceClasses.FILTER):
             query["filter"] = {"op": "<=", "args": [{"property": "eo:cloud_cover"}, spec.max_cloud_cover]}
@@ -175,21 +171,6 @@ def find_items(spec: StacSearchSpec, area: shapely.Geometry) -> list[pystac.Item
 def _one_line(err: Exception) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _api_headers(spec: StacSearchSpec) -> dict[str, str] | None:
-    """Headers for the API (and, for GDAL's reads, ``GDAL_HTTP_HEADERS`` in this process)."""
-    if spec.signing != "bearer":
-        return None
-    token = os.environ.get(spec.token_env, "").strip()
-    if not token:
-        raise InputError(f"inputs.stac_search.signing is bearer: set the environment variable {spec.token_env} to "
-                         f"the token (or name another in token_env)")  # fmt: skip
-    header = f"Authorization: Bearer {token}"
-    if os.environ.get("GDAL_HTTP_HEADERS", header) != header:
-        logger.warning("GDAL_HTTP_HEADERS is set already: asset reads use it, not the bearer token")
-    os.environ.setdefault("GDAL_HTTP_HEADERS", header)
-    return {"Authorization": f"Bearer {token}"}
 
 
 def _cloud(item: pystac.Item) -> float | None:

@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import os
 from typing import Literal
 
 from pydantic import Field, field_validator
 
+from geoseg.errors import InputError
 from geoseg.spec.base import StrictModel
+
+logger = logging.getLogger(__name__)
 
 Signing = Literal["none", "planetary_computer", "bearer"]
 
@@ -51,3 +56,22 @@ class StacSearchSpec(StrictModel):
         if value is not None and not (value[0] < value[2] and value[1] < value[3]):
             raise ValueError(f"inputs.stac_search.bbox must be [west, south, east, north] in degrees, got {value}")
         return value
+
+
+def bearer_headers(spec: StacSearchSpec) -> dict[str, str] | None:
+    """With ``signing: bearer``, the API's ``Authorization`` header; GDAL gets it too, as ``GDAL_HTTP_HEADERS`` set
+    in this process when it is not set already (Ray workers started afterwards inherit it). None otherwise.
+
+    Raises:
+        InputError: the token's environment variable is not set.
+    """
+    if spec.signing != "bearer":
+        return None
+    token = os.environ.get(spec.token_env, "").strip()
+    if not token:
+        raise InputError(f"inputs.stac_search.signing is bearer: set the environment variable {spec.token_env} to "
+                         f"the token (or name another in token_env)")  # fmt: skip
+    header = f"Authorization: Bearer {token}"
+    if os.environ.setdefault("GDAL_HTTP_HEADERS", header) != header:
+        logger.warning("GDAL_HTTP_HEADERS is set already: asset reads send it, not the bearer token")
+    return {"Authorization": f"Bearer {token}"}
