@@ -25,16 +25,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import pystac
+import rasterio
 import shapely
+from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import WindowError
+from rasterio.features import geometry_mask
+from rasterio.windows import Window, from_bounds
 
 from geoseg.errors import InputError
 from geoseg.inputs.grid import to_crs
+from geoseg.inputs.qa import masked_pixels
 from geoseg.inputs.stac import StacInputs, asset_href, asset_ref
-from geoseg.spec.job import InputSpec
+from geoseg.spec.job import InputSpec, QualityMaskSpec
 from geoseg.spec.search import StacSearchSpec, bearer_headers
 
 WGS84 = CRS.from_epsg(4326)
+MASK_READ_PX = 256
+"""With ``cloud_from_mask``: the most pixels a side read of an item's mask asset."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,8 @@ class FoundItem:
     """The item's ``proj:code`` / ``proj:epsg`` (e.g. EPSG:32618), or ``?``."""
     area_share: float
     """The share of the searched area this item's footprint covers (0-1)."""
+    mask_cloud: float | None = None
+    """With ``cloud_from_mask``: the percent of the item's observed pixels inside the area its mask asset masks."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class SearchDay:
     """The share of the searched area the day's footprints cover together (0-1)."""
     cloud_cover: float | None
     """The items' cloud cover weighted by how much of the area each covers; None when an item gives none."""
+    cloud_from: str = "eo:cloud_cover"
+    """Where ``cloud_cover`` comes from: the items' ``eo:cloud_cover``, or their ``mask`` asset."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +96,13 @@ class SearchResult:
                  f"day(s) in [{bbox}]"]  # fmt: skip
         for day in self.days:
             mark = "*" if day.day == self.chosen else " "
+            source = " (mask)" if day.cloud_from == "mask" else ""
             lines.append(f"  {mark} {day.day}  {len(day.items)} item(s), {day.coverage:.0%} of the area, cloud "
-                         f"{_percent(day.cloud_cover)}")  # fmt: skip
-            lines += [f"      {i.id}  {i.crs}  cloud {_percent(i.cloud_cover)}  {i.area_share:.0%} of the area"
-                      for i in day.items]  # fmt: skip
+                         f"{_percent(day.cloud_cover)}{source}")  # fmt: skip
+            for i in day.items:
+                mask = "" if i.mask_cloud is None else f" (mask {_percent(i.mask_cloud)})"
+                lines.append(f"      {i.id}  {i.crs}  cloud {_percent(i.cloud_cover)}{mask}  {i.area_share:.0%} of "
+                             f"the area")  # fmt: skip
         lines.append(f"date         {self.chosen} ({self.reason})")
         return lines
 
@@ -134,7 +150,8 @@ def resolve_search(
     by_day: dict[dt.date, list[pystac.Item]] = {}
     for item in sorted(items, key=lambda i: (_cloud(i) is None, _cloud(i) or 0.0, i.id)):
         by_day.setdefault(_when(item).date(), []).append(item)
-    days = tuple(_day(day, by_day[day], area) for day in sorted(by_day))
+    mask = _cloud_mask(spec)
+    days = tuple(_day(day, by_day[day], area, mask) for day in sorted(by_day))
     chosen, reason = _choose(days, search.date)
     result = SearchResult(search.url, tuple(search.collections), area.bounds, days, chosen, reason)
     return _hrefs(spec, by_day[chosen], search), result
@@ -203,19 +220,75 @@ def _footprint(item: pystac.Item) -> shapely.Geometry:
     raise InputError(f"STAC item {item.id} has neither geometry nor bbox")
 
 
-def _day(day: dt.date, items: list[pystac.Item], area: shapely.Geometry) -> SearchDay:
-    """A day's listing: each item's share of the area, their union's, and the area-weighted cloud cover."""
+def _cloud_mask(spec: InputSpec) -> tuple[QualityMaskSpec, Callable[[str], str]] | None:
+    """With ``cloud_from_mask``: the mask spec and how its hrefs become GDAL paths."""
+    search = spec.stac_search
+    assert search is not None
+    if not search.cloud_from_mask:
+        return None
+    if spec.mask is None or spec.mask.asset is None:
+        raise InputError("inputs.stac_search.cloud_from_mask needs inputs.mask.asset (e.g. {asset: scl, kind: s2_scl})")
+    return spec.mask, _gdal_path(search.signing)
+
+
+def _day(
+    day: dt.date,
+    items: list[pystac.Item],
+    area: shapely.Geometry,
+    mask: tuple[QualityMaskSpec, Callable[[str], str]] | None,
+) -> SearchDay:
+    """A day's listing: each item's share of the area, their union's, and the area-weighted cloud cover (from the
+    items' mask assets when ``mask`` is given)."""
     size = area.area or 1.0
     parts = [_footprint(i).intersection(area) for i in items]
     found = tuple(
-        FoundItem(i.id, _when(i), _cloud(i), _crs_name(i), p.area / size) for i, p in zip(items, parts, strict=True)
+        FoundItem(i.id, _when(i), _cloud(i), _crs_name(i), p.area / size, _mask_cloud(i, area, mask))
+        for i, p in zip(items, parts, strict=True)
     )
+    if mask is not None:
+        clouds = [f.mask_cloud for f in found]
+        weights = [f.area_share if f.mask_cloud is not None else 0.0 for f in found]
+        cloud = _weighted([c for c in clouds if c is not None], [w for c, w in zip(clouds, weights, strict=True)
+                                                                 if c is not None])  # fmt: skip
+        return SearchDay(day, found, shapely.union_all(parts).area / size, cloud, "mask")
     clouds = [f.cloud_cover for f in found]
     weights = [f.area_share for f in found]
-    cloud = None
-    if None not in clouds and sum(weights) > 0:
-        cloud = sum(c * w for c, w in zip(clouds, weights, strict=True) if c is not None) / sum(weights)
+    cloud = None if None in clouds else _weighted([c for c in clouds if c is not None], weights)
     return SearchDay(day, found, shapely.union_all(parts).area / size, cloud)
+
+
+def _weighted(values: list[float], weights: list[float]) -> float | None:
+    total = sum(weights)
+    return sum(v * w for v, w in zip(values, weights, strict=True)) / total if values and total > 0 else None
+
+
+def _mask_cloud(
+    item: pystac.Item, area: shapely.Geometry, mask: tuple[QualityMaskSpec, Callable[[str], str]] | None
+) -> float | None:
+    """Percent of the item's observed pixels inside ``area`` (lon/lat) that its mask asset masks: a read of at most
+    ``MASK_READ_PX`` a side (GDAL takes overviews where the file has them). None without ``mask`` or without a pixel
+    of the item in the area."""
+    if mask is None:
+        return None
+    spec, to_gdal = mask
+    assert spec.asset is not None
+    href = to_gdal(asset_href(item, spec.asset, "inputs.mask"))
+    try:
+        with rasterio.open(href) as src:
+            local = to_crs(area, "EPSG:4326", src.crs)
+            try:
+                window = from_bounds(*local.bounds, src.transform).intersection(Window(0, 0, src.width, src.height))
+            except WindowError:
+                return None
+            factor = max(1.0, max(window.width, window.height) / MASK_READ_PX)
+            shape = max(1, round(window.height / factor)), max(1, round(window.width / factor))
+            qa = src.read(spec.band, window=window, out_shape=shape, resampling=Resampling.nearest)
+            seen = src.read_masks(spec.band, window=window, out_shape=shape, resampling=Resampling.nearest) > 0
+            transform = src.window_transform(window) * Affine.scale(window.width / shape[1], window.height / shape[0])
+    except rasterio.RasterioIOError as err:
+        raise InputError(f"cannot read the mask asset of STAC item {item.id}: {_one_line(err)}") from None
+    observed = seen & geometry_mask([local], shape, transform, invert=True)
+    return float(masked_pixels(qa, spec)[observed].mean() * 100) if observed.any() else None
 
 
 def _choose(days: tuple[SearchDay, ...], wanted: dt.date | None) -> tuple[dt.date, str]:

@@ -40,6 +40,11 @@ class StacSearchSpec(StrictModel):
         description="The day (UTC) whose items make the scene; default: the day covering the most of the area, "
         "then with the least cloud, then the latest.",
     )
+    cloud_from_mask: bool = Field(
+        False,
+        description="Measure each item's cloud inside the area from its inputs.mask asset (a decimated read, from "
+        "overviews where the file has them) and choose the day by that, not by eo:cloud_cover.",
+    )
     max_items: int = Field(
         DEFAULT_MAX_ITEMS, ge=1, description="Refuse a search that finds more items than this (CLI: --max-items)."
     )

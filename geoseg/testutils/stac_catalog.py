@@ -7,6 +7,10 @@ and listed as items on three days:
 - 2024-06-11 (cloud 20 %): the west tiles in zone 18N, the east tiles reprojected to zone 19N (two CRSs, one day);
 - 2024-06-21 (cloud 80 %): the four 18N tiles again.
 
+Each item also has an ``SCL`` asset (Sentinel-2 scene classes, 20 m, ``scl/<item>.tif``): vegetation (4) everywhere
+but on 2024-06-01, whose northern tiles are cloud (9): by its masks that day is half cloudy, whatever its
+``eo:cloud_cover`` says.
+
 :func:`make_tiles` writes the rasters once; :func:`write_catalog` writes the collection and its items with asset hrefs
 under a base URL (where a file server serves the folder).
 """
@@ -28,6 +32,8 @@ COLLECTION = "sample-s2"
 ZONE_18, ZONE_19 = 32618, 32619
 TILES = ("r0c0", "r0c1", "r1c0", "r1c1")
 EAST = ("r0c1", "r1c1")
+CLOUDY = ("d1-r0c0", "d1-r0c1")
+"""Items whose SCL asset is all cloud."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,19 @@ def make_tiles(folder: Path) -> Path:
                     dst.write(data)
                 if tile in EAST:
                     _to_zone_19(path, folder / "z19" / tile / f"{band}.tif")
+    for entry in ITEMS:
+        _scene_classes(folder / entry.folder / "B05.tif", folder / "scl" / f"{entry.id}.tif", cloudy=entry.id in CLOUDY)
     return folder
+
+
+def _scene_classes(b05: Path, out: Path, cloudy: bool) -> None:
+    """An SCL raster on a 20 m band's grid: 0 where the band has no data, else 9 (cloud) or 4 (vegetation)."""
+    with rasterio.open(b05) as src:
+        data = src.read(1)
+        classes = np.where(data == 0, 0, 9 if cloudy else 4).astype(np.uint8)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(out, "w", **_profile(src, dtype="uint8", count=1)) as dst:
+            dst.write(classes, 1)
 
 
 def _to_zone_19(path: Path, out: Path) -> None:
@@ -115,6 +133,11 @@ def _item(entry: CatalogItem, folder: Path, base_url: str) -> dict[str, object]:
             "roles": ["data"],
         }
         for band in BANDS
+    }
+    assets["SCL"] = {
+        "href": f"{base_url}/scl/{entry.id}.tif",
+        "type": "image/tiff; application=geotiff",
+        "roles": ["data"],
     }
     return {
         "type": "Feature",

@@ -105,6 +105,36 @@ def test_a_day_in_two_utm_zones_lands_on_one_grid(catalog):
     assert np.corrcoef(nir[0][:, east][both], sample[:, east][both])[0, 1] > 0.9
 
 
+SCL = {"asset": "SCL", "kind": "s2_scl"}
+
+
+def test_cloud_from_the_mask_asset_picks_the_clear_day(catalog, tmp_path):
+    _, _, api = catalog
+    job = _job(api, tmp_path, cloud_from_mask=True)
+    job["inputs"]["mask"] = SCL
+    plan = plan_job(parse_spec(job), with_stats=False)
+    text = describe(plan)
+    assert "    2024-06-01  4 item(s), 100% of the area, cloud 50.0% (mask)" in text  # its northern half is cloud
+    assert (
+        "d1-r0c0  EPSG:32618  cloud 10.0% (mask 100.0%)" in text
+        and "d1-r1c0  EPSG:32618  cloud 10.0% (mask 0.0%)" in text
+    )
+    assert "  * 2024-06-11  4 item(s), 100% of the area, cloud 0.0% (mask)" in text
+    assert plan.scene.search is not None and plan.scene.search.chosen == dt.date(2024, 6, 11)
+    del job["inputs"]["mask"]
+    with pytest.raises(InputError, match=r"^inputs\.stac_search\.cloud_from_mask needs inputs\.mask\.asset"):
+        plan_job(parse_spec(job), with_stats=False)
+
+
+def test_the_mask_asset_masks_the_day_mosaic(catalog):
+    _, _, api = catalog
+    scene = open_scene(InputSpec(stac_search=_search(api), assets=ASSETS, nodata=0, mask=SCL))
+    assert scene.quality_mask is not None and len(scene.quality_mask.paths) == 4  # one SCL per item of the day
+    _, valid = read_decimated(scene, ("red",))
+    half = scene.height // 2
+    assert not valid[: half - 2].any() and valid[half + 2 :].all()
+
+
 def _sample_aoi() -> tuple[Any, str]:
     import shapely
 
