@@ -25,7 +25,7 @@ from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
@@ -219,27 +219,22 @@ def stac_api(*hrefs: Path, timeout_s: float = 30.0) -> Iterator[str]:
     if binary is None:
         raise RuntimeError("rustac is not installed: pip install rustac (in the test extra)")
     address = f"127.0.0.1:{free_port()}"
-    proc: subprocess.Popen[bytes] = subprocess.Popen(
-        [binary, "serve", "--addr", address, *map(str, hrefs)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://{address}"
-    try:
-        _wait_for(url, proc, timeout_s)
-        yield url
-    finally:
-        _stop(proc)
-        if proc.stderr is not None:
-            proc.stderr.close()
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a server that logs much never blocks on it
+        proc = subprocess.Popen([binary, "serve", "--addr", address, *map(str, hrefs)], stdout=log, stderr=log)
+        url = f"http://{address}"
+        try:
+            _wait_for(url, proc, log, timeout_s)
+            yield url
+        finally:
+            _stop(proc)
 
 
-def _wait_for(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+def _wait_for(url: str, proc: subprocess.Popen[bytes], log: IO[bytes], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-            raise RuntimeError(f"rustac serve exited with {proc.returncode}: {err.strip()}")
+            log.seek(0)
+            raise RuntimeError(f"rustac serve exited with {proc.returncode}: {log.read().decode(errors='replace')}")
         try:
             with urllib.request.urlopen(f"{url}/collections", timeout=2):
                 return
