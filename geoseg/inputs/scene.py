@@ -124,7 +124,8 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
 
     Args:
         spec: the job's inputs.
-        aoi: optional area of interest, in ``aoi_crs``; the scene is cut to its bounds.
+        aoi: optional area of interest, in ``aoi_crs``; the scene is cut to its bounds (and a STAC search without
+            a bbox searches it).
         aoi_crs: CRS of ``aoi`` (any form pyproj understands).
     """
     stac, search = _stac_inputs(spec, aoi, aoi_crs)
