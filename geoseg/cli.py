@@ -17,10 +17,13 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from geoseg import __version__
 from geoseg.errors import GeosegError, JobTerminated, raise_job_terminated
+
+if TYPE_CHECKING:
+    from geoseg.spec.job import JobSpec
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,10 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a progress bar, plain progress lines for logs (what `geoseg status` reads), or none",
     )
     run.add_argument("--no-progress", action="store_const", const="off", dest="progress", help="same as --progress off")
+    run.add_argument("--max-items", type=int, help=MAX_ITEMS_HELP)
 
     sub.add_parser("validate", help="check a job spec").add_argument("job")
     plan = sub.add_parser("plan", help="print the tile grid, tile count and expected memory")
     plan.add_argument("job")
+    plan.add_argument("--max-items", type=int, help=MAX_ITEMS_HELP)
     sub.add_parser("schema", help="print the job spec's JSON Schema")
 
     train = sub.add_parser("train", help="train a U-Net on a job's inputs and a label raster")
@@ -135,11 +140,30 @@ def _cmd_qgis_plugin(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from geoseg.launch import launch_job
+MAX_ITEMS_HELP = "with inputs.stac_search: refuse a search that finds more items (default: the spec's max_items)"
+
+
+def _load(args: argparse.Namespace) -> JobSpec:
+    """The job spec, with ``--max-items`` (when given) as its STAC search's ``max_items``."""
+    from geoseg.errors import SpecError
     from geoseg.spec.job import load_spec
 
     spec = load_spec(args.job)
+    if args.max_items is None:
+        return spec
+    search = spec.inputs.stac_search
+    if search is None:
+        raise SpecError("--max-items goes with inputs.stac_search; this job reads no STAC search")
+    if args.max_items < 1:
+        raise SpecError(f"--max-items must be 1 or more, got {args.max_items}")
+    inputs = spec.inputs.model_copy(update={"stac_search": search.model_copy(update={"max_items": args.max_items})})
+    return spec.model_copy(update={"inputs": inputs})
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from geoseg.launch import launch_job
+
+    spec = _load(args)
     result = launch_job(
         spec,
         overwrite=args.overwrite,
@@ -164,9 +188,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from geoseg.plan.job import describe, plan_job
-    from geoseg.spec.job import load_spec
 
-    print(describe(plan_job(load_spec(args.job), with_stats=False)))
+    print(describe(plan_job(_load(args), with_stats=False)))
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from geoseg.atomic import check_output_absent
 from geoseg.run.session import start_ray, stop_ray
 from geoseg.spec.job import JobSpec
+from geoseg.spec.search import bearer_headers
 
 if TYPE_CHECKING:
     from geoseg.pipeline import RunResult
@@ -36,6 +37,8 @@ def launch_job(
     every output again. Ray is shut down whether or not the run gets as far as its Ray session.
     """
     check_output_absent(Path(spec.output.path), overwrite)
+    if spec.inputs.stac_search is not None:
+        bearer_headers(spec.inputs.stac_search)  # GDAL's header in the environment before Ray's workers start
     pool = ThreadPoolExecutor(1, thread_name_prefix="import")
     runner = pool.submit(importlib.import_module, "geoseg.pipeline")
     pool.shutdown(wait=False)  # the import goes on; an error in it is raised by result()

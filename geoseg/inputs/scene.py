@@ -39,6 +39,7 @@ from geoseg.inputs.grid import (
 from geoseg.inputs.qa import QualityMask
 from geoseg.inputs.reads import GridRead, OpenFiles, opened, read_bands
 from geoseg.inputs.stac import StacInputs, resolve_stac
+from geoseg.inputs.stac_search import SearchResult, resolve_search
 from geoseg.spec.job import InputSpec, expand_paths
 
 
@@ -59,6 +60,8 @@ class Scene:
     """Cloud / quality raster; the pixels it masks read as invalid."""
     datetime: datetime | None = None
     """Acquisition time of the imagery, when the inputs say it."""
+    search: SearchResult | None = None
+    """With ``inputs.stac_search``: the items found per day and the day chosen (for ``geoseg plan``)."""
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -106,7 +109,7 @@ class Scene:
 def band_sources(spec: InputSpec, stac: StacInputs | None = None) -> tuple[BandSource, ...]:
     """Normalise the input forms (band map, multi-band files + names, STAC assets) into band sources."""
     if stac is not None:
-        return tuple(BandSource(name, (href,), index) for name, (href, index) in stac.bands.items())
+        return tuple(BandSource(name, hrefs, index) for name, (hrefs, index) in stac.bands.items())
     if spec.bands is not None:
         return tuple(BandSource(name, tuple(expand_paths(ref.path)), ref.band) for name, ref in spec.bands.items())
     files = tuple(expand_paths(spec.files or []))
@@ -121,10 +124,11 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
 
     Args:
         spec: the job's inputs.
-        aoi: optional area of interest, in ``aoi_crs``; the scene is cut to its bounds.
+        aoi: optional area of interest, in ``aoi_crs``; the scene is cut to its bounds (and a STAC search without
+            a bbox searches it).
         aoi_crs: CRS of ``aoi`` (any form pyproj understands).
     """
-    stac = resolve_stac(spec) if spec.stac is not None else None
+    stac, search = _stac_inputs(spec, aoi, aoi_crs)
     sources = band_sources(spec, stac)
     infos = {p: file_info(p) for band in sources for p in band.paths}
     quality_mask = _quality_mask(spec, stac)
@@ -158,7 +162,19 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         aoi_wkb=None if aoi_scene is None else shapely.to_wkb(aoi_scene),
         quality_mask=quality_mask,
         datetime=spec.datetime or (stac.datetime if stac else None),
+        search=search,
     )
+
+
+def _stac_inputs(
+    spec: InputSpec, aoi: shapely.Geometry | None, aoi_crs: str | None
+) -> tuple[StacInputs | None, SearchResult | None]:
+    """The bands' hrefs from a STAC Item or a STAC API search (and the search's listing)."""
+    if spec.stac is not None:
+        return resolve_stac(spec), None
+    if spec.stac_search is not None:
+        return resolve_search(spec, aoi, aoi_crs)
+    return None, None
 
 
 def _quality_mask(spec: InputSpec, stac: StacInputs | None) -> QualityMask | None:
@@ -166,8 +182,8 @@ def _quality_mask(spec: InputSpec, stac: StacInputs | None) -> QualityMask | Non
     if spec.mask is None:
         return None
     if spec.mask.asset is not None:
-        assert stac is not None and stac.mask_href is not None
-        paths: tuple[str, ...] = (stac.mask_href,)
+        assert stac is not None and stac.mask_hrefs
+        paths: tuple[str, ...] = stac.mask_hrefs
     else:
         assert spec.mask.path is not None
         paths = tuple(expand_paths(spec.mask.path))

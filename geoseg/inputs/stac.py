@@ -18,10 +18,11 @@ from geoseg.spec.job import InputSpec, StacAssetRef
 
 @dataclass(frozen=True)
 class StacInputs:
-    """What the Item gives the scene: band name -> (href, band index), the QA raster's href, the time."""
+    """What STAC gives the scene: band name -> (hrefs, band index), the QA raster's hrefs (none without a mask
+    asset), the time; one Item gives one href per band, a search one per item of the day (a mosaic)."""
 
-    bands: dict[str, tuple[str, int]]
-    mask_href: str | None
+    bands: dict[str, tuple[tuple[str, ...], int]]
+    mask_hrefs: tuple[str, ...]
     datetime: datetime | None
 
 
@@ -36,7 +37,13 @@ def read_item(href: str) -> pystac.Item:
     return stac_object
 
 
-def _asset_href(item: pystac.Item, key: str, source: str) -> str:
+def asset_ref(ref: str | StacAssetRef) -> StacAssetRef:
+    """An ``inputs.assets`` value as an asset key and band index."""
+    return ref if isinstance(ref, StacAssetRef) else StacAssetRef(asset=ref)
+
+
+def asset_href(item: pystac.Item, key: str, source: str) -> str:
+    """The absolute href of asset ``key``; a one-line error naming the item's assets when it has none such."""
     asset = item.assets.get(key)
     if asset is None:
         have = ", ".join(sorted(item.assets)) or "none"
@@ -48,10 +55,10 @@ def resolve_stac(spec: InputSpec) -> StacInputs:
     """Map the spec's assets to hrefs (and the mask asset, if any)."""
     assert spec.stac is not None and spec.assets is not None
     item = read_item(spec.stac)
-    bands = {}
-    for name, ref in spec.assets.items():
-        ref = ref if isinstance(ref, StacAssetRef) else StacAssetRef(asset=ref)
-        bands[name] = (_asset_href(item, ref.asset, f"band {name}"), ref.band)
+    bands: dict[str, tuple[tuple[str, ...], int]] = {}
+    for name, value in spec.assets.items():
+        ref = asset_ref(value)
+        bands[name] = ((asset_href(item, ref.asset, f"band {name}"),), ref.band)
     mask_asset = spec.mask.asset if spec.mask is not None else None
-    mask_href = _asset_href(item, mask_asset, "inputs.mask") if mask_asset else None
-    return StacInputs(bands, mask_href, item.datetime)
+    mask_hrefs = (asset_href(item, mask_asset, "inputs.mask"),) if mask_asset else ()
+    return StacInputs(bands, mask_hrefs, item.datetime)

@@ -170,6 +170,7 @@ def describe(plan: JobPlan) -> str:
     return "\n".join(
         [
             f"job          {plan.spec.name}",
+            *(s.search.describe() if s.search is not None else []),
             f"scene        {s.width} x {s.height} px, {s.pixel_size[0]:g} x {s.pixel_size[1]:g} {crs}",
             f"bands        {', '.join(plan.bands)}",
             f"grid         {g.shape[0]} x {g.shape[1]} tiles of {g.tile_size} px + {g.halo} px halo",

@@ -38,6 +38,7 @@ from geoseg.spec.product import (
     StrictModel,
     VerdictRules,
 )
+from geoseg.spec.search import StacSearchSpec
 
 __all__ = [  # the spec's sections, wherever they are defined
     "AoiSpec",
@@ -90,8 +91,9 @@ class InputSpec(StrictModel):
     )
     band_names: list[str] | None = Field(None, description="Names of the bands of `files`, in file order.")
     stac: str | None = Field(None, description="A STAC Item (file or URL) whose assets are the bands; see assets.")
+    stac_search: StacSearchSpec | None = Field(None, description="A STAC API search: one day's items; see assets.")
     assets: dict[str, str | StacAssetRef] | None = Field(
-        None, description="With stac: band name -> asset key (or {asset, band}), e.g. {red: B04, nir: B08}."
+        None, description="With stac / stac_search: band name -> asset key (or {asset, band}), e.g. {red: B04}."
     )
     nodata: float | None = Field(None, description="Nodata value; default: each file's own nodata.")
     scale: float = Field(1.0, description="Reflectance = DN * scale + offset (Sentinel-2 L1C: 0.0001).")
@@ -106,12 +108,12 @@ class InputSpec(StrictModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> InputSpec:
-        if sum(form is not None for form in (self.bands, self.files, self.stac)) != 1:
-            raise ValueError("give exactly one of inputs.bands (band name -> file), inputs.files or inputs.stac")
-        if (self.stac is None) != (self.assets is None):
-            raise ValueError("inputs.stac and inputs.assets go together: assets maps band names to the item's assets")
-        if self.mask is not None and self.mask.asset is not None and self.stac is None:
-            raise ValueError("inputs.mask.asset needs inputs.stac; give inputs.mask.path for a file")
+        if sum(form is not None for form in (self.bands, self.files, self.stac, self.stac_search)) != 1:
+            raise ValueError("give exactly one of inputs.bands (band name -> file), files, stac or stac_search")
+        if (self.stac is None and self.stac_search is None) != (self.assets is None):
+            raise ValueError("inputs.stac_search or inputs.stac and inputs.assets go together (band name -> asset)")
+        if self.mask is not None and self.mask.asset is not None and self.stac is None and self.stac_search is None:
+            raise ValueError("inputs.mask.asset needs inputs.stac or stac_search; give inputs.mask.path for a file")
         if self.files is not None and not self.band_names:
             raise ValueError("inputs.files needs inputs.band_names, e.g. [red, green, blue, nir]")
         if self.bands is not None and self.band_names:
