@@ -31,6 +31,7 @@ from geoseg.spec.models import (
     VegetationIndex,
     halo_problem,
     models_reach,
+    with_job_bands,
 )
 from geoseg.spec.product import (
     CropHealthPercentiles,
@@ -41,34 +42,12 @@ from geoseg.spec.product import (
 )
 
 __all__ = [  # the spec's sections, wherever they are defined
-    "AoiSpec",
-    "BandRef",
-    "ComputeSpec",
-    "CropHealthPercentiles",
-    "CropHealthSpec",
-    "CropHealthThresholds",
-    "FieldDelineatorSpec",
-    "FieldRegionsSpec",
-    "InputSpec",
-    "JobSpec",
-    "ModelSpec",
-    "OutputSpec",
-    "QualityMaskSpec",
-    "SamSpec",
-    "StacAssetRef",
-    "StrictModel",
-    "TilingSpec",
-    "UNetSpec",
-    "VegetationIndex",
-    "VerdictRules",
-    "expand_paths",
-    "halo_problem",
-    "json_schema",
-    "load_spec",
-    "parse_spec",
-    "read_spec_yaml",
+    "AoiSpec", "BandRef", "ComputeSpec", "CropHealthPercentiles", "CropHealthSpec", "CropHealthThresholds",
+    "FieldDelineatorSpec", "FieldRegionsSpec", "InputSpec", "JobSpec", "ModelSpec", "OutputSpec",
+    "QualityMaskSpec", "SamSpec", "StacAssetRef", "StrictModel", "TilingSpec", "UNetSpec", "VegetationIndex",
+    "VerdictRules", "expand_paths", "halo_problem", "json_schema", "load_spec", "parse_spec", "read_spec_yaml",
     "relative_paths",
-]
+]  # fmt: skip
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
 
@@ -119,6 +98,11 @@ class InputSpec(StrictModel):
         if self.bands is not None and self.band_names:
             raise ValueError("inputs.band_names goes with inputs.files; with inputs.bands the keys are the names")
         return self
+
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        """The band names the job declares (band map keys, ``band_names`` or STAC asset names); None if unknown."""
+        return next((tuple(names) for names in (self.bands, self.band_names, self.assets) if names), None)
 
 
 class AoiSpec(StrictModel):
@@ -238,6 +222,13 @@ class JobSpec(StrictModel):
         if reach is None or reach <= DEFAULT_HALO_PX:
             return data
         return {**data, "tiling": {**tiling, "halo": reach}}
+
+    @model_validator(mode="after")
+    def _bands_decide(self) -> JobSpec:
+        """Models that read an optional band (the field delineator's swir16) read it when the job has it."""
+        if self.inputs.names is not None:  # frozen: the resolved specs replace the given ones
+            object.__setattr__(self, "models", with_job_bands(self.models, self.inputs.names))
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> JobSpec:
