@@ -156,6 +156,13 @@ class FieldDelineatorSpec(StrictModel):
         le=1,
         description="Quantile of the line strength along a shared boundary compared with merge_edge_max.",
     )
+    grow_max_m: float | None = Field(
+        None,
+        ge=0,
+        description="A field reaches at most this far (m) beyond its calm core (its seed): a wider strip that is "
+        "not calm is other land, a wet-grass ring around a pond, a verge, a shelterbelt. Default: 20 m on "
+        "digital numbers, off (0) on reflectance, where the defaults were chosen without it.",
+    )
     merge_similar_edge_max: float = Field(
         0.15,
         ge=0,
@@ -164,7 +171,7 @@ class FieldDelineatorSpec(StrictModel):
         "satellite pixels average out; 0 turns it off.",
     )
     merge_colour_max: float = Field(
-        0.05, ge=0, description="Mean log colours (RMS over bands) closer than this are one colour (merging)."
+        0.03, ge=0, description="Mean log colours (RMS over bands) closer than this are one colour (merging)."
     )
     seed_erode_px: int | None = Field(
         None,

@@ -96,6 +96,8 @@ class FieldDelineator(Model):
         self.pixel_size_m = pixel_size_m
         self.levels = scene_levels(spec, scene)
         similar = spec.merge_similar_edge_max if not self.levels.reflectance else 0.0
+        grow_m = spec.grow_max_m if spec.grow_max_m is not None else (0.0 if self.levels.reflectance else 20.0)
+        self.grow_max_px = grow_m / pixel_size_m
         self.merge_rule = MergeRule(spec.merge_edge_max, spec.merge_quantile, similar, spec.merge_colour_max)
         erode = spec.seed_erode_px
         self.seed_erode_px = (1 if pixel_size_m <= 20 else 0) if erode is None else erode
@@ -134,6 +136,8 @@ class FieldDelineator(Model):
         calm = fieldlike & (strength < spec.edge_threshold)
         seeds = calm_seeds(calm, self.seed_erode_px, self.neck_depth_px, self.min_seed_px, strength)
         labels = watershed(strength, seeds, mask=fieldlike).astype(np.int32)
+        if self.grow_max_px:  # a strip wider than a lane beyond the calm core is other land: a ring, a verge
+            labels[ndimage.distance_transform_edt(seeds == 0) > self.grow_max_px] = 0
         if spec.merge_edge_max > 0:
             colours = None if self.levels.reflectance else log_bands(np.stack(list(smooth.values())), valid)
             labels = _merge_weak_boundaries(labels, strength, self.merge_rule, colours)
