@@ -64,6 +64,7 @@ from skimage.segmentation import watershed
 
 from geoseg.models.base import InstanceInfo, InstanceOutput, Model, ModelOutput, SceneInfo, TileContext
 from geoseg.models.fields.edges import (
+    FOUR_CONNECTED,
     LineFilter,
     calm_seeds,
     edge_length_px,
@@ -136,8 +137,8 @@ class FieldDelineator(Model):
         calm = fieldlike & (strength < spec.edge_threshold)
         seeds = calm_seeds(calm, self.seed_erode_px, self.neck_depth_px, self.min_seed_px, strength)
         labels = watershed(strength, seeds, mask=fieldlike).astype(np.int32)
-        if self.grow_max_px:  # a strip wider than a lane beyond the calm core is other land: a ring, a verge
-            labels[ndimage.distance_transform_edt(seeds == 0) > self.grow_max_px] = 0
+        if self.grow_max_px:
+            labels = _drop_outer_strips(labels, seeds, self.grow_max_px)
         if spec.merge_edge_max > 0:
             colours = None if self.levels.reflectance else log_bands(np.stack(list(smooth.values())), valid)
             labels = _merge_weak_boundaries(labels, strength, self.merge_rule, colours)
@@ -296,6 +297,24 @@ def _region_means(labels: np.ndarray, bands: np.ndarray, n: int) -> np.ndarray:
     """(C, n) mean of each band over each label's pixels."""
     counts = np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
     return np.stack([np.bincount(labels.ravel(), weights=band.ravel(), minlength=n) / counts for band in bands])
+
+
+def _drop_outer_strips(labels: np.ndarray, seeds: np.ndarray, grow_max_px: float) -> np.ndarray:
+    """Regions without the parts that lie more than ``grow_max_px`` from every seed, touch land that is not a
+    field and are strips (narrower than twice that, twice their area over their outline): a strip wider than a
+    lane between a field's calm core and a pond is a wet-grass or cattail ring, along a road a verge. Parts
+    enclosed by the field (a pale patch, a wet spot) and broad rough parts (a streaky crop) stay."""
+    far = (labels > 0) & (ndimage.distance_transform_edt(seeds == 0) > grow_max_px)
+    parts, count = ndimage.label(far, FOUR_CONNECTED)
+    if count == 0:
+        return labels
+    outside = ndimage.binary_dilation(labels == 0, FOUR_CONNECTED)
+    drop = np.zeros(count + 1, bool)
+    drop[np.unique(parts[outside & far])] = True
+    width = 2 * np.bincount(parts.ravel(), minlength=count + 1) / np.maximum(_outline_steps(parts, count + 1), 1)
+    drop &= width < 2 * grow_max_px  # a strip, not a broad rough part of a field
+    drop[0] = False
+    return np.where(drop[parts], 0, labels)
 
 
 def _local_variation(band: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
