@@ -97,8 +97,10 @@ class FieldDelineator(Model):
         self.pixel_size_m = pixel_size_m
         self.levels = scene_levels(spec, scene)
         similar = spec.merge_similar_edge_max if not self.levels.reflectance else 0.0
-        grow_m = spec.grow_max_m if spec.grow_max_m is not None else (0.0 if self.levels.reflectance else 20.0)
+        grow_m = spec.grow_max_m if spec.grow_max_m is not None else (0.0 if self.levels.reflectance else DN_GROW_MAX_M)
         self.grow_max_px = grow_m / pixel_size_m
+        width_m = spec.min_width_m
+        self.min_width_m = width_m if width_m is not None else (0.0 if self.levels.reflectance else DN_MIN_WIDTH_M)
         self.merge_rule = MergeRule(spec.merge_edge_max, spec.merge_quantile, similar, spec.merge_colour_max)
         erode = spec.seed_erode_px
         self.seed_erode_px = (1 if pixel_size_m <= 20 else 0) if erode is None else erode
@@ -173,9 +175,9 @@ class FieldDelineator(Model):
         counts = np.bincount(labels.ravel(), minlength=n)
         mean_texture = np.bincount(labels.ravel(), weights=texture.ravel(), minlength=n) / np.maximum(counts, 1)
         drop = mean_texture > self.spec.region_texture_max
-        if self.spec.min_width_m > 0:
+        if self.min_width_m > 0:
             width_m = 2 * counts / np.maximum(_outline_steps(labels, n), 1) * self.pixel_size_m
-            drop |= width_m < self.spec.min_width_m
+            drop |= width_m < self.min_width_m
         drop[0] = True
         return np.where(drop[labels], 0, labels)
 
@@ -195,6 +197,12 @@ DN_BRIGHT_LEVEL = 0.4
 """Digital numbers are scaled so that the scene's 99th percentile (over green, red, NIR) reads as this: the
 reflectance of bright soil or a lush crop in NIR, so that the log offset of the line filter and the visible and
 NIR floors weigh as they do on reflectance."""
+
+
+DN_GROW_MAX_M = 20.0
+"""``grow_max_m`` on digital numbers (where it is not set)."""
+DN_MIN_WIDTH_M = 25.0
+"""``min_width_m`` on digital numbers (where it is not set)."""
 
 
 def scene_levels(spec: FieldDelineatorSpec, scene: SceneInfo | None) -> SceneLevels:
