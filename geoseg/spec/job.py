@@ -150,6 +150,14 @@ class OutputSpec(StrictModel):
     simplify: float = Field(0.0, ge=0, description="Simplify tolerance in map units (0: exact pixel edges).")
     min_area_m2: float = Field(0.0, ge=0, description="Drop polygons smaller than this.")
     fill_holes_m2: float = Field(0.0, ge=0, description="Fill holes smaller than this.")
+    max_edge_masked: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Drop objects of instance layers whose outline borders masked pixels (clouds, nodata) over "
+        "at least this share: slivers between clouds, not fields (needs a crop_health model, whose statistics "
+        "count the outline). Unset: they stay, their verdict not_observed.",
+    )
     work_dir: str | None = Field(None, description="Per-tile results (resume); default: <output>.work/")
 
     @field_validator("path")
