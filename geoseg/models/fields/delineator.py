@@ -42,6 +42,33 @@ hedges, tree lines, roads, ditches or a change of crop. The steps, each with its
 7. **Region rule**: a region whose mean texture exceeds ``region_texture_max`` is dropped (orchards, gardens,
    scattered houses that passed pixel by pixel).
 
+**Any imagery: which signals carry each decision, and why they hold across sensors.** The bands decide: SWIR is read
+when the job has it (``use_swir`` unset), never required. Where the inputs are digital numbers without units
+(integer data, no ``inputs.scale``: NAIP, drones, orthophotos; :attr:`SceneInfo.reflectance` is False), no rule uses
+an absolute level:
+
+- *Levels* are relative to the scene: the bands are multiplied by one gain, which puts the scene's 99th percentile
+  (mean over green, red, NIR, from the plan's one decimated read) at :data:`DN_BRIGHT_LEVEL`; one gain for all
+  bands keeps every ratio and index as the sensor gave it, and the log offset of the line filter and the visible
+  and NIR floors of step 2 weigh as they do on reflectance.
+- *Boundaries* (steps 1, 3-5) are contrasts of logarithms, ratios that no gain changes; pixels finer than
+  ``working_pixel_m`` (10 m) are averaged in blocks of whole pixels first (:func:`working_block`), so the filters
+  see 10 m cells whatever the pixel (0.5-30 m): crop rows, tillage lines and wheel tracks average out, the fields
+  come back at full resolution (each block's label). Lengths and areas are in metres.
+- *Water* is NDWI above ``water_ndwi`` **and** NIR below ``water_nir_share`` of the scene's median NIR: on
+  uncalibrated bands NDWI shifts (bare soil reads 0 to 0.1 on NAIP), but open water is far darker than land in NIR
+  on every sensor. The NDVI floor (sand, roofs) is not applied: uncalibrated NDVI of bare soil can read below it.
+- *Wet-grass and cattail rings, verges, farmsteads*: a field's calm core (its seed) reaches within a lane's width of
+  its boundary; a strip beyond it wider than ``grow_max_m`` (20 m) that touches non-field land and is narrower
+  than twice that is a ring around a pond or a verge, and is cut (:func:`_drop_outer_strips`); regions narrower than
+  ``min_width_m`` (25 m) are dropped; shelterbelts and yards are textured (texture is std / mean: no units).
+- *One field, many streaks*: aerial pixels show rows and patches a satellite pixel averages out; adjacent regions
+  of one colour (mean log colours within ``merge_colour_max``) join across a line of middling strength
+  (``merge_similar_edge_max``).
+
+On reflectance (Sentinel-2, Landsat) these last three rules are off by default: the defaults there were chosen
+without them and score as before. Crop-health classes follow the units the same way (``classes_by: auto``).
+
 Tiles: steps 1-2 and the distance map of step 3 are local (up to 24 px, the long filter's reach; the map is capped
 at 16 px), and the stitcher joins a field's fragments across core edges where the tiles agree
 (``merge_min_agreement``). The neck split of step 3, the watershed, the merge, the split and the region rule see the
