@@ -91,7 +91,7 @@ def model_infos(spec: JobSpec) -> tuple[ModelInfo, ...]:
         missing = [band for band in info.bands if names is not None and band not in names]
         if missing:
             raise SpecError(
-                f"model {info.name!r} reads band(s) {', '.join(missing)}, which inputs do not name "
+                f"model {info.name!r} reads band(s) {', '.join(map(repr, missing))}, which inputs do not name "
                 f"(have: {', '.join(names or ())}): add them to inputs or choose a model that needs fewer bands"
             )
     return infos

@@ -127,7 +127,7 @@ def test_validate_checks_the_bands_a_model_reads(tmp_path: Path, capsys: pytest.
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["validate", str(path)]) == 2
-    assert "reads band(s) rededge" in capsys.readouterr().err
+    assert "reads band(s) 'rededge'" in capsys.readouterr().err
     spec["models"] = [{"type": "field_delineator"}]  # no swir16: the bands decide, nothing to switch off
     path.write_text(yaml.safe_dump(spec))
     assert main(["validate", str(path)]) == 0

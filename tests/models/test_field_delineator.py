@@ -353,9 +353,11 @@ def test_the_bands_decide_swir_and_validate_checks_model_bands(tmp_path: Path) -
             "output": {"path": str(tmp_path / "o.gpkg")},
         }
 
-    naip = parse_spec(job(["red", "green", "blue", "nir"]))
-    assert naip.models[0].bands == ("green", "red", "nir")
-    assert parse_spec(job(["green", "red", "nir", "swir16"])).models[0].bands == ("green", "red", "nir", "swir16")
+    bands = (["red", "green", "blue", "nir"], ["green", "red", "nir", "swir16"])
+    naip, s2 = (parse_spec(job(b)).models[0] for b in bands)
+    assert isinstance(naip, FieldDelineatorSpec) and isinstance(s2, FieldDelineatorSpec)
+    assert naip.bands == ("green", "red", "nir")
+    assert s2.bands == ("green", "red", "nir", "swir16")
     with pytest.raises(SpecError, match="leave use_swir out"):
         parse_spec(job(["red", "green", "blue", "nir"], use_swir=True))
     spec = parse_spec({**job(["red", "green", "nir"]), "models": [{"type": "crop_health", "indices": ["ndre"]}]})
