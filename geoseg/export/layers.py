@@ -28,7 +28,7 @@ from geoseg.export.vector import LayerAppender, check_names, fill_geopackage, re
 from geoseg.export.vectorize import objects_frame
 from geoseg.export.verdict import VERDICT_COLORS, VERDICTS
 from geoseg.models import ModelInfo
-from geoseg.plan.job import JobPlan
+from geoseg.plan.job import DIGITAL_NUMBERS, JobPlan
 from geoseg.plan.outputs import JOB_TABLE, TILES_LAYER, layer_cleaning
 from geoseg.run.timings import JobTimings
 from geoseg.run.workdir import TileStatus, load_core
@@ -114,6 +114,7 @@ def job_table(plan: JobPlan, meta: dict[str, Any]) -> pd.DataFrame:
         "scene_crs": plan.scene.grid.proj.to_string(),
         "scene_size": f"{plan.scene.width}x{plan.scene.height}",
         "tiles": str(len(plan.tiles)),
+        "units": "reflectance" if plan.scene_info.reflectance else DIGITAL_NUMBERS,
         "spec": json.dumps(plan.spec.model_dump(mode="json")),
         **{k: str(v) for k, v in meta.items()},
     }

@@ -132,6 +132,8 @@ def objects_frame(
     keep = (gdf["area_m2"] >= cleaning.min_area_m2) & ~gdf.geometry.is_empty
     if cleaning.max_area_m2 is not None:
         keep &= gdf["area_m2"] <= cleaning.max_area_m2
+    if cleaning.max_edge_masked is not None and "share_edge_masked" in gdf:
+        keep &= gdf["share_edge_masked"] < cleaning.max_edge_masked  # slivers between clouds
     return gdf[keep].reset_index(drop=True)
 
 

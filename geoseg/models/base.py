@@ -83,6 +83,9 @@ class SceneInfo:
     """Band name -> values at percentiles 0, 1, ..., 100 of valid pixels over a decimated whole-scene read."""
     index_percentiles: dict[str, np.ndarray] = field(default_factory=dict)
     """Vegetation index -> percentiles 0..100 over the same read (scene-relative crop-health classes)."""
+    reflectance: bool = True
+    """False when the inputs are digital numbers without units (integer data, no scale): models then use levels
+    relative to the scene (its ``percentiles``) instead of reflectance thresholds."""
 
 
 @dataclass(frozen=True)

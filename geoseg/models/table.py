@@ -78,7 +78,7 @@ def _crop_health_stats(spec: CropHealthSpec) -> StatsRole:
 
 
 def _crop_health_scene_indices(spec: CropHealthSpec) -> tuple[str, ...]:
-    return (spec.classify_by,) if spec.classes_by == "percentiles" else ()
+    return (spec.classify_by,) if spec.classes_by != "thresholds" else ()
 
 
 def _field_regions_info(spec: FieldRegionsSpec) -> ModelInfo:
@@ -160,7 +160,9 @@ MODEL_TYPES: dict[type, ModelType] = {
     ),
     FieldRegionsSpec: ModelType(builder="geoseg.models.fields.regions:build_field_regions", info=_field_regions_info),
     FieldDelineatorSpec: ModelType(
-        builder="geoseg.models.fields.delineator:build_field_delineator", info=_field_delineator_info
+        builder="geoseg.models.fields.delineator:build_field_delineator",
+        info=_field_delineator_info,
+        stretch_bands=lambda spec: spec.bands,  # its scene-relative levels on digital numbers
     ),
     SamSpec: ModelType(
         builder="geoseg.models.sam.model:build_sam",

@@ -4,11 +4,13 @@ scene-wide stretch)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import rasterio
 import shapely
 from rasterio.windows import bounds as window_bounds
 
@@ -22,6 +24,14 @@ from geoseg.models.crop_health.catalog import bands_for, index_array
 from geoseg.models.table import checkpoint_files, scene_indices, stats_role, stretch_bands
 from geoseg.plan.outputs import OutputPaths, output_paths
 from geoseg.spec.job import AoiSpec, JobSpec, halo_problem
+
+logger = logging.getLogger(__name__)
+
+DIGITAL_NUMBERS = (
+    "inputs are digital numbers, not reflectance (integer data, no inputs.scale): the field delineator and crop "
+    "health use scene-relative levels"
+)
+"""Said once in the log and in the job table when the inputs have no units."""
 
 
 @dataclass(frozen=True)
@@ -66,13 +76,37 @@ def open_job_scene(spec: JobSpec) -> Scene:
 
 
 def model_infos(spec: JobSpec) -> tuple[ModelInfo, ...]:
-    """The models' infos, checked against the spec: known variants, readable sidecars, a halo that covers them."""
+    """The models' infos, checked against the spec: known variants, readable sidecars, a halo that covers them,
+    and (where the spec names its bands) every band a model reads.
+
+    Raises:
+        SpecError: what to change in the spec.
+    """
     infos = tuple(model_info(m) for m in spec.models)
+    names = spec.inputs.names
     for info in infos:
         problem = halo_problem(spec.tiling.halo, info.name, info.receptive_field)
         if problem:
             raise SpecError(problem)
+        missing = [band for band in info.bands if names is not None and band not in names]
+        if missing:
+            raise SpecError(
+                f"model {info.name!r} reads band(s) {', '.join(map(repr, missing))}, which inputs do not name "
+                f"(have: {', '.join(names or ())}): add them to inputs or choose a model that needs fewer bands"
+            )
     return infos
+
+
+def is_reflectance(scene: Scene) -> bool:
+    """False when the inputs are digital numbers with no units: no scale or offset and integer files."""
+    if scene.scale != 1.0 or scene.offset != 0.0:
+        return True
+    paths = dict.fromkeys(p for band in scene.bands for p in band.paths)
+    for path in paths:
+        with rasterio.open(path) as src:
+            if any(np.issubdtype(np.dtype(d), np.floating) for d in src.dtypes):
+                return True
+    return False
 
 
 def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
@@ -102,6 +136,9 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
     check_valid_pixels(scene, tuple(bands))
     stretch = stretch_bands(spec.models) if with_stats else ()
     relative = scene_indices(spec.models) if with_stats else ()
+    reflectance = is_reflectance(scene)
+    if not reflectance and with_stats:
+        logger.warning(DIGITAL_NUMBERS)
     scene_info = SceneInfo(
         band_names=tuple(bands),
         crs_wkt=scene.crs_wkt,
@@ -109,6 +146,7 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
         pixel_area_m2=scene.pixel_area_m2,
         percentiles=scene_percentiles(scene, stretch) if stretch else {},
         index_percentiles=index_percentiles(scene, relative) if relative else {},
+        reflectance=reflectance,
     )
     return JobPlan(
         spec, scene, grid, tiles, infos, tuple(bands), scene_info, stats_role(spec.models), output_paths(spec, infos)
@@ -172,7 +210,8 @@ def describe(plan: JobPlan) -> str:
             f"job          {plan.spec.name}",
             *(s.search.describe() if s.search is not None else []),
             f"scene        {s.width} x {s.height} px, {s.pixel_size[0]:g} x {s.pixel_size[1]:g} {crs}",
-            f"bands        {', '.join(plan.bands)}",
+            f"bands        {', '.join(plan.bands)}"
+            + ("" if plan.scene_info.reflectance else " (digital numbers: scene-relative levels)"),
             f"grid         {g.shape[0]} x {g.shape[1]} tiles of {g.tile_size} px + {g.halo} px halo",
             f"tiles        {len(plan.tiles)} to run" + (" (AOI)" if s.aoi is not None else ""),
             f"models       {', '.join(f'{m.name} ({m.kind})' for m in plan.models)}",

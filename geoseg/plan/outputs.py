@@ -95,6 +95,8 @@ class Cleaning:
     fill_holes_m2: float = 0.0
     """Fill interior rings smaller than this (instance layers only: zones tile the plane)."""
     max_area_m2: float | None = None
+    max_edge_masked: float | None = None
+    """Drop objects whose outline borders masked pixels over at least this share (with per-object statistics)."""
 
 
 def check_outputs(plan: JobPlan, overwrite: bool) -> None:
@@ -125,4 +127,5 @@ def layer_cleaning(plan: JobPlan, info: ModelInfo) -> Cleaning:
     # a model's own area limits (SAM's min/max_area_m2) apply to whole stitched objects, with output.min_area_m2
     out = plan.spec.output
     min_area = max(out.min_area_m2, info.min_area_m2)
-    return Cleaning(out.simplify, min_area, out.fill_holes_m2, max_area_m2=info.max_area_m2)
+    edge = out.max_edge_masked if info.kind == "instance" else None
+    return Cleaning(out.simplify, min_area, out.fill_holes_m2, max_area_m2=info.max_area_m2, max_edge_masked=edge)

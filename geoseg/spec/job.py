@@ -30,6 +30,7 @@ from geoseg.spec.models import (
     VegetationIndex,
     halo_problem,
     models_reach,
+    with_job_bands,
 )
 from geoseg.spec.product import (
     CropHealthPercentiles,
@@ -41,33 +42,11 @@ from geoseg.spec.product import (
 from geoseg.spec.search import StacSearchSpec
 
 __all__ = [  # the spec's sections, wherever they are defined
-    "AoiSpec",
-    "BandRef",
-    "ComputeSpec",
-    "CropHealthPercentiles",
-    "CropHealthSpec",
-    "CropHealthThresholds",
-    "FieldDelineatorSpec",
-    "FieldRegionsSpec",
-    "InputSpec",
-    "JobSpec",
-    "ModelSpec",
-    "OutputSpec",
-    "QualityMaskSpec",
-    "SamSpec",
-    "StacAssetRef",
-    "StrictModel",
-    "TilingSpec",
-    "UNetSpec",
-    "VegetationIndex",
-    "VerdictRules",
-    "expand_paths",
-    "halo_problem",
-    "json_schema",
-    "load_spec",
-    "parse_spec",
-    "read_spec_yaml",
-]
+    "AoiSpec", "BandRef", "ComputeSpec", "CropHealthPercentiles", "CropHealthSpec", "CropHealthThresholds",
+    "FieldDelineatorSpec", "FieldRegionsSpec", "InputSpec", "JobSpec", "ModelSpec", "OutputSpec",
+    "QualityMaskSpec", "SamSpec", "StacAssetRef", "StrictModel", "TilingSpec", "UNetSpec", "VegetationIndex",
+    "VerdictRules", "expand_paths", "halo_problem", "json_schema", "load_spec", "parse_spec", "read_spec_yaml",
+]  # fmt: skip
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode"]
 
@@ -120,6 +99,11 @@ class InputSpec(StrictModel):
             raise ValueError("inputs.band_names goes with inputs.files; with inputs.bands the keys are the names")
         return self
 
+    @property
+    def names(self) -> tuple[str, ...] | None:
+        """The band names the job declares (band map keys, ``band_names`` or STAC asset names); None if unknown."""
+        return next((tuple(names) for names in (self.bands, self.band_names, self.assets) if names), None)
+
 
 class AoiSpec(StrictModel):
     """Area of interest: a vector file, or WKT in a given CRS. Only tiles that touch it are processed."""
@@ -166,6 +150,14 @@ class OutputSpec(StrictModel):
     simplify: float = Field(0.0, ge=0, description="Simplify tolerance in map units (0: exact pixel edges).")
     min_area_m2: float = Field(0.0, ge=0, description="Drop polygons smaller than this.")
     fill_holes_m2: float = Field(0.0, ge=0, description="Fill holes smaller than this.")
+    max_edge_masked: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Drop objects of instance layers whose outline borders masked pixels (clouds, nodata) over "
+        "at least this share: slivers between clouds, not fields (needs a crop_health model, whose statistics "
+        "count the outline). Unset: they stay, their verdict not_observed.",
+    )
     work_dir: str | None = Field(None, description="Per-tile results (resume); default: <output>.work/")
 
     @field_validator("path")
@@ -238,6 +230,13 @@ class JobSpec(StrictModel):
         if reach is None or reach <= DEFAULT_HALO_PX:
             return data
         return {**data, "tiling": {**tiling, "halo": reach}}
+
+    @model_validator(mode="after")
+    def _bands_decide(self) -> JobSpec:
+        """Models that read an optional band (the field delineator's swir16) read it when the job has it."""
+        if self.inputs.names is not None:  # frozen: the resolved specs replace the given ones
+            object.__setattr__(self, "models", with_job_bands(self.models, self.inputs.names))
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> JobSpec:

@@ -36,8 +36,10 @@ class CropHealthSpec(StrictModel):
     name: str = "crop_health"
     indices: list[VegetationIndex] = Field(default=["ndvi"])
     classify_by: VegetationIndex = "ndvi"
-    classes_by: Literal["thresholds", "percentiles"] = Field(
-        "thresholds", description="Health classes by absolute index thresholds or scene-relative percentiles."
+    classes_by: Literal["auto", "thresholds", "percentiles"] = Field(
+        "auto",
+        description="Health classes by absolute index thresholds or scene-relative percentiles; auto: thresholds "
+        "on reflectance, percentiles on digital numbers (integer data without inputs.scale).",
     )
     thresholds: CropHealthThresholds = CropHealthThresholds()
     percentiles: CropHealthPercentiles = CropHealthPercentiles()
@@ -89,7 +91,32 @@ class FieldDelineatorSpec(StrictModel):
 
     type: Literal["field_delineator"]
     name: str = "fields"
-    use_swir: bool = Field(True, description="Read swir16 (Sentinel-2 B11, Landsat 8 B6); false: visible rule only.")
+    use_swir: bool | None = Field(
+        None,
+        description="Read swir16 (Sentinel-2 B11, Landsat 8 B6); false: the visible rule only. Default: the job's "
+        "bands decide (swir16 is read when the job has it).",
+    )
+    working_pixel_m: float = Field(
+        10.0,
+        ge=0,
+        le=30,
+        description="Pixels finer than this are averaged in blocks of whole pixels up to this size (m) before "
+        "boundaries are sought, so that crop rows, tillage lines and wheel tracks do not cut fields; 0: never.",
+    )
+    min_width_m: float | None = Field(
+        None,
+        ge=0,
+        description="Regions narrower than this (m, twice the area over the outline) are dropped: roads, verges, "
+        "the wet-grass rings around ponds, strips between fields. Default: 25 m on digital numbers, off (0) on "
+        "reflectance (measured there: it costs a tune field point and gains no test figure).",
+    )
+    water_nir_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="On digital numbers: water is NDWI above water_ndwi and NIR below this share of the scene's "
+        "median NIR (uncalibrated bands shift NDWI; water stays far darker than land in NIR).",
+    )
     smoothing_sigma: float = Field(1.0, ge=0, le=4, description="Gaussian smoothing (px) before the pixel rules.")
     edge_threshold: float = Field(
         0.11, gt=0, description="Line strength (log-reflectance contrast) below which a pixel may seed a field."
@@ -129,6 +156,23 @@ class FieldDelineatorSpec(StrictModel):
         ge=0,
         le=1,
         description="Quantile of the line strength along a shared boundary compared with merge_edge_max.",
+    )
+    grow_max_m: float | None = Field(
+        None,
+        ge=0,
+        description="A field reaches at most this far (m) beyond its calm core (its seed): a wider strip that is "
+        "not calm is other land, a wet-grass ring around a pond, a verge, a shelterbelt. Default: 20 m on "
+        "digital numbers, off (0) on reflectance, where the defaults were chosen without it.",
+    )
+    merge_similar_edge_max: float = Field(
+        0.15,
+        ge=0,
+        description="On digital numbers: adjacent regions of one colour (merge_colour_max) whose shared boundary is "
+        "weaker than this are joined too: aerial imagery shows rows, tracks and patches inside a field that "
+        "satellite pixels average out; 0 turns it off.",
+    )
+    merge_colour_max: float = Field(
+        0.03, ge=0, description="Mean log colours (RMS over bands) closer than this are one colour (merging)."
     )
     seed_erode_px: int | None = Field(
         None,
@@ -181,8 +225,15 @@ class FieldDelineatorSpec(StrictModel):
 
     @property
     def bands(self) -> tuple[str, ...]:
-        """Bands it reads, in channel order."""
-        return ("green", "red", "nir", "swir16") if self.use_swir else ("green", "red", "nir")
+        """Bands it reads, in channel order (``use_swir`` unset reads as set: a job spec resolves it from its
+        bands, see :func:`with_job_bands`)."""
+        return ("green", "red", "nir", "swir16") if self.use_swir is not False else ("green", "red", "nir")
+
+    def with_job_bands(self, names: tuple[str, ...]) -> FieldDelineatorSpec:
+        """This spec with ``use_swir`` decided by the job's band names where it was left unset."""
+        if self.use_swir is not None:
+            return self
+        return self.model_copy(update={"use_swir": "swir16" in names})
 
     @property
     def receptive_field(self) -> int:
@@ -376,6 +427,22 @@ def models_reach(raw_models: Any) -> int | None:
     except ValidationError:
         return None  # the job spec's own validation reports it
     return max((getattr(model, "receptive_field", 0) for model in models), default=0)
+
+
+def with_job_bands(models: list[ModelSpec], names: tuple[str, ...]) -> list[ModelSpec]:
+    """The models with their optional bands decided by the job's band ``names`` (the field delineator's swir16).
+
+    Raises:
+        ValueError: a model asks for an optional band the job lacks.
+    """
+    resolved = [m.with_job_bands(names) if isinstance(m, FieldDelineatorSpec) else m for m in models]
+    for model in resolved:
+        if isinstance(model, FieldDelineatorSpec) and model.use_swir and "swir16" not in names:
+            raise ValueError(
+                f"model {model.name!r}: use_swir is true but inputs have no swir16 band (have: "
+                f"{', '.join(names)}); add swir16 to inputs or leave use_swir out (the job's bands decide)"
+            )
+    return resolved
 
 
 def halo_problem(halo: int, model: str, receptive_field: int) -> str | None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from geoseg import __version__
 from geoseg.cli import main
@@ -114,3 +115,19 @@ def test_run_with_an_unusable_output_folder_is_one_line(write_spec, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("geoseg: error: cannot create output folder") and "\n" not in err
     assert blocker.read_text() == "a file where a folder should be"
+
+
+def test_validate_checks_the_bands_a_model_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """validate refuses what plan would: a model reading a band the job does not name (here red-edge for NDRE)."""
+    spec = {
+        "inputs": {"files": ["naip.tif"], "band_names": ["red", "green", "blue", "nir"]},
+        "models": [{"type": "crop_health", "indices": ["ndre"]}, {"type": "field_delineator"}],
+        "output": {"path": str(tmp_path / "o.gpkg")},
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["validate", str(path)]) == 2
+    assert "reads band(s) 'rededge'" in capsys.readouterr().err
+    spec["models"] = [{"type": "field_delineator"}]  # no swir16: the bands decide, nothing to switch off
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["validate", str(path)]) == 0

@@ -69,6 +69,14 @@ def test_fields_hidden_by_clouds_are_not_observed(landsat_run):
     assert (hidden["share_edge_masked"] > 0).sum() >= 3  # fields that run on under a cloud
 
 
+def test_slivers_between_clouds_are_dropped(landsat_run):
+    """output.max_edge_masked 0.5: a region bounded by clouds over half its outline is a cloud gap, not a field."""
+    folder, _ = landsat_run
+    fields = gpd.read_file(folder / "landsat.gpkg", layer="fields")
+    assert (fields["share_edge_masked"] < 0.5).all()
+    assert ((fields["share_edge_masked"] >= 0.3) & (fields["verdict"] == "not_observed")).any()  # marked, kept
+
+
 def test_quicklook_png_and_html(landsat_run):
     folder, _ = landsat_run
     fields = gpd.read_file(folder / "landsat.gpkg", layer="fields")

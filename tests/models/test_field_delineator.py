@@ -13,7 +13,16 @@ from scipy import ndimage
 
 from geoseg.errors import SpecError
 from geoseg.inputs.tiles import Tile, TileGrid
-from geoseg.models.fields.delineator import FieldDelineator, _merge_weak_boundaries
+from geoseg.models.base import SceneInfo
+from geoseg.models.fields.delineator import (
+    FieldDelineator,
+    MergeRule,
+    _drop_outer_strips,
+    _merge_weak_boundaries,
+    block_mean,
+    working_block,
+)
+from geoseg.plan.job import model_infos
 from geoseg.spec.job import FieldDelineatorSpec, parse_spec
 from geoseg.stitch.stitcher import LayerStitcher, tile_layer
 from geoseg.testutils.farmland import SPECTRA, Farmland, farmland
@@ -180,11 +189,11 @@ def test_regions_join_across_a_weak_boundary_not_across_a_strong_one() -> None:
     labels[:, 1:6], labels[:, 6:11] = 1, 2
     strength = np.zeros(labels.shape, np.float32)
     strength[:, 5:7] = 0.02  # a lane along the whole boundary
-    assert set(np.unique(_merge_weak_boundaries(labels, strength, 0.012, 0.5))) == {0, 1, 2}
+    assert set(np.unique(_merge_weak_boundaries(labels, strength, MergeRule(0.012, 0.5)))) == {0, 1, 2}
     strength[3:, 5:7] = 0.005  # calm over 70 % of it: a streak inside one field
-    assert set(np.unique(_merge_weak_boundaries(labels, strength, 0.012, 0.5))) == {0, 1}
-    assert set(np.unique(_merge_weak_boundaries(labels, strength, 0.012, 0.1))) == {0, 1}
-    assert set(np.unique(_merge_weak_boundaries(labels, strength, 0.012, 0.9))) == {0, 1, 2}
+    assert set(np.unique(_merge_weak_boundaries(labels, strength, MergeRule(0.012, 0.5)))) == {0, 1}
+    assert set(np.unique(_merge_weak_boundaries(labels, strength, MergeRule(0.012, 0.1)))) == {0, 1}
+    assert set(np.unique(_merge_weak_boundaries(labels, strength, MergeRule(0.012, 0.9)))) == {0, 1, 2}
 
 
 def test_seeds_follow_the_pixel_size() -> None:
@@ -257,3 +266,100 @@ def test_read_windows_cut_the_real_sample_alike_inside_their_cores() -> None:
         assert ((core > 0) == (same > 0)).all(), f"window at {(r0, c0)}: fields found in one and not the other"
         cuts = max(_split_pairs(core, same), _split_pairs(same, core))
         assert cuts <= 1, f"window at {(r0, c0)}: {cuts} regions cut otherwise than in the whole sample"
+
+
+def test_one_colour_joins_across_a_line_of_middling_strength_on_digital_numbers() -> None:
+    """Rows or a track inside one field (middling strength, one colour both sides) join; a change of colour across
+    the same line does not."""
+    labels = np.zeros((10, 12), np.int32)
+    labels[:, 1:6], labels[:, 6:11] = 1, 2
+    strength = np.zeros(labels.shape, np.float32)
+    strength[:, 5:7] = 0.1
+    colours = np.full((3, 10, 12), -1.5, np.float32)
+    rule = MergeRule(0.08, 0.75, similar_edge_max=0.15, colour_max=0.03)
+    assert set(np.unique(_merge_weak_boundaries(labels, strength, rule, colours))) == {0, 1}
+    colours[1, :, 6:] += 0.2  # the right region is another crop
+    assert set(np.unique(_merge_weak_boundaries(labels, strength, rule, colours))) == {0, 1, 2}
+
+
+def _digital_numbers(scene: Farmland, gain: float) -> tuple[FieldDelineator, np.ndarray]:
+    """The farmland's green, red, NIR as uncalibrated digital numbers (``gain`` per reflectance unit), and a
+    delineator that knows the scene's percentiles (as the plan computes them)."""
+    pixels = np.round(scene.pixels[:3] * gain).astype(np.float32)
+    percentiles = {b: np.percentile(pixels[i], np.arange(101)) for i, b in enumerate(("green", "red", "nir"))}
+    info = SceneInfo(("green", "red", "nir"), "", (10.0, 10.0), 100.0, percentiles, {}, reflectance=False)
+    return FieldDelineator(FieldDelineatorSpec(type="field_delineator", use_swir=False), 10.0, info), pixels
+
+
+def test_digital_numbers_give_the_same_fields_whatever_their_gain(scene: Farmland) -> None:
+    """No absolute level: the same scene as 8-bit digital numbers at two gains gives the same fields, each true
+    field found, the pond left out."""
+    valid = np.ones(scene.fields.shape, bool)
+    model, dark = _digital_numbers(scene, 400.0)
+    labels = model.delineate(dark, valid).labels
+    for field in range(1, int(scene.fields.max()) + 1):
+        assert _best_iou(scene.fields == field, labels)[1] >= 0.85, f"field {field}"
+    assert (labels[scene.pond] > 0).mean() < 0.02
+    model, bright = _digital_numbers(scene, 700.0)
+    assert (model.delineate(bright, valid).labels == labels).mean() > 0.99
+
+
+def test_fine_pixels_give_the_fields_of_their_10_m_blocks(scene: Farmland) -> None:
+    """The method follows metres: the scene at 5 m (each 10 m pixel as 2 x 2) is delineated on 10 m blocks and
+    gives the fields of the 10 m scene."""
+    valid = np.ones(scene.fields.shape, bool)
+    coarse = _model().delineate(scene.pixels, valid).labels
+    fine_model = FieldDelineator(FieldDelineatorSpec(type="field_delineator"), pixel_size_m=5.0)
+    assert fine_model.block == 2
+    fine = np.repeat(np.repeat(scene.pixels, 2, 1), 2, 2)
+    labels = fine_model.delineate(fine, np.ones(fine.shape[1:], bool)).labels
+    assert labels.shape == fine.shape[1:]
+    assert (labels[::2, ::2] == coarse).mean() > 0.99
+
+
+def test_working_blocks_and_block_means() -> None:
+    assert [working_block(10, p) for p in (0.5, 2, 3, 5, 10, 30)] == [20, 5, 3, 2, 1, 1]
+    assert working_block(0, 0.5) == 1
+    pixels = np.arange(2 * 5 * 5, dtype=np.float32).reshape(2, 5, 5)
+    valid = np.ones((5, 5), bool)
+    valid[0, 0] = False
+    means, ok = block_mean(pixels, valid, 2)
+    assert means.shape == (2, 3, 3) and ok.shape == (3, 3)
+    assert means[0, 0, 0] == pytest.approx((1 + 5 + 6) / 3)  # the invalid pixel is left out
+    assert ok[0, 0] and not ok[2, 2]  # a padded corner block holds one valid pixel of four
+
+
+def test_a_ring_beyond_the_calm_core_is_cut_a_patch_inside_stays() -> None:
+    """A strip beyond a field's calm core that touches non-field land (a wet-grass ring by a pond) is dropped; a
+    rough patch enclosed by the field stays."""
+    labels = np.zeros((40, 40), np.int32)
+    labels[2:38, 2:38] = 1
+    labels[30:, 30:] = 0  # a pond in the corner
+    pond = np.zeros(labels.shape, bool)
+    pond[30:, 30:] = True
+    seeds = ((labels == 1) & (ndimage.distance_transform_edt(~pond) > 6)).astype(np.int32)  # no calm by the pond
+    seeds[8:16, 8:16] = 0  # a rough patch inside the field
+    out = _drop_outer_strips(labels, seeds, grow_max_px=2.0)
+    assert (out[8:16, 8:16] == 1).all()
+    assert (out[27:30, 31:38] == 0).all() and (out[31:38, 27:30] == 0).all(), "the strip along the pond stays"
+    assert (out[2:22, 2:22] == 1).all()
+
+
+def test_the_bands_decide_swir_and_validate_checks_model_bands(tmp_path: Path) -> None:
+    def job(bands: list[str], **model: object) -> dict:
+        return {
+            "inputs": {"files": ["a.tif"], "band_names": bands},
+            "models": [{"type": "field_delineator", **model}],
+            "output": {"path": str(tmp_path / "o.gpkg")},
+        }
+
+    bands = (["red", "green", "blue", "nir"], ["green", "red", "nir", "swir16"])
+    naip, s2 = (parse_spec(job(b)).models[0] for b in bands)
+    assert isinstance(naip, FieldDelineatorSpec) and isinstance(s2, FieldDelineatorSpec)
+    assert naip.bands == ("green", "red", "nir")
+    assert s2.bands == ("green", "red", "nir", "swir16")
+    with pytest.raises(SpecError, match="leave use_swir out"):
+        parse_spec(job(["red", "green", "blue", "nir"], use_swir=True))
+    spec = parse_spec({**job(["red", "green", "nir"]), "models": [{"type": "crop_health", "indices": ["ndre"]}]})
+    with pytest.raises(SpecError, match="reads band"):
+        model_infos(spec)

@@ -12,7 +12,7 @@ from geoseg.spec.job import CropHealthSpec
 
 def class_bounds(spec: CropHealthSpec, scene: SceneInfo) -> tuple[float, float, float]:
     """Upper bounds of non_vegetation, stressed, moderate: absolute thresholds, or the scene's index percentiles."""
-    if spec.classes_by == "thresholds":
+    if spec.classes_by == "thresholds" or (spec.classes_by == "auto" and scene.reflectance):
         t = spec.thresholds
         return t.non_vegetation, t.stressed, t.moderate
     table = scene.index_percentiles[spec.classify_by]
