@@ -16,7 +16,7 @@ from pathlib import Path
 
 from geoseg.errors import OutputExistsError
 
-__all__ = ["atomic_output", "atomic_write", "check_output_absent", "remove_temp", "temp_path"]
+__all__ = ["atomic_output", "atomic_write", "check_output_absent", "fsync_file", "remove_temp", "temp_path"]
 
 
 @contextlib.contextmanager
@@ -43,6 +43,7 @@ def atomic_output(final: Path, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to {tmp} for {final}")
+        fsync_file(tmp)
         _publish(tmp, final, overwrite)
     finally:
         remove_temp(tmp)
@@ -86,10 +87,21 @@ def remove_temp(tmp: Path) -> None:
 
 
 def atomic_write(final: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a fresh temp path beside ``final`` (same suffix), then rename it onto ``final``."""
+    """Call ``write(tmp)`` on a fresh temp path beside ``final`` (same suffix), flush it to the disk, then rename
+    it onto ``final``: after a power cut ``final`` is the old file or the whole new one, never a torn one."""
     tmp = temp_path(Path(final))
     try:
         write(tmp)
+        fsync_file(tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file's data to the disk (what a rename after it needs to be durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

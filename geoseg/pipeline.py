@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from geoseg.errors import GeosegError, TileFailedError
 from geoseg.export.layers import ExportSummary, export
-from geoseg.plan.job import input_files, plan_job, preflight
+from geoseg.plan.job import JobPlan, input_files, plan_job, preflight
 from geoseg.plan.outputs import TILES_LAYER, check_outputs
 from geoseg.run import workdir
+from geoseg.run.claim import MANIFEST, claimed
 from geoseg.run.passes import fused, run_passes
 from geoseg.run.progress import ProgressMode
 from geoseg.run.session import RayStarted, Shutdown, ray_session
@@ -87,10 +89,26 @@ def _run(
         plan = plan_job(spec)
         check_outputs(plan, overwrite)
         checkpoints = preflight(plan)
-    work_dir = plan.outputs.work_dir
-    fresh_work_dir = not work_dir.exists()
-    workdir.prepare(work_dir, spec, resume, input_files(plan), checkpoints)
-    state = RunState.start(plan, progress, timings)
+    with claimed(plan.outputs.work_dir):  # one job per work dir, and only a folder geoseg made
+        state = _passes(plan, resume, address, progress, shutdown, started, checkpoints, timings)
+        return _export(plan, state, overwrite, timings, start)
+
+
+def _passes(
+    plan: JobPlan,
+    resume: bool,
+    address: str | None,
+    progress: bool | ProgressMode,
+    shutdown: Shutdown,
+    started: RayStarted | None,
+    checkpoints: list[Path],
+    timings: JobTimings,
+) -> RunState:
+    """Prepare the work dir and run every pass of tiles on Ray."""
+    spec, work_dir = plan.spec, plan.outputs.work_dir
+    fresh_work_dir = not (work_dir / MANIFEST).exists()
+    job = workdir.prepare(work_dir, spec, resume, input_files(plan), checkpoints)
+    state = RunState.start(plan, progress, timings, job)
     todo = state.resume() if resume else list(plan.tiles)
     try:
         with ray_session(address or spec.compute.address, spec, timings, shutdown, started):
@@ -99,6 +117,11 @@ def _run(
         if fresh_work_dir:  # failed before any work (Ray, actors): leave nothing behind
             workdir.discard_if_unused(work_dir)
         raise
+    return state
+
+
+def _export(plan: JobPlan, state: RunState, overwrite: bool, timings: JobTimings, start: float) -> RunResult:
+    """Write the outputs; raise when tiles failed (after the outputs are written)."""
     failed = state.failed()
     pipeline = "tile workers" if fused(plan) else "model actors"
     meta = {"device": state.device, "pipeline": pipeline, "tiles_failed": len(failed), "tiles_resumed": state.resumed}

@@ -20,9 +20,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 import yaml
 
 from geoseg.cli import main
+from geoseg.plan.job import input_files, plan_job
+from geoseg.run import workdir
+from geoseg.spec.job import load_spec
 from geoseg.testutils.rasters import ORIGIN, utm_transform, write_raster
 
 Edit = Callable[[dict[str, Any], Path], None]
@@ -343,4 +347,52 @@ def test_resume_after_an_input_changed_is_refused(tmp_path, capsys, ray_local):
     code, err = _run_cli(["run", str(job), "--no-progress", "--resume", "--overwrite"], capsys)
     assert code == 2
     _assert_one_line(err, f"input {tmp_path / 'nir.tif'} (mtime_ns, head) changed since; run without --resume")
+    assert _snapshot(tmp_path) == before
+
+
+def _classes(folder: Path) -> np.ndarray:
+    with rasterio.open(folder / "out" / "tiny_crop_health.tif") as src:
+        return src.read(1)
+
+
+def test_resume_never_takes_another_jobs_tiles(tmp_path, capsys, ray_local):
+    """Job A's actors still writing tiles after job B claimed the work dir (B's manifest, A's tiles), then
+    ``B --resume``: every tile is redone for B, and B's outputs are those of a fresh B run."""
+    _bands(tmp_path)
+    spec_a = _valid_job(tmp_path)
+    spec_b = _valid_job(tmp_path)
+    spec_b["models"][0]["thresholds"] = {"non_vegetation": 0.6, "stressed": 0.7, "moderate": 0.8}
+    job_a, job_b = _write_job(tmp_path, spec_a), tmp_path / "b.yaml"
+    job_b.write_text(yaml.safe_dump(spec_b))
+    assert _run_cli(["run", str(job_b), "--no-progress"], capsys)[0] == 0
+    fresh_b = _classes(tmp_path)
+    assert _run_cli(["run", str(job_a), "--no-progress", "--overwrite"], capsys)[0] == 0
+    assert not np.array_equal(_classes(tmp_path), fresh_b)  # the two jobs do differ
+
+    work = tmp_path / "out" / "tiny.work"
+    a_tiles = {p.name: p.read_bytes() for p in (work / "tiles").iterdir()}
+    assert a_tiles
+    spec = load_spec(job_b)  # what B's start writes: its manifest, an empty tiles/ ...
+    workdir.prepare(work, spec, False, input_files(plan_job(spec)), [])
+    for name, data in a_tiles.items():  # ... and A's actors, still running, save their tiles after it
+        (work / "tiles" / name).write_bytes(data)
+    code, err = _run_cli(["run", str(job_b), "--no-progress", "--resume", "--overwrite"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(_classes(tmp_path), fresh_b)
+
+
+def test_inputs_in_the_work_dir_are_never_deleted(tmp_path, capsys):
+    """README's glob layout (``tiles/*_B03.tif``) with ``output.work_dir: .``: refused, the inputs intact."""
+    _bands(tmp_path)
+    (tmp_path / "tiles").mkdir()
+    spec = _valid_job(tmp_path)
+    for band in ("red", "nir"):
+        (tmp_path / f"{band}.tif").rename(tmp_path / "tiles" / f"x_{band}.tif")
+        spec["inputs"]["bands"][band] = {"path": f"tiles/*_{band}.tif"}
+    spec["output"]["work_dir"] = "."
+    job = _write_job(tmp_path, spec)
+    before = _snapshot(tmp_path)
+    code, err = _run_cli(["run", str(job), "--no-progress", "--overwrite"], capsys)
+    assert code == 2
+    _assert_one_line(err, "is not a geoseg work dir (no manifest.json, but job.yaml)")
     assert _snapshot(tmp_path) == before
