@@ -138,7 +138,7 @@ def _role(proc: psutil.Process, root: int, cmdline: list[str], actors: set[int])
     title = " ".join(cmdline)
     if "Agent" in title or "/agent" in title:  # dashboard and runtime-env agents (ray::...Agent once named)
         return "ray agents"
-    if "ModelHost" in title:
+    if "ModelActor" in title:
         actors.add(proc.pid)  # the actor's title changes per call; the process stays the actor
     if proc.pid in actors:
         return "model actor"

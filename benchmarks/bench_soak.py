@@ -8,7 +8,7 @@ an untimed warm-up run on a small scene, one embedded Ray (``--cpus``, logical) 
 ``field_regions`` job on ``--actors`` model actors:
 
 1. **clean**: no faults; the reference and the baseline time;
-2. **faulted**: every ``--kill-every`` seconds a thread SIGKILLs one working ``ray::ModelHost`` process: the
+2. **faulted**: every ``--kill-every`` seconds a thread SIGKILLs one working ``ray::ModelActor`` process: the
    oldest one not still loading its models (on a loaded machine a restart can take longer than the interval, and
    killing actors before they ever work would only measure a crash loop), and only this process's descendants.
    Ray restarts the actor (models reload) and reruns the batch it held; the driver retries what still fails

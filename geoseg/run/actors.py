@@ -117,3 +117,6 @@ class ActorPass(TilePass):
 
     def settled(self, ref: Any) -> None:
         self.busy.settled(ref)
+
+    def hung(self, refs: list[Any]) -> str:
+        return self.busy.kill(refs)

@@ -169,7 +169,8 @@ def refine_pass(state: RunState, info: ModelInfo) -> None:
 
 def retry_policy(plan: JobPlan) -> RetryPolicy:
     """The job's retry policy (``compute.max_retries``, ``compute.max_failed_tiles``)."""
-    return RetryPolicy(plan.spec.compute.max_retries, plan.spec.compute.max_failed_tiles)
+    compute = plan.spec.compute
+    return RetryPolicy(compute.max_retries, compute.max_failed_tiles, compute.tile_timeout_s)
 
 
 def prompt_tables(plan: JobPlan) -> dict[str, PromptTable]:

@@ -201,6 +201,7 @@ class ComputeSpec(StrictModel):
         None, ge=0, description="Stop the job (exit code 3) once more tiles than this failed; default: never."
     )
     object_store_mb: int = Field(512, ge=64)
+    tile_timeout_s: float | None = Field(600.0, gt=0, description="Seconds before a tile's hung worker restarts.")
 
     @model_validator(mode="after")
     def _gpu_share(self) -> ComputeSpec:

@@ -29,11 +29,11 @@ def descendants(cmdline_part: str, root: int | None = None) -> list[psutil.Proce
 
 
 def kill_model_actors(
-    root: int | None = None, limit: int | None = None, working_only: bool = False, name: str = "ModelHost"
+    root: int | None = None, limit: int | None = None, working_only: bool = False, name: str = "ModelActor"
 ) -> list[int]:
-    """SIGKILL the model actor processes (``ray::ModelHost``; ``name="TileWorker"``: the tile workers of cheap
+    """SIGKILL the model actor processes (``ray::ModelActor``; ``name="TileWorker"``: the tile workers of cheap
     models) under ``root``, the oldest first, at most ``limit``; ``working_only`` spares actors still loading their
-    models (Ray titles them ``ray::ModelHost.__init__``). Returns the pids killed."""
+    models (Ray titles them ``ray::ModelActor.__init__``). Returns the pids killed."""
     pids = []
     actors = sorted(descendants(f"ray::{name}", root), key=lambda p: p.create_time())
     if working_only:
