@@ -81,7 +81,7 @@ def _both(first: Edit, second: Edit) -> Edit:
     return edit
 
 
-def _raw(text: str) -> Edit:
+def _raw(text: str | bytes) -> Edit:
     """An edit that replaces the whole spec file with ``text``."""
 
     def edit(spec: dict[str, Any], folder: Path) -> None:
@@ -89,6 +89,14 @@ def _raw(text: str) -> Edit:
         spec["__raw__"] = text
 
     return edit
+
+
+def _alias_bomb(levels: int = 6, width: int = 9) -> str:
+    """A billion-laughs spec: ``width ** levels`` references through nested aliases, under ``inputs``."""
+    lines = ["a: &l0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join([*lines, f"inputs: *l{levels}", "models: [{type: crop_health}]", "output: {path: o.gpkg}"])
 
 
 def _file(name: str, write: Callable[[Path], object], then: Edit | None = None) -> Edit:
@@ -127,6 +135,8 @@ MISTAKES = [
     Mistake("yaml-invalid", _raw("inputs: [unclosed\n"), "not valid YAML"),
     Mistake("yaml-not-a-mapping", _raw("- a list\n"), "must be a YAML mapping"),
     Mistake("yaml-empty", _raw(""), "must be a YAML mapping"),
+    Mistake("yaml-not-utf8", _raw("name: café\n".encode("latin-1")), "is not UTF-8 text (byte 9 of it): save"),
+    Mistake("yaml-alias-bomb", _raw(_alias_bomb()), "inputs: Input should be a valid dictionary"),
     Mistake("unknown-key", _set("modles", []), "modles: unknown key"),
     Mistake("bands-and-files", _set("inputs.files", ["red.tif"]), "give exactly one of inputs.bands"),
     Mistake("tile-size-not-a-number", _set("tiling.tile_size", "big"), "tiling.tile_size"),
@@ -209,7 +219,8 @@ def _snapshot(folder: Path) -> dict[str, int]:
 
 def _write_job(folder: Path, spec: dict[str, Any]) -> Path:
     path = folder / "job.yaml"
-    path.write_text(spec["__raw__"] if "__raw__" in spec else yaml.safe_dump(spec))
+    raw = spec["__raw__"] if "__raw__" in spec else yaml.safe_dump(spec)
+    path.write_bytes(raw if isinstance(raw, bytes) else raw.encode())
     return path
 
 
@@ -225,6 +236,7 @@ def _assert_one_line(err: str, says: str) -> None:
     assert len(lines) == 1, err
     assert lines[0].startswith("geoseg: error: "), err
     assert says in lines[0], err
+    assert len(lines[0]) < 800, f"an error line of {len(lines[0])} characters"
 
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m.id for m in MISTAKES])
