@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from geoseg.atomic import as_disk_full, output_set, remove_stale_temps
 from geoseg.errors import GeosegError, TileFailedError
 from geoseg.export.layers import ExportSummary, export
 from geoseg.plan.job import JobPlan, input_files, plan_job, preflight
@@ -90,8 +91,17 @@ def _run(
         check_outputs(plan, overwrite)
         checkpoints = preflight(plan)
     with claimed(plan.outputs.work_dir):  # one job per work dir, and only a folder geoseg made
-        state = _passes(plan, resume, address, progress, shutdown, started, checkpoints, timings)
-        return _export(plan, state, overwrite, timings, start)
+        for stale in remove_stale_temps(plan.outputs.files()):
+            log.warning("removed %s, left by a run that was killed while writing it", stale)
+        try:
+            state = _passes(plan, resume, address, progress, shutdown, started, checkpoints, timings)
+            with output_set():  # every output renamed at once, or none (a full disk keeps the previous set)
+                return _export(plan, state, overwrite, timings, start)
+        except Exception as err:
+            full = as_disk_full(err, plan.outputs.work_dir)  # the spool's SQLite, the tiles' work dir
+            if full is not None and full is not err:
+                raise full from err
+            raise
 
 
 def _passes(

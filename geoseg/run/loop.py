@@ -8,6 +8,7 @@ than the policy allows. Ray is imported when a loop runs.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections import Counter, deque
@@ -185,6 +186,8 @@ def stream_tiles(
                 work.succeeded(tile, value, attempts[tile.id])
                 progress.advance("done")
                 continue
+            if "No space left on device" in error:  # the work dir is full: every tile would fail so
+                raise OSError(errno.ENOSPC, f"{error} (tile {tile.id}, saving in the work dir)")
             retrying = retry.retries(attempts[tile.id])
             work.failed(tile, error, attempts[tile.id], retrying)
             if retrying:

@@ -408,3 +408,39 @@ def test_inputs_in_the_work_dir_are_never_deleted(tmp_path, capsys):
     assert code == 2
     _assert_one_line(err, "is not a geoseg work dir (no manifest.json, but job.yaml)")
     assert _snapshot(tmp_path) == before
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 6 MiB file system (tmpfs) for the test's job; skipped where the test may not mount one (not root)."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_a_real_full_disk_keeps_the_previous_output_set(small_disk, capsys, monkeypatch, ray_local, share):
+    """The disk fills up while the new outputs are written (``share``: what is free of the space the previous
+    outputs take): one line, exit 1, every previous output as it was, no temp file left."""
+    monkeypatch.setenv("CPL_LOG", os.devnull)  # what the CLI sets: GDAL's own error lines off stderr
+    _bands(small_disk, 256, 256)
+    spec = _valid_job(small_disk)
+    spec["tiling"]["tile_size"] = 64
+    job = _write_job(small_disk, spec)
+    code, err = _run_cli(["run", str(job), "--no-progress"], capsys)
+    assert code == 0, err
+    previous = _outputs(small_disk)
+    size = sum(len(data) for data in previous.values())
+    free = shutil.disk_usage(small_disk).free
+    (small_disk / "filler").write_bytes(b"\0" * max(0, free - int(share * size)))
+    code, err = _run_cli(["run", str(job), "--no-progress", "--overwrite"], capsys)
+    assert code == 1, err
+    _assert_one_line(err, "No space left on device")
+    assert _outputs(small_disk) == previous
+    assert not [p for p in small_disk.rglob("*") if ".tmp" in p.name]
