@@ -4,6 +4,8 @@ scene-wide stretch)."""
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from geoseg.models.crop_health.catalog import bands_for, index_array
 from geoseg.models.table import checkpoint_files, scene_indices, stats_role, stretch_bands
 from geoseg.plan.outputs import OutputPaths, output_paths
 from geoseg.spec.job import AoiSpec, JobSpec, halo_problem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,9 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
     """
     infos = model_infos(spec)
     scene = open_job_scene(spec)
-    grid = TileGrid(scene.width, scene.height, spec.tiling.tile_size, spec.tiling.halo)
+    # a core larger than the scene only pads: clamped (tile_size 8192 on a 768 px scene reads 768 px + halo)
+    tile_size = min(spec.tiling.tile_size, max(scene.width, scene.height, MIN_TILE_PX))
+    grid = TileGrid(scene.width, scene.height, tile_size, spec.tiling.halo)
     tiles = tuple(_tiles_in_aoi(grid, scene))
     bands: list[str] = []
     for info in infos:
@@ -131,8 +137,11 @@ def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
 
 
 def preflight(plan: JobPlan) -> list[Path]:
-    """Fail fast, before Ray starts, on what would make every tile fail (missing weights); returns the job's
-    checkpoint files (what ``--resume`` hashes)."""
+    """Fail fast, before Ray starts, on what would make every tile fail (missing weights), warn of tiles too large
+    for this machine's memory; returns the job's checkpoint files (what ``--resume`` hashes)."""
+    warning = check_memory(plan)
+    if warning:
+        log.warning(warning)
     return checkpoint_files(plan.spec.models)
 
 
@@ -145,11 +154,36 @@ def input_files(plan: JobPlan) -> list[str]:
     return files
 
 
+MIN_TILE_PX = 32
+"""The smallest tile a spec may ask for (``tiling.tile_size``)."""
+
+
+def tile_memory_mb(plan: JobPlan) -> float:
+    """Tile data of one tile in flight, MB: its bands (float32), its mask and its models' rasters."""
+    return plan.grid.read_size**2 * (4 * len(plan.bands) + 1 + 8 * len(plan.models)) / 2**20
+
+
+def machine_memory_mb() -> float:
+    """This machine's physical memory, MB."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+
+
+def check_memory(plan: JobPlan) -> str | None:
+    """A warning when the tile data in flight alone takes more than half this machine's memory, else None."""
+    need, have = tile_memory_mb(plan) * plan.spec.compute.in_flight, machine_memory_mb()
+    if need <= have / 2:
+        return None
+    return (
+        f"~{need / 1024:.1f} GB of tile data in flight ({plan.spec.compute.in_flight} tiles of "
+        f"{plan.grid.read_size} px) against {have / 1024:.1f} GB on this machine: lower tiling.tile_size, "
+        "compute.batch_size or compute.max_in_flight"
+    )
+
+
 def describe(plan: JobPlan) -> str:
     """Human summary for ``geoseg plan``: grid, tiles, expected memory."""
     s, g = plan.scene, plan.grid
-    read_px = g.read_size**2
-    per_tile_mb = read_px * (4 * len(plan.bands) + 1 + 8 * len(plan.models)) / 2**20
+    per_tile_mb = tile_memory_mb(plan)
     in_flight = plan.spec.compute.in_flight
     crs = s.crs.to_string()
     return "\n".join(

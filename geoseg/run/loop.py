@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -225,7 +226,7 @@ class _Flight:
             try:
                 out.append((tile, ray.get(ref), None))
             except (ray.exceptions.RayError, GeosegError) as err:
-                out.append((tile, None, error_gist(err, ERROR_CHARS)))
+                out.append((tile, None, error_gist(err, ERROR_CHARS) + _memory_hint(err)))
         return out
 
     def wait_s(self) -> float | None:
@@ -249,6 +250,18 @@ class _Flight:
         why = f"no result after {self.timeout_s:g} s (compute.tile_timeout_s); {done}"
         log.warning("tile(s) %s: %s; retrying", ", ".join(t.id for t in tiles), why)
         return [(tile, None, why) for tile in tiles]
+
+
+def _memory_hint(err: BaseException) -> str:
+    """What to lower, when a worker was killed for memory (Ray's OutOfMemoryError, or the OS's OOM killer)."""
+    text = f"{type(err).__name__} {err}"
+    if not any(word in text for word in ("OutOfMemory", "out of memory", "OOM", "memory pressure")):
+        return ""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f" (a worker may have run out of memory: {total:.0f} GB on this machine; lower tiling.tile_size or "
+        "compute.batch_size)"
+    )
 
 
 def _stop_if_over_budget(retry: RetryPolicy, status: dict[str, TileStatus], in_flight: list[Any]) -> None:

@@ -1,0 +1,47 @@
+"""Planning a job: the tile grid clamped to the scene, the memory check."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geoseg.plan import job as plan_module
+from geoseg.plan.job import check_memory, plan_job
+from geoseg.spec.job import parse_spec
+from geoseg.testutils.rasters import write_raster
+
+
+def _spec(tmp_path, tile_size, rows=80, cols=100, **compute):
+    rng = np.random.default_rng(0)
+    for band in ("red", "nir"):
+        write_raster(tmp_path / f"{band}.tif", rng.integers(300, 900, (rows, cols)).astype("uint16"), nodata=0)
+    return parse_spec(
+        {
+            "inputs": {"bands": {"red": {"path": "red.tif"}, "nir": {"path": "nir.tif"}}, "scale": 0.0001},
+            "tiling": {"tile_size": tile_size, "halo": 8},
+            "models": [{"type": "crop_health"}],
+            "output": {"path": "out.gpkg"},
+            "compute": compute,
+        },
+        base=tmp_path,
+    )
+
+
+def test_a_tile_larger_than_the_scene_is_clamped(tmp_path):
+    """tile_size 8192 on a 100 x 80 px scene: one tile reading 116 px, not 8208 px (which took 22 GB per actor)."""
+    plan = plan_job(_spec(tmp_path, 8192))
+    assert (plan.grid.tile_size, plan.grid.read_size, len(plan.tiles)) == (100, 116, 1)
+    assert plan_job(_spec(tmp_path, 64)).grid.tile_size == 64  # smaller than the scene: as asked
+
+
+def test_tiles_too_large_for_the_machine_are_named(tmp_path, monkeypatch):
+    plan = plan_job(_spec(tmp_path, 64, max_in_flight=8))
+    assert check_memory(plan) is None
+    monkeypatch.setattr(plan_module, "machine_memory_mb", lambda: 0.5)
+    warning = check_memory(plan)
+    assert warning is not None
+    assert "8 tiles of 80 px" in warning and "lower tiling.tile_size" in warning
+
+
+def test_describe_uses_the_clamped_grid(tmp_path):
+    text = plan_module.describe(plan_job(_spec(tmp_path, 8192)))
+    assert "1 x 1 tiles of 100 px + 8 px halo" in text
