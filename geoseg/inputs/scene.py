@@ -144,10 +144,14 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         area = area.intersection(aoi_scene)
         if area.is_empty:
             raise InputError("the AOI does not overlap the inputs: check aoi and its crs")
+        if area.area <= 0:
+            raise InputError("the AOI only touches the inputs (at a corner or an edge): check aoi and its crs")
     bounds = area.bounds
     finest = min(in_crs, key=lambda i: abs(i.transform.a)) if in_crs else None
     ref = finest or FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
     transform, width, height = aligned_grid(ref, res, bounds)
+    if min(width, height) < 1:
+        raise InputError(f"the area the AOI and the inputs share is less than a pixel ({res:g}) wide: check aoi")
     return Scene(
         bands=sources,
         grid=SceneGrid(crs.to_wkt(), transform, width, height),

@@ -8,6 +8,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -51,7 +52,7 @@ def load_aoi(aoi: AoiSpec) -> tuple[shapely.Geometry, str]:
     """The AOI as one geometry and its CRS."""
     if aoi.wkt is not None:
         try:
-            return shapely.from_wkt(aoi.wkt), aoi.crs
+            return area_of_interest(shapely.from_wkt(aoi.wkt), "aoi.wkt"), aoi.crs
         except shapely.errors.GEOSException as err:
             raise InputError(f"aoi.wkt is not valid WKT: {err}") from None
     try:
@@ -60,7 +61,27 @@ def load_aoi(aoi: AoiSpec) -> tuple[shapely.Geometry, str]:
         raise InputError(f"cannot read aoi.path {aoi.path}: {err}") from None
     if frame.empty or frame.crs is None:
         raise InputError(f"aoi.path {aoi.path} has no features or no CRS")
-    return shapely.union_all(frame.geometry.values), frame.crs.to_wkt()
+    return area_of_interest(frame.geometry.values, f"aoi.path {aoi.path}"), frame.crs.to_wkt()
+
+
+def area_of_interest(geometries: Any, source: str) -> shapely.Geometry:
+    """The polygonal area of one geometry or an array of them: invalid ones (a bow-tie) repaired with
+    ``make_valid`` (a warning says so), points and lines left out.
+
+    Raises:
+        InputError: nothing with an area is left.
+    """
+    geoms = np.atleast_1d(np.asarray(geometries, dtype=object))
+    geoms = geoms[~shapely.is_missing(geoms)]
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        log.warning("%s: %s; repaired (shapely.make_valid)", source, shapely.is_valid_reason(geoms[invalid][0]))
+        geoms = shapely.make_valid(geoms)
+    parts = shapely.get_parts(shapely.get_parts(geoms))  # collections -> their members
+    polygons = parts[shapely.area(parts) > 0] if len(parts) else parts
+    if not len(polygons):
+        raise InputError(f"{source} has no area (a point, a line or an empty polygon): give a polygon")
+    return shapely.union_all(polygons)
 
 
 def open_job_scene(spec: JobSpec) -> Scene:

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+import shapely
+import shapely.affinity
 import yaml
 
 from geoseg.cli import main
@@ -97,6 +99,12 @@ def _alias_bomb(levels: int = 6, width: int = 9) -> str:
     for i in range(1, levels + 1):
         lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
     return "\n".join([*lines, f"inputs: *l{levels}", "models: [{type: crop_health}]", "output: {path: o.gpkg}"])
+
+
+def _utm_aoi(wkt: str) -> dict[str, str]:
+    """An AOI in the test rasters' CRS, ``wkt``'s coordinates relative to their top-left corner."""
+    geom = shapely.affinity.translate(shapely.from_wkt(wkt), *ORIGIN)
+    return {"wkt": geom.wkt, "crs": "EPSG:32633"}
 
 
 def _file(name: str, write: Callable[[Path], object], then: Edit | None = None) -> Edit:
@@ -181,10 +189,20 @@ MISTAKES = [
     Mistake("valid-areas-never-meet", _disjoint_valid_areas, "never hold valid pixels"),
     Mistake("scale-not-a-number", _set("inputs.scale", "0.0001x"), "inputs.scale"),
     # AOI
-    Mistake("aoi-unknown-crs", _set("aoi", {"wkt": "POINT (0 0)", "crs": "EPSG:999999"}), "aoi.crs 'EPSG:999999'"),
+    Mistake(
+        "aoi-unknown-crs",
+        _set("aoi", {"wkt": "POLYGON ((0 0, 1 0, 1 1, 0 0))", "crs": "EPSG:999999"}),
+        "aoi.crs 'EPSG:999999'",
+    ),
     Mistake("aoi-outside-the-inputs", _set("aoi", {"wkt": "POLYGON ((0 0, 1 0, 1 1, 0 0))"}), "AOI does not overlap"),
     Mistake("aoi-invalid-wkt", _set("aoi", {"wkt": "POLYGON ((0 0, 1"}), "aoi.wkt is not valid WKT"),
     Mistake("aoi-file-missing", _set("aoi", {"path": "fields.gpkg"}), "cannot read aoi.path"),
+    Mistake(
+        "aoi-touches-at-a-corner",
+        _set("aoi", _utm_aoi("POLYGON ((-100 0, 0 0, 0 100, -100 100, -100 0))")),
+        "the AOI only touches the inputs",
+    ),
+    Mistake("aoi-a-point", _set("aoi", _utm_aoi("POINT (100 -100)")), "aoi.wkt has no area"),
     Mistake("aoi-path-and-wkt", _set("aoi", {"path": "a.gpkg", "wkt": "POINT (0 0)"}), "exactly one of aoi.path"),
     # models and checkpoints
     Mistake("sam-unknown-variant", _set("models", [{"type": "sam", "variant": "vit_x"}]), "unknown SAM variant"),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from geoseg.plan import job as plan_module
 from geoseg.plan.job import check_memory, plan_job
-from geoseg.spec.job import parse_spec
+from geoseg.spec.job import AoiSpec, parse_spec
 from geoseg.testutils.rasters import write_raster
 
 
@@ -45,3 +46,15 @@ def test_tiles_too_large_for_the_machine_are_named(tmp_path, monkeypatch):
 def test_describe_uses_the_clamped_grid(tmp_path):
     text = plan_module.describe(plan_job(_spec(tmp_path, 8192)))
     assert "1 x 1 tiles of 100 px + 8 px halo" in text
+
+
+def test_a_bow_tie_aoi_is_repaired(tmp_path, caplog):
+    """A self-intersecting AOI (a bow-tie) is made valid, with a warning, instead of a TopologyException."""
+    spec = _spec(tmp_path, 32)
+    bow_tie = "POLYGON ((500000 4999200, 500800 5000000, 500800 4999200, 500000 5000000, 500000 4999200))"
+    spec = spec.model_copy(update={"aoi": AoiSpec(wkt=bow_tie, crs="EPSG:32633")})
+    with caplog.at_level("WARNING"):
+        plan = plan_job(spec)
+    assert "Self-intersection" in caplog.text and "repaired" in caplog.text
+    assert plan.scene.aoi is not None and plan.scene.aoi.is_valid
+    assert plan.scene.aoi.area == pytest.approx(2 * 800 * 400 / 2)  # its two triangles
