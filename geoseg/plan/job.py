@@ -18,7 +18,7 @@ from rasterio.windows import bounds as window_bounds
 from geoseg.errors import InputError, SpecError
 from geoseg.inputs.scene import Scene, open_scene, read_decimated, scene_percentiles
 from geoseg.inputs.tiles import Tile, TileGrid
-from geoseg.inputs.validity import check_valid_pixels
+from geoseg.inputs.validity import check_levels, check_valid_pixels
 from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
 from geoseg.models.crop_health.catalog import bands_for, index_array
@@ -119,6 +119,9 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
             if band not in bands:
                 bands.append(band)
     check_valid_pixels(scene, tuple(bands))
+    levels = check_levels(scene, tuple(bands))
+    if levels:
+        log.warning(levels)
     stretch = stretch_bands(spec.models) if with_stats else ()
     relative = scene_indices(spec.models) if with_stats else ()
     scene_info = SceneInfo(

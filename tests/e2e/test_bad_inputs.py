@@ -188,6 +188,7 @@ MISTAKES = [
     Mistake("all-inf", _nir_values(_full(np.inf)), "holds no valid pixel"),
     Mistake("valid-areas-never-meet", _disjoint_valid_areas, "never hold valid pixels"),
     Mistake("scale-not-a-number", _set("inputs.scale", "0.0001x"), "inputs.scale"),
+    Mistake("scale-gives-impossible-reflectance", _set("inputs.scale", 0.1), "which cannot be: fix inputs.scale"),
     # AOI
     Mistake(
         "aoi-unknown-crs",

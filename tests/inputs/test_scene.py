@@ -18,7 +18,7 @@ from rasterio.windows import Window
 from geoseg.errors import InputError, SpecError
 from geoseg.inputs.scene import Scene, open_scene, read_decimated, read_window, scene_percentiles
 from geoseg.inputs.tiles import TileGrid
-from geoseg.inputs.validity import check_valid_pixels
+from geoseg.inputs.validity import check_levels, check_valid_pixels
 from geoseg.spec.job import InputSpec
 from geoseg.testutils.faults import corrupt_nir_bands
 from geoseg.testutils.rasters import ORIGIN, ramp, utm_transform, write_raster
@@ -537,3 +537,27 @@ def test_a_corrupt_block_leaves_the_rest_of_a_whole_scene_read(tmp_path, caplog)
     assert 0.2 < valid.mean() < 0.5  # two blocks of four are bad, and the pieces whose resampling touches them
     clean, _ = read_decimated(_scene({"red": scene_files.red, "nir": scene_files.nir}, scale=0.0001), ("red",), 128)
     np.testing.assert_allclose(pixels[0][valid], clean[0][valid], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("values", "scale", "says"),
+    [
+        (np.full((64, 64), 200, "uint8"), 1.0, "values 200-200 look like 8-bit numbers, not reflectance"),
+        (np.full((64, 64), 3000, "uint16"), 1.0, "look like digital numbers, not reflectance (0-1): set inputs.scale"),
+        (np.full((64, 64), 0.3, "float32"), 0.0001, "is inputs.scale applied to reflectance already?"),
+        (np.full((64, 64), 0.3, "float32"), 1.0, None),
+        (np.full((64, 64), 3000, "uint16"), 0.0001, None),
+    ],
+    ids=["uint8", "dn-without-scale", "reflectance-scaled-again", "reflectance", "dn-scaled"],
+)
+def test_levels_that_do_not_look_like_reflectance_are_named(tmp_path, values, scale, says):
+    write_raster(tmp_path / "red.tif", values, nodata=0)
+    scene = _scene({"red": tmp_path / "red.tif"}, scale=scale)
+    warning = check_levels(scene, ("red",))
+    assert warning is None if says is None else (warning is not None and says in warning), warning
+
+
+def test_a_scale_that_gives_impossible_reflectance_is_one_line(tmp_path):
+    write_raster(tmp_path / "red.tif", np.full((64, 64), 60000, "uint16"), nodata=0)
+    with pytest.raises(InputError, match=r"values 60000-60000 with inputs.scale 0.01 give reflectance up to 600"):
+        check_levels(_scene({"red": tmp_path / "red.tif"}, scale=0.01), ("red",))
