@@ -192,6 +192,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         depth=args.depth,
         width=args.width,
         overwrite=args.overwrite,
+        progress=True,
     )
     print(json.dumps(dataclasses.asdict(result), indent=2))
     return 0
