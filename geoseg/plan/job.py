@@ -13,10 +13,11 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import shapely
+from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
 from geoseg.errors import InputError, SpecError
-from geoseg.inputs.scene import Scene, open_scene, read_decimated, scene_percentiles
+from geoseg.inputs.scene import Scene, open_scene, read_decimated, read_window, scene_percentiles
 from geoseg.inputs.tiles import Tile, TileGrid
 from geoseg.inputs.validity import check_levels, check_valid_pixels
 from geoseg.models import ModelInfo, StatsRole, model_info
@@ -119,6 +120,7 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
             if band not in bands:
                 bands.append(band)
     check_valid_pixels(scene, tuple(bands))
+    tiles = tuple(tiles_with_data(grid, scene, list(tiles), tuple(bands)))
     levels = check_levels(scene, tuple(bands))
     if levels:
         log.warning(levels)
@@ -150,6 +152,42 @@ def index_percentiles(scene: Scene, indices: tuple[str, ...], max_size: int = 10
             raise InputError(f"no valid {name} pixels in the scene for scene-relative crop-health classes")
         out[name] = np.percentile(values, np.arange(101))
     return out
+
+
+EMPTY_CHECK_TILES = 256
+"""Jobs of more tiles than this skip the tiles an overview finds empty; smaller ones read every tile (cheap, and
+nothing the overview's sampling could miss is lost)."""
+
+
+def tiles_with_data(grid: TileGrid, scene: Scene, tiles: list[Tile], bands: tuple[str, ...], px: int = 8) -> list[Tile]:
+    """The tiles whose core holds a valid pixel (every band has data, inside the AOI, not masked) in a decimated
+    read of ``px`` x ``px`` pixels per tile (one row of tiles at a time), one overview pixel around each core
+    included; the others are skipped without being read in full. Valid areas narrower than a tile / ``px`` may go
+    unseen, hence only for jobs of more than :data:`EMPTY_CHECK_TILES` tiles, where it matters."""
+    if len(tiles) <= EMPTY_CHECK_TILES:
+        return tiles
+    rows_of: dict[int, list[Tile]] = {}
+    for tile in tiles:
+        rows_of.setdefault(tile.row, []).append(tile)
+    keep: list[Tile] = []
+    step = grid.tile_size / px  # scene pixels per overview pixel
+    for row, in_row in sorted(rows_of.items()):
+        top = row * grid.tile_size
+        height = min(grid.tile_size, scene.height - top)
+        out = (max(1, round(height / step)), max(1, round(scene.width / step)))
+        try:
+            valid = read_window(scene, Window(0, top, scene.width, height), bands, out_shape=out)[1]
+        except InputError:  # unreadable blocks: the tiles find out themselves
+            keep += in_row
+            continue
+        columns = np.asarray(valid.any(axis=0))  # per overview column: any valid pixel in the row's height
+        for tile in in_row:
+            c0, c1 = int(tile.core.col_off / step) - 1, int(np.ceil((tile.core.col_off + tile.core.width) / step)) + 1
+            if columns[max(0, c0) : c1].any():
+                keep.append(tile)
+    if len(keep) < len(tiles):
+        log.info("%d of %d tiles hold no valid pixel (overview): skipped", len(tiles) - len(keep), len(tiles))
+    return keep
 
 
 def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:

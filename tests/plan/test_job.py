@@ -58,3 +58,18 @@ def test_a_bow_tie_aoi_is_repaired(tmp_path, caplog):
     assert "Self-intersection" in caplog.text and "repaired" in caplog.text
     assert plan.scene.aoi is not None and plan.scene.aoi.is_valid
     assert plan.scene.aoi.area == pytest.approx(2 * 800 * 400 / 2)  # its two triangles
+
+
+def test_tiles_without_a_valid_pixel_are_skipped(tmp_path):
+    """A mostly-nodata scene of 1,600 tiles: only the 16 tiles over its valid square are planned (the others would
+    each be read and run for nothing); a job of few tiles keeps every tile."""
+    raw = _spec(tmp_path, 32).model_dump(mode="json")
+    values = np.zeros((1280, 1280), "uint16")
+    values[200:300, 200:300] = 500
+    for band in ("red", "nir"):
+        write_raster(tmp_path / f"{band}.tif", values, nodata=0)
+    plan = plan_job(parse_spec(raw, base=tmp_path))
+    assert len(plan.grid) == 1600
+    assert sorted((t.row, t.col) for t in plan.tiles) == [(r, c) for r in range(6, 10) for c in range(6, 10)]
+    raw["tiling"]["tile_size"] = 256  # 25 tiles: all kept
+    assert len(plan_job(parse_spec(raw, base=tmp_path)).tiles) == 25
