@@ -74,6 +74,18 @@ def _foreign_scores(folder: Path) -> str | None:
     return None
 
 
+def _holder(fd: int) -> str:
+    """Who holds the lock on ``fd``'s file, from ``/proc/locks`` (Linux; nothing is written to the lock file, so a
+    refused job changes nothing on disk)."""
+    inode = os.fstat(fd).st_ino
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+                return f"pid {fields[4]} on {socket.gethostname()}"
+    return "another process"
+
+
 def check_ours(work_dir: Path) -> None:
     """Refuse a work dir that holds anything geoseg did not write (it would be emptied).
 
@@ -102,13 +114,10 @@ def claimed(work_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             raise WorkDirError(
-                f"{work_dir} is in use by another geoseg job ({holder}); wait for it to end, "
+                f"{work_dir} is in use by another geoseg job ({_holder(fd)}); wait for it to end, "
                 "or give this job its own output.path or output.work_dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing drops the lock

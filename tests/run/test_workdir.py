@@ -211,7 +211,7 @@ def test_a_work_dir_of_geoseg_files_only_is_claimed(tmp_path):
     (work / ".manifest.json.tmp-0a1b2c3d.json").write_text("{")  # a temp a killed run left
     assert foreign_entry(work) is None
     with claimed(work):
-        assert (work / "lock").read_text().startswith(f"pid {os.getpid()}")
+        assert (work / "lock").read_text() == ""  # nothing written: a refused job changes nothing
     assert foreign_entry(tmp_path / "missing") is None
     (tmp_path / "file").write_text("x")
     assert foreign_entry(tmp_path / "file") == "it is a file"
