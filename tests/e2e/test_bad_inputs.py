@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
@@ -463,3 +464,24 @@ def test_a_real_full_disk_keeps_the_previous_output_set(small_disk, capsys, monk
     _assert_one_line(err, "No space left on device")
     assert _outputs(small_disk) == previous
     assert not [p for p in small_disk.rglob("*") if ".tmp" in p.name]
+
+
+def test_resume_redoes_a_torn_tile_and_a_torn_manifest(tmp_path, capsys, ray_local):
+    """What a power cut leaves in the work dir (a truncated tile, an emptied one, a torn manifest.json): --resume
+    redoes those tiles, exit 0, the same outputs as the first run; no BadZipFile / JSONDecodeError traceback."""
+    _bands(tmp_path)
+    job = _write_job(tmp_path, _valid_job(tmp_path))
+    assert _run_cli(["run", str(job), "--no-progress"], capsys)[0] == 0
+    first = _classes(tmp_path)
+    work = tmp_path / "out" / "tiny.work"
+    tiles = sorted((work / "tiles").iterdir())
+    tiles[0].write_bytes(tiles[0].read_bytes()[:100])
+    tiles[1].write_bytes(b"")
+    (work / "manifest.json").write_text('{"job": "tiny", "fing')
+    code, err = _run_cli(["run", str(job), "--no-progress", "--resume", "--overwrite"], capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+    np.testing.assert_array_equal(_classes(tmp_path), first)
+    index = gpd.read_file(tmp_path / "out" / "tiny.gpkg", layer="tiles").set_index("tile_id")
+    assert (index.loc[[tiles[0].stem, tiles[1].stem], "status"] == "done").all()
+    assert (index.drop([tiles[0].stem, tiles[1].stem])["status"] == "resumed").all()
