@@ -96,7 +96,9 @@ def _run(
         try:
             state = _passes(plan, resume, address, progress, shutdown, started, checkpoints, timings)
             with output_set():  # every output renamed at once, or none (a full disk keeps the previous set)
-                return _export(plan, state, overwrite, timings, start)
+                result = _export(plan, state, overwrite, timings, start)
+            _raise_if_failed(plan, state)  # outputs written: the tile index names the failed tiles
+            return result
         except Exception as err:
             full = as_disk_full(err, plan.outputs.work_dir)  # the spool's SQLite, the tiles' work dir
             if full is not None and full is not err:
@@ -131,17 +133,21 @@ def _passes(
 
 
 def _export(plan: JobPlan, state: RunState, overwrite: bool, timings: JobTimings, start: float) -> RunResult:
-    """Write the outputs; raise when tiles failed (after the outputs are written)."""
+    """Write the outputs."""
     failed = state.failed()
     pipeline = "tile workers" if fused(plan) else "model actors"
     meta = {"device": state.device, "pipeline": pipeline, "tiles_failed": len(failed), "tiles_resumed": state.resumed}
     outputs = export(plan, state.stitchers, state.status, meta, overwrite, timings)
     seconds = time.perf_counter() - start
-    result = RunResult(outputs, len(plan.tiles) - len(failed), state.resumed, len(failed), seconds, state.device)
+    return RunResult(outputs, len(plan.tiles) - len(failed), state.resumed, len(failed), seconds, state.device)
+
+
+def _raise_if_failed(plan: JobPlan, state: RunState) -> None:
+    """Tiles failed after their retries: one error naming the first and the tile index."""
+    failed = state.failed()
     if failed:
         first = state.status[failed[0]].error
         raise TileFailedError(
             f"{len(failed)} of {len(plan.tiles)} tiles failed (first: {failed[0]}: {first}); outputs were written "
             f"with them empty, see the '{TILES_LAYER}' layer; fix the cause and rerun with --resume"
         )
-    return result
