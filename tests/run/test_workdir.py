@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -256,8 +257,13 @@ def test_resume_redoes_tiles_of_another_job_or_damaged_ones(tmp_path):
     _saved_tile(work, other)
     with pytest.raises(workdir.StaleTileError, match="saved by another job"):
         workdir.load_tile(work, tile_id, key)
-    middle = len(good) // 2
-    flipped = good[:middle] + bytes([good[middle] ^ 0xFF]) + good[middle + 1 :]
+    with zipfile.ZipFile(path) as archive:  # a bit flipped inside the largest member's compressed data
+        member = max(archive.infolist(), key=lambda m: m.compress_size)
+    head = member.header_offset  # local header: 30 bytes, then the name and the extra field (lengths at 26, 28)
+    name, extra = (int.from_bytes(good[head + at : head + at + 2], "little") for at in (26, 28))
+    lengths = name + extra
+    middle = head + 30 + lengths + member.compress_size // 2
+    flipped = good[:middle] + bytes([good[middle] ^ 0x10]) + good[middle + 1 :]
     for damaged in (good[: len(good) // 3], b"", flipped):
         path.write_bytes(damaged)
         with pytest.raises(workdir.StaleTileError, match="unreadable"):
