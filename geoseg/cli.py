@@ -13,6 +13,7 @@ import errno
 import gc
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -226,6 +227,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         depth=args.depth,
         width=args.width,
         overwrite=args.overwrite,
+        progress=True,
     )
     print(json.dumps(dataclasses.asdict(result), indent=2))
     return 0
@@ -272,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geoseg`` console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:  # GDAL's own error lines (a full disk prints dozens) go to its log: geoseg says one line
+        os.environ.setdefault("CPL_LOG", os.devnull)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, raise_job_terminated)
     try:

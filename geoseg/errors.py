@@ -85,3 +85,7 @@ def error_gist(err: BaseException, limit: int = 200) -> str:
     if lines and lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1:
         lines = lines[1:]
     return lines[0][:limit] if lines else type(err).__name__
+
+
+class WorkDirError(GeosegError, OSError):
+    """The work dir is not geoseg's (it holds other files), or another job is using it."""

@@ -194,6 +194,7 @@ def train_unet(
     classes: list[str] | None = None,
     bands: list[str] | None = None,
     overwrite: bool = False,
+    progress: bool = False,
     **settings: Any,
 ) -> TrainingResult:
     """Train a U-Net on a job's inputs and a label raster; save ``out`` (.pt) and its sidecar (.json).
@@ -205,6 +206,7 @@ def train_unet(
         classes: class names for values 1..K; default ``class_1``... up to the largest label.
         bands: bands to train on; default every band of the inputs.
         overwrite: replace an existing checkpoint.
+        progress: a bar per epoch on stderr (steps, then the epoch's loss).
         settings: :class:`~geoseg.models.unet.fit.FitSettings` fields: ``epochs``, ``steps_per_epoch``,
             ``batch_size``, ``patch_size``, ``lr`` (Adam, cross-entropy), ``depth``, ``width`` (U-Net size),
             ``device`` ("cpu" or "cuda[:n]", CPU without CUDA), ``seed`` (patch sampling and initialisation).
@@ -232,9 +234,41 @@ def train_unet(
         bands=list(names), classes=table, depth=fit_settings.depth, width=fit_settings.width, mean=mean, std=std,
         receptive_field=0, training=training,
     )  # fmt: skip
-    metrics = fit(data, fit_settings, sidecar, out, overwrite)
+    with EpochProgress(fit_settings.epochs, fit_settings.steps_per_epoch, progress) as bar:
+        metrics = fit(data, fit_settings, sidecar, out, overwrite, bar.update)
     seconds = round(time.perf_counter() - start, 2)
     return TrainingResult(**asdict(metrics), seconds=seconds, checkpoint=str(out), sidecar=str(sidecar_path(out)))
+
+
+class EpochProgress:
+    """A progress bar per epoch on stderr (stdout carries the metrics as JSON): its steps, then its mean loss."""
+
+    def __init__(self, epochs: int, steps: int, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.epochs, self.steps = epochs, steps
+        name, loss = TextColumn("{task.description}"), TextColumn("{task.fields[loss]}")
+        columns = (name, BarColumn(), MofNCompleteColumn(), loss, TimeElapsedColumn())
+        self.bar = Progress(*columns, console=Console(stderr=True), disable=not enabled)
+        self.tasks: dict[int, Any] = {}
+
+    def __enter__(self) -> EpochProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def update(self, epoch: int, loss: float | None) -> None:
+        """A step of ``epoch`` started (``loss`` None), or the epoch ended with mean ``loss``."""
+        if epoch not in self.tasks:
+            name = f"epoch {epoch + 1}/{self.epochs}"
+            self.tasks[epoch] = self.bar.add_task(name, total=self.steps, loss="")
+        if loss is None:
+            self.bar.advance(self.tasks[epoch])
+        else:
+            self.bar.update(self.tasks[epoch], completed=self.steps, loss=f"loss {loss:.4f}")
 
 
 def _check_request(out: Path, settings: Any, overwrite: bool) -> None:

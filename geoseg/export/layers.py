@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import platform
 from collections.abc import Iterator
@@ -189,7 +190,8 @@ def export(
     classes = [m for m in plan.models if m.kind == "semantic"] if spec.masks else []
     ids = [m for m in plan.models if m.kind != "semantic"] if spec.masks else []
     with atomic_output(out, overwrite) as tmp, ThreadPoolExecutor(1, thread_name_prefix="class-masks") as pool:
-        early = pool.submit(write_masks, plan, spools, overwrite, classes)  # need no object ids: alongside
+        # class masks need no object ids: alongside, in this context (their COGs join the output set)
+        early = pool.submit(contextvars.copy_context().run, write_masks, plan, spools, overwrite, classes)
         with timings.stage("objects"):
             for info in plan.models:
                 written.write(tmp, info, spools[info.name])

@@ -9,6 +9,7 @@ file that covers it, resampled onto the window's grid when the file's grid diffe
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -41,6 +42,8 @@ from geoseg.inputs.reads import GridRead, OpenFiles, opened, read_bands
 from geoseg.inputs.stac import StacInputs, resolve_stac
 from geoseg.inputs.stac_search import SearchResult, resolve_search
 from geoseg.spec.job import InputSpec, expand_paths
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,10 +151,14 @@ def open_scene(spec: InputSpec, aoi: shapely.Geometry | None = None, aoi_crs: st
         area = area.intersection(aoi_scene)
         if area.is_empty:
             raise InputError("the AOI does not overlap the inputs: check aoi and its crs")
+        if area.area <= 0:
+            raise InputError("the AOI only touches the inputs (at a corner or an edge): check aoi and its crs")
     bounds = area.bounds
     finest = min(in_crs, key=lambda i: abs(i.transform.a)) if in_crs else None
     ref = finest or FileInfo("", crs, Affine(res, 0, bounds[0], 0, -res, bounds[3]), bounds, 1)
     transform, width, height = aligned_grid(ref, res, bounds)
+    if min(width, height) < 1:
+        raise InputError(f"the area the AOI and the inputs share is less than a pixel ({res:g}) wide: check aoi")
     return Scene(
         bands=sources,
         grid=SceneGrid(crs.to_wkt(), transform, width, height),
@@ -318,9 +325,43 @@ def overview_shape(scene: Scene, max_size: int = 1024) -> tuple[int, int]:
 
 
 def read_decimated(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """The whole scene read at most ``max_size`` pixels a side (overviews, previews, scene-wide statistics)."""
-    window = Window(0, 0, scene.width, scene.height)
-    return read_window(scene, window, bands, out_shape=overview_shape(scene, max_size))
+    """The whole scene read at most ``max_size`` pixels a side (overviews, previews, scene-wide statistics).
+
+    A scene with unreadable blocks (a corrupt block fails only its own tiles) is read again in pieces, and the
+    pieces that cannot be read are nodata, with a warning.
+    """
+    window, shape = Window(0, 0, scene.width, scene.height), overview_shape(scene, max_size)
+    try:
+        return read_window(scene, window, bands, out_shape=shape)
+    except InputError as err:
+        log.warning("the whole-scene read failed (%s); reading it in pieces, unreadable ones as nodata", err)
+    return _read_in_strips(scene, bands, shape)
+
+
+def _read_in_strips(
+    scene: Scene, bands: tuple[str, ...], shape: tuple[int, int], chunk: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_decimated` in pieces of ``chunk`` x ``chunk`` output pixels; a piece that cannot be read is
+    nodata."""
+    rows, cols = shape
+    pixels = np.zeros((len(bands), rows, cols), np.float32)
+    valid = np.zeros((rows, cols), bool)
+    lost = 0
+    for r0 in range(0, rows, chunk):
+        r1, top = min(rows, r0 + chunk), round(r0 * scene.height / rows)
+        bottom = round(r1 * scene.height / rows)
+        for c0 in range(0, cols, chunk):
+            c1, left = min(cols, c0 + chunk), round(c0 * scene.width / cols)
+            window = Window(left, top, round(c1 * scene.width / cols) - left, bottom - top)
+            try:  # files opened per piece: a dataset that failed a read may fail the next ones
+                part = read_window(scene, window, bands, out_shape=(r1 - r0, c1 - c0))
+            except InputError:
+                lost += 1
+                continue
+            pixels[:, r0:r1, c0:c1], valid[r0:r1, c0:c1] = part
+    if lost:
+        log.warning("%d pieces of the whole-scene read are unreadable: nodata there", lost)
+    return pixels, valid
 
 
 def read_overview(scene: Scene, bands: tuple[str, ...], max_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -5,11 +5,19 @@ Invalid means nodata (the file's or ``inputs.nodata``), masked, NaN or ±inf (:f
 
 from __future__ import annotations
 
+import logging
+
+import numpy as np
 from rasterio.windows import Window
 
 from geoseg.errors import InputError
 from geoseg.inputs.reads import OpenFiles
 from geoseg.inputs.scene import Scene, read_window
+
+log = logging.getLogger(__name__)
+
+MAX_REFLECTANCE = 10.0
+"""Reflectance above this (after ``inputs.scale``) cannot be right: the scale is wrong."""
 
 
 def check_valid_pixels(scene: Scene, bands: tuple[str, ...], max_size: int = 1024, block: int = 512) -> None:
@@ -74,3 +82,50 @@ def _any_valid(scene: Scene, bands: tuple[str, ...], block: int) -> tuple[bool, 
             except InputError:
                 unreadable = True
     return False, unreadable
+
+
+def check_levels(scene: Scene, bands: tuple[str, ...]) -> str | None:
+    """Whether the bands' values look like reflectance (what the models' thresholds assume), from a few sample
+    windows: a warning that names what it sees and the setting to change, or None.
+
+    Raises:
+        InputError: ``inputs.scale`` is set and still gives reflectance above :data:`MAX_REFLECTANCE`.
+    """
+    values = _sample_values(scene, bands)
+    if values.size == 0:
+        return None
+    low, high = float(values.min()), float(np.percentile(values, 99.9))
+    raw_low, raw_high = (low - scene.offset) / scene.scale, (high - scene.offset) / scene.scale
+    seen = f"values {raw_low:g}-{raw_high:g}"
+    if high > MAX_REFLECTANCE and (scene.scale != 1.0 or scene.offset != 0.0):
+        raise InputError(
+            f"{seen} with inputs.scale {scene.scale:g} give reflectance up to {high:g}, which cannot be: "
+            "fix inputs.scale (and inputs.offset)"
+        )
+    integral = bool(np.all(values == np.round(values)))
+    if high > 1.5 and integral and raw_high <= 255:
+        return f"{seen} look like 8-bit numbers, not reflectance (0-1): set inputs.scale (e.g. {1 / 255:.6f})"
+    if high > 1.5:
+        return f"{seen} look like digital numbers, not reflectance (0-1): set inputs.scale (Sentinel-2: 0.0001)"
+    if 0 < high < 0.01:
+        return f"{seen} give reflectance below 0.01 everywhere: is inputs.scale applied to reflectance already?"
+    return None
+
+
+def _sample_values(scene: Scene, bands: tuple[str, ...], side: int = 64, grid: int = 3) -> np.ndarray:
+    """The valid values of ``grid`` x ``grid`` windows of ``side`` px spread over the scene (unreadable ones left
+    out)."""
+    files, found = OpenFiles(), []
+    try:
+        for i in range(grid):
+            for j in range(grid):
+                row = (2 * i + 1) * scene.height // (2 * grid) - side // 2
+                col = (2 * j + 1) * scene.width // (2 * grid) - side // 2
+                try:
+                    pixels, valid = read_window(scene, Window(col, row, side, side), bands, files=files)
+                except InputError:
+                    continue
+                found.append(pixels[:, valid].ravel())
+    finally:
+        files.close()
+    return np.concatenate(found) if found else np.zeros(0, np.float32)

@@ -5,19 +5,22 @@ scene-wide stretch)."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import rasterio
 import shapely
+from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
 from geoseg.errors import InputError, SpecError
-from geoseg.inputs.scene import Scene, open_scene, read_decimated, scene_percentiles
+from geoseg.inputs.scene import Scene, open_scene, read_decimated, read_window, scene_percentiles
 from geoseg.inputs.tiles import Tile, TileGrid
-from geoseg.inputs.validity import check_valid_pixels
+from geoseg.inputs.validity import check_levels, check_valid_pixels
 from geoseg.models import ModelInfo, StatsRole, model_info
 from geoseg.models.base import SceneInfo
 from geoseg.models.crop_health.catalog import bands_for, index_array
@@ -25,7 +28,7 @@ from geoseg.models.table import checkpoint_files, scene_indices, stats_role, str
 from geoseg.plan.outputs import OutputPaths, output_paths
 from geoseg.spec.job import AoiSpec, JobSpec, halo_problem
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DIGITAL_NUMBERS = (
     "inputs are digital numbers, not reflectance (integer data, no inputs.scale): the field delineator and crop "
@@ -57,7 +60,7 @@ def load_aoi(aoi: AoiSpec) -> tuple[shapely.Geometry, str]:
     """The AOI as one geometry and its CRS."""
     if aoi.wkt is not None:
         try:
-            return shapely.from_wkt(aoi.wkt), aoi.crs
+            return area_of_interest(shapely.from_wkt(aoi.wkt), "aoi.wkt"), aoi.crs
         except shapely.errors.GEOSException as err:
             raise InputError(f"aoi.wkt is not valid WKT: {err}") from None
     try:
@@ -66,7 +69,27 @@ def load_aoi(aoi: AoiSpec) -> tuple[shapely.Geometry, str]:
         raise InputError(f"cannot read aoi.path {aoi.path}: {err}") from None
     if frame.empty or frame.crs is None:
         raise InputError(f"aoi.path {aoi.path} has no features or no CRS")
-    return shapely.union_all(frame.geometry.values), frame.crs.to_wkt()
+    return area_of_interest(frame.geometry.values, f"aoi.path {aoi.path}"), frame.crs.to_wkt()
+
+
+def area_of_interest(geometries: Any, source: str) -> shapely.Geometry:
+    """The polygonal area of one geometry or an array of them: invalid ones (a bow-tie) repaired with
+    ``make_valid`` (a warning says so), points and lines left out.
+
+    Raises:
+        InputError: nothing with an area is left.
+    """
+    geoms = np.atleast_1d(np.asarray(geometries, dtype=object))
+    geoms = geoms[~shapely.is_missing(geoms)]
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        log.warning("%s: %s; repaired (shapely.make_valid)", source, shapely.is_valid_reason(geoms[invalid][0]))
+        geoms = shapely.make_valid(geoms)
+    parts = shapely.get_parts(shapely.get_parts(geoms))  # collections -> their members
+    polygons = parts[shapely.area(parts) > 0] if len(parts) else parts
+    if not len(polygons):
+        raise InputError(f"{source} has no area (a point, a line or an empty polygon): give a polygon")
+    return shapely.union_all(polygons)
 
 
 def open_job_scene(spec: JobSpec) -> Scene:
@@ -125,7 +148,9 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
     """
     infos = model_infos(spec)
     scene = open_job_scene(spec)
-    grid = TileGrid(scene.width, scene.height, spec.tiling.tile_size, spec.tiling.halo)
+    # a core larger than the scene only pads: clamped (tile_size 8192 on a 768 px scene reads 768 px + halo)
+    tile_size = min(spec.tiling.tile_size, max(scene.width, scene.height, MIN_TILE_PX))
+    grid = TileGrid(scene.width, scene.height, tile_size, spec.tiling.halo)
     tiles = tuple(_tiles_in_aoi(grid, scene))
     bands: list[str] = []
     for info in infos:
@@ -134,11 +159,15 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
             if band not in bands:
                 bands.append(band)
     check_valid_pixels(scene, tuple(bands))
+    tiles = tuple(tiles_with_data(grid, scene, list(tiles), tuple(bands)))
+    levels = check_levels(scene, tuple(bands))
+    if levels:
+        log.warning(levels)
     stretch = stretch_bands(spec.models) if with_stats else ()
     relative = scene_indices(spec.models) if with_stats else ()
     reflectance = is_reflectance(scene)
     if not reflectance and with_stats:
-        logger.warning(DIGITAL_NUMBERS)
+        log.warning(DIGITAL_NUMBERS)
     scene_info = SceneInfo(
         band_names=tuple(bands),
         crs_wkt=scene.crs_wkt,
@@ -168,6 +197,42 @@ def index_percentiles(scene: Scene, indices: tuple[str, ...], max_size: int = 10
     return out
 
 
+EMPTY_CHECK_TILES = 256
+"""Jobs of more tiles than this skip the tiles an overview finds empty; smaller ones read every tile (cheap, and
+nothing the overview's sampling could miss is lost)."""
+
+
+def tiles_with_data(grid: TileGrid, scene: Scene, tiles: list[Tile], bands: tuple[str, ...], px: int = 8) -> list[Tile]:
+    """The tiles whose core holds a valid pixel (every band has data, inside the AOI, not masked) in a decimated
+    read of ``px`` x ``px`` pixels per tile (one row of tiles at a time), one overview pixel around each core
+    included; the others are skipped without being read in full. Valid areas narrower than a tile / ``px`` may go
+    unseen, hence only for jobs of more than :data:`EMPTY_CHECK_TILES` tiles, where it matters."""
+    if len(tiles) <= EMPTY_CHECK_TILES:
+        return tiles
+    rows_of: dict[int, list[Tile]] = {}
+    for tile in tiles:
+        rows_of.setdefault(tile.row, []).append(tile)
+    keep: list[Tile] = []
+    step = grid.tile_size / px  # scene pixels per overview pixel
+    for row, in_row in sorted(rows_of.items()):
+        top = row * grid.tile_size
+        height = min(grid.tile_size, scene.height - top)
+        out = (max(1, round(height / step)), max(1, round(scene.width / step)))
+        try:
+            valid = read_window(scene, Window(0, top, scene.width, height), bands, out_shape=out)[1]
+        except InputError:  # unreadable blocks: the tiles find out themselves
+            keep += in_row
+            continue
+        columns = np.asarray(valid.any(axis=0))  # per overview column: any valid pixel in the row's height
+        for tile in in_row:
+            c0, c1 = int(tile.core.col_off / step) - 1, int(np.ceil((tile.core.col_off + tile.core.width) / step)) + 1
+            if columns[max(0, c0) : c1].any():
+                keep.append(tile)
+    if len(keep) < len(tiles):
+        log.info("%d of %d tiles hold no valid pixel (overview): skipped", len(tiles) - len(keep), len(tiles))
+    return keep
+
+
 def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
     if scene.aoi is None:
         return list(grid)
@@ -177,8 +242,11 @@ def _tiles_in_aoi(grid: TileGrid, scene: Scene) -> list[Tile]:
 
 
 def preflight(plan: JobPlan) -> list[Path]:
-    """Fail fast, before Ray starts, on what would make every tile fail (missing weights); returns the job's
-    checkpoint files (what ``--resume`` hashes)."""
+    """Fail fast, before Ray starts, on what would make every tile fail (missing weights), warn of tiles too large
+    for this machine's memory; returns the job's checkpoint files (what ``--resume`` hashes)."""
+    warning = check_memory(plan)
+    if warning:
+        log.warning(warning)
     return checkpoint_files(plan.spec.models)
 
 
@@ -191,6 +259,32 @@ def input_files(plan: JobPlan) -> list[str]:
     return files
 
 
+MIN_TILE_PX = 32
+"""The smallest tile a spec may ask for (``tiling.tile_size``)."""
+
+
+def tile_memory_mb(plan: JobPlan) -> float:
+    """Tile data of one tile in flight, MB: its bands (float32), its mask and its models' rasters."""
+    return plan.grid.read_size**2 * (4 * len(plan.bands) + 1 + 8 * len(plan.models)) / 2**20
+
+
+def machine_memory_mb() -> float:
+    """This machine's physical memory, MB."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+
+
+def check_memory(plan: JobPlan) -> str | None:
+    """A warning when the tile data in flight alone takes more than half this machine's memory, else None."""
+    need, have = tile_memory_mb(plan) * plan.spec.compute.in_flight, machine_memory_mb()
+    if need <= have / 2:
+        return None
+    return (
+        f"~{need / 1024:.1f} GB of tile data in flight ({plan.spec.compute.in_flight} tiles of "
+        f"{plan.grid.read_size} px) against {have / 1024:.1f} GB on this machine: lower tiling.tile_size, "
+        "compute.batch_size or compute.max_in_flight"
+    )
+
+
 def describe(plan: JobPlan) -> str:
     """Human summary for ``geoseg plan``: grid, tiles, expected memory.
 
@@ -201,8 +295,7 @@ def describe(plan: JobPlan) -> str:
         Lines of ``key  value`` text.
     """
     s, g = plan.scene, plan.grid
-    read_px = g.read_size**2
-    per_tile_mb = read_px * (4 * len(plan.bands) + 1 + 8 * len(plan.models)) / 2**20
+    per_tile_mb = tile_memory_mb(plan)
     in_flight = plan.spec.compute.in_flight
     crs = s.crs.to_string()
     return "\n".join(

@@ -54,8 +54,8 @@ def start_actors(plan: JobPlan, names: set[str]) -> list[Any]:
     return _started(actors)
 
 
-def start_tile_workers(plan: JobPlan) -> list[Any]:
-    """One tile worker per CPU of the cluster (each loads the models once)."""
+def start_tile_workers(plan: JobPlan, job: str = "") -> list[Any]:
+    """One tile worker per CPU of the cluster (each loads the models once); ``job``: the job's key."""
     import ray
 
     worker_cls = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=2)(TileWorker)
@@ -64,8 +64,8 @@ def start_tile_workers(plan: JobPlan) -> list[Any]:
     strip = -(-plan.grid.shape[1] // count) * plan.grid.tile_size
     paths = [path for name in plan.bands for path in plan.scene.band(name).paths]
     cache = strip_cache_mb(paths, plan.grid.read_size, strip + plan.grid.read_size)
-    job = TileJob(plan.scene, plan.bands, plan.stats, str(plan.outputs.work_dir), blended, cache)
-    args = (list(plan.spec.models), list(plan.models), plan.scene_info, job, "cpu")
+    job_info = TileJob(plan.scene, plan.bands, plan.stats, str(plan.outputs.work_dir), blended, cache, job)
+    args = (list(plan.spec.models), list(plan.models), plan.scene_info, job_info, "cpu")
     return _started([worker_cls.remote(*args) for _ in range(count)])
 
 
@@ -117,3 +117,6 @@ class ActorPass(TilePass):
 
     def settled(self, ref: Any) -> None:
         self.busy.settled(ref)
+
+    def hung(self, refs: list[Any]) -> str:
+        return self.busy.kill(refs)

@@ -8,7 +8,10 @@ than the policy allows. Ray is imported when a loop runs.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +35,8 @@ class RetryPolicy:
 
     max_retries: int = 2
     max_failed_tiles: int | None = None
+    tile_timeout_s: float | None = None
+    """Seconds a tile may stay in flight before the worker holding it is deemed hung (None: no deadline)."""
 
     def retries(self, attempts: int) -> bool:
         """Whether a tile that failed on its ``attempts``-th try goes again."""
@@ -57,6 +62,9 @@ class TileWork(Protocol):
     def failed(self, tile: Tile, error: str, attempts: int, retrying: bool) -> None:
         """A tile failed; ``retrying`` says whether the policy sends it again."""
 
+    def hung(self, refs: list[Any]) -> str:
+        """Submitted refs are past their deadline: stop the workers that hold them; what was done, in words."""
+
 
 class TilePass:
     """The base of every pass: how a failure is logged and recorded, once for all passes.
@@ -73,6 +81,11 @@ class TilePass:
 
     def settled(self, ref: Any) -> None:
         """Nothing to balance by default."""
+
+    def hung(self, refs: list[Any]) -> str:
+        """Kill the worker processes running the tasks (the loop resubmits the tiles)."""
+        _cancel(refs)
+        return "its task was killed"
 
     def failed(self, tile: Tile, error: str, attempts: int, retrying: bool) -> None:
         state = self.status[tile.id]
@@ -119,6 +132,28 @@ class ActorLoad:
     def settled(self, ref: Any) -> None:
         self.load[self.slots.pop(ref)] -= 1
 
+    def kill(self, refs: list[Any]) -> str:
+        """Kill the actors that hold ``refs`` (each restarts and reloads its models) and cancel the refs; what was
+        done, in words."""
+        import ray
+
+        slots = sorted({self.slots[r] for r in refs if r in self.slots})
+        for slot in slots:
+            ray.kill(self.actors[slot], no_restart=False)
+        _cancel(refs)
+        return f"actor {', '.join(map(str, slots))} killed and restarted" if slots else "its task was killed"
+
+
+def _cancel(refs: list[Any]) -> None:
+    """Cancel tasks, killing the worker of a running one (an actor's task can only be cancelled)."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except (ValueError, TypeError):  # an actor task
+            ray.cancel(ref)
+
 
 def stream_tiles(
     tiles: Iterable[Tile],
@@ -138,31 +173,95 @@ def stream_tiles(
     import ray
 
     pending: deque[Tile] = deque(tiles)
-    in_flight: dict[Any, Tile] = {}
+    flight = _Flight(retry.tile_timeout_s)
     attempts: Counter[str] = Counter()
-    while pending or in_flight:
+    while pending or flight.tiles:
         # whole batches only: topping up one free slot at a time would send the model batches of one tile
-        while pending and len(in_flight) + min(batch_size, len(pending), limit) <= limit:
+        while pending and len(flight.tiles) + min(batch_size, len(pending), limit) <= limit:
             batch = [pending.popleft() for _ in range(min(batch_size, len(pending), limit))]
             attempts.update(t.id for t in batch)
-            in_flight.update(zip(work.submit(batch), batch, strict=True))
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
+            flight.add(work.submit(batch), batch)
+        ready, _ = ray.wait(list(flight.tiles), num_returns=1, timeout=flight.wait_s())
+        for tile, value, error in [*flight.settle(ready, work), *flight.overdue(work)]:
+            if error is None:
+                work.succeeded(tile, value, attempts[tile.id])
+                progress.advance("done")
+                continue
+            if "No space left on device" in error:  # the work dir is full: every tile would fail so
+                raise OSError(errno.ENOSPC, f"{error} (tile {tile.id}, saving in the work dir)")
+            retrying = retry.retries(attempts[tile.id])
+            work.failed(tile, error, attempts[tile.id], retrying)
+            if retrying:
+                pending.append(tile)
+                continue
+            progress.advance("failed")
+            _stop_if_over_budget(retry, status, list(flight.tiles))
+
+
+class _Flight:
+    """The refs in flight, the tile of each and when it was submitted (for the deadline)."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+        self.tiles: dict[Any, Tile] = {}
+        self.since: dict[Any, float] = {}
+
+    def add(self, refs: list[Any], batch: list[Tile]) -> None:
+        now = time.monotonic()
+        self.tiles.update(zip(refs, batch, strict=True))
+        self.since |= dict.fromkeys(refs, now)
+
+    def pop(self, ref: Any) -> Tile:
+        self.since.pop(ref)
+        return self.tiles.pop(ref)
+
+    def settle(self, ready: list[Any], work: TileWork) -> list[tuple[Tile, Any, str | None]]:
+        """Take the ready refs out of flight: each tile, its value, and its error (None when it succeeded)."""
+        import ray
+
+        out: list[tuple[Tile, Any, str | None]] = []
         for ref in ready:
-            tile = in_flight.pop(ref)
+            tile = self.pop(ref)
             work.settled(ref)
             try:
-                value = ray.get(ref)
+                out.append((tile, ray.get(ref), None))
             except (ray.exceptions.RayError, GeosegError) as err:
-                retrying = retry.retries(attempts[tile.id])
-                work.failed(tile, error_gist(err, ERROR_CHARS), attempts[tile.id], retrying)
-                if retrying:
-                    pending.append(tile)
-                    continue
-                progress.advance("failed")
-                _stop_if_over_budget(retry, status, list(in_flight))
-                continue
-            work.succeeded(tile, value, attempts[tile.id])
-            progress.advance("done")
+                out.append((tile, None, error_gist(err, ERROR_CHARS) + _memory_hint(err)))
+        return out
+
+    def wait_s(self) -> float | None:
+        """How long ``ray.wait`` may block: until the oldest ref's deadline (None: no deadline)."""
+        if self.timeout_s is None or not self.since:
+            return None
+        return max(0.05, min(self.since.values()) + self.timeout_s - time.monotonic())
+
+    def overdue(self, work: TileWork) -> list[tuple[Tile, Any, str | None]]:
+        """Take the refs past their deadline out of flight, stopping the workers that hold them; each tile and why."""
+        if self.timeout_s is None:
+            return []
+        now = time.monotonic()
+        refs = [r for r, t in self.since.items() if now - t >= self.timeout_s]
+        if not refs:
+            return []
+        done = work.hung(refs)
+        tiles = [self.pop(ref) for ref in refs]
+        for ref in refs:
+            work.settled(ref)
+        why = f"no result after {self.timeout_s:g} s (compute.tile_timeout_s); {done}"
+        log.warning("tile(s) %s: %s; retrying", ", ".join(t.id for t in tiles), why)
+        return [(tile, None, why) for tile in tiles]
+
+
+def _memory_hint(err: BaseException) -> str:
+    """What to lower, when a worker was killed for memory (Ray's OutOfMemoryError, or the OS's OOM killer)."""
+    text = f"{type(err).__name__} {err}"
+    if not any(word in text for word in ("OutOfMemory", "out of memory", "OOM", "memory pressure")):
+        return ""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f" (a worker may have run out of memory: {total:.0f} GB on this machine; lower tiling.tile_size or "
+        "compute.batch_size)"
+    )
 
 
 def _stop_if_over_budget(retry: RetryPolicy, status: dict[str, TileStatus], in_flight: list[Any]) -> None:

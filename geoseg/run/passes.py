@@ -65,7 +65,7 @@ class ModelPass(ActorPass):
 
     def finish(self, tile: Tile, out: Any) -> Any:
         plan = self.plan
-        return self.finish_task.remote(tile, out, plan.stats, str(plan.outputs.work_dir), self.blended)
+        return self.finish_task.remote(tile, out, plan.stats, str(plan.outputs.work_dir), self.blended, self.state.job)
 
     def succeeded(self, tile: Tile, value: TileRecord, attempts: int) -> None:
         if self.status[tile.id].status == "done":  # never stitch a tile twice
@@ -105,7 +105,7 @@ def model_pass(state: RunState, todo: list[Tile]) -> str:
     plan, timings = state.plan, state.timings
     compute, is_fused = plan.spec.compute, fused(plan)
     with timings.stage("actors_start"):
-        actors = start_tile_workers(plan) if is_fused else start_actors(plan, first_pass_models(plan))
+        actors = start_tile_workers(plan, state.job) if is_fused else start_actors(plan, first_pass_models(plan))
     if is_fused:
         work: ModelPass = FusedPass(state, actors)
         todo = strip_order(todo, len(actors), plan.grid.shape[1])
@@ -169,7 +169,8 @@ def refine_pass(state: RunState, info: ModelInfo) -> None:
 
 def retry_policy(plan: JobPlan) -> RetryPolicy:
     """The job's retry policy (``compute.max_retries``, ``compute.max_failed_tiles``)."""
-    return RetryPolicy(plan.spec.compute.max_retries, plan.spec.compute.max_failed_tiles)
+    compute = plan.spec.compute
+    return RetryPolicy(compute.max_retries, compute.max_failed_tiles, compute.tile_timeout_s)
 
 
 def prompt_tables(plan: JobPlan) -> dict[str, PromptTable]:

@@ -131,6 +131,8 @@ class TileJob:
     blended: frozenset[str] = frozenset()
     cache_mb: int = READ_CACHE_MB
     """GDAL's block cache of the worker (:func:`geoseg.inputs.reads.strip_cache_mb`)."""
+    job: str = ""
+    """The job's key, stamped on each tile file (:func:`geoseg.run.workdir.job_key`)."""
 
 
 class TileWorker(ModelHost):
@@ -149,7 +151,7 @@ class TileWorker(ModelHost):
         """One tile, start to finish: read, run the models, keep the core, vectorize, save."""
         job = self.job
         result = self.predict([tile], [transform], [prompts], read_tile(job.scene, tile, job.bands, self.files))[0]
-        return finish_tile(tile, result, job.stats, job.work_dir, job.blended)
+        return finish_tile(tile, result, job.stats, job.work_dir, job.blended, job.job)
 
 
 def stats_source(outputs: dict[str, ModelOutput], role: StatsRole | None) -> StatsSource | None:
@@ -167,6 +169,7 @@ def finish_tile(
     stats_role: StatsRole | None,
     work_dir: str,
     blended: frozenset[str] = frozenset(),
+    job: str = "",
 ) -> TileRecord:
     """Keep what the tile owns, vectorize it, save it to the work dir; return the small record.
 
@@ -188,7 +191,7 @@ def finish_tile(
             layer_stats = StatsSource(layers=stats.layers)  # zones: index means only
         layers[name], cores[name] = tile_layer(output, tile, layer_stats)
     seconds = replace(result.seconds, finish=time.perf_counter() - start)
-    save_tile(Path(work_dir), tile.id, layers, cores, seconds)
+    save_tile(Path(work_dir), tile.id, layers, cores, seconds, job)
     return TileRecord(tile, layers, seconds)
 
 

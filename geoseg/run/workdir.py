@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +27,11 @@ import numpy as np
 from geoseg.atomic import atomic_write
 from geoseg.errors import SpecError
 from geoseg.models.checkpoints import file_sha256
+from geoseg.run.claim import MANIFEST, check_ours
 from geoseg.spec.job import JobSpec
 from geoseg.stitch.stitcher import EdgeStrips, Fragment, LayerTile
 
-MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,30 +105,63 @@ def _what_changed(found: Any, now: dict[str, Any]) -> str:
     return ""
 
 
+def job_key(now: dict[str, Any]) -> str:
+    """A short digest of a fingerprint, stamped on every tile file the job writes."""
+    return hashlib.sha256(json.dumps(now, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def prepare(
     work_dir: Path,
     spec: JobSpec,
     resume: bool,
     inputs: Iterable[str] = (),
     checkpoints: Iterable[str | Path] = (),
-) -> None:
+) -> str:
     """Create or check the work dir. Without ``resume`` earlier tiles are discarded; with it, the work dir must hold
-    the same job: same spec, same input files (size, mtime, first MiB) and same checkpoints (sha256)."""
+    the same job: same spec, same input files (size, mtime, first MiB) and same checkpoints (sha256).
+
+    Returns:
+        The job's key (:func:`job_key`): tiles saved with another key are redone on resume.
+
+    Raises:
+        WorkDirError: the folder holds files geoseg did not write (:func:`geoseg.run.claim.check_ours`).
+        SpecError: ``resume`` and the work dir holds another job's tiles.
+    """
+    check_ours(work_dir)
     manifest = work_dir / MANIFEST
     now = fingerprint(spec, inputs, checkpoints)
     if resume and manifest.exists():
-        changed = _what_changed(json.loads(manifest.read_text()).get("fingerprint"), now)
+        found = _read_manifest(manifest)
+        changed = "" if found is None else _what_changed(found.get("fingerprint"), now)
         if changed:
             raise SpecError(
                 f"{work_dir} holds tiles of a different job: {changed} changed since; "
                 "run without --resume to start over, or set output.work_dir"
             )
-        return
+        if found is None:  # torn: each tile's own key decides
+            log.warning("%s is unreadable; every saved tile is checked against this job", manifest)
+            _write_manifest(manifest, spec.name, now)
+        return job_key(now)
     for stale in ("tiles", "scores"):
         if (work_dir / stale).exists():
             shutil.rmtree(work_dir / stale)
     (work_dir / "tiles").mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({"job": spec.name, "fingerprint": now}, indent=2))
+    _write_manifest(manifest, spec.name, now)
+    return job_key(now)
+
+
+def _read_manifest(manifest: Path) -> dict[str, Any] | None:
+    """The manifest's content; None when it is torn or not JSON (a power cut before fsync existed)."""
+    try:
+        found = json.loads(manifest.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _write_manifest(manifest: Path, job: str, now: dict[str, Any]) -> None:
+    text = json.dumps({"job": job, "fingerprint": now}, indent=2)
+    atomic_write(manifest, lambda tmp: tmp.write_text(text))
 
 
 def discard_if_unused(work_dir: Path) -> None:
@@ -201,11 +237,16 @@ def _write_npz(final: Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]) 
 
 
 def save_tile(
-    work_dir: Path, tile_id: str, layers: dict[str, LayerTile], cores: dict[str, np.ndarray], seconds: StageSeconds
+    work_dir: Path,
+    tile_id: str,
+    layers: dict[str, LayerTile],
+    cores: dict[str, np.ndarray],
+    seconds: StageSeconds,
+    job: str = "",
 ) -> None:
-    """Write a finished tile atomically."""
+    """Write a finished tile atomically, stamped with the key of the job that made it (:func:`job_key`)."""
     arrays: dict[str, np.ndarray] = {}
-    doc: dict[str, Any] = {"meta": {"seconds": _seconds_json(seconds)}, "layers": {}}
+    doc: dict[str, Any] = {"meta": {"seconds": _seconds_json(seconds), "job": job}, "layers": {}}
     for name, layer in layers.items():
         arrays |= _layer_arrays(name, layer, cores[name])
         doc["layers"][name] = [_fragment_json(f) for f in layer.fragments]
@@ -244,13 +285,44 @@ def load_scores(work_dir: Path, layer: str, tile_id: str) -> np.ndarray | None:
     return np.load(path, allow_pickle=False) if path.exists() else None
 
 
-def load_tile(work_dir: Path, tile_id: str) -> SavedTile | None:
-    """A saved tile, or None if it was not finished."""
+class StaleTileError(Exception):
+    """A saved tile that may not be resumed: another job made it, or it cannot be read whole."""
+
+
+UNREADABLE = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error)
+"""What reading a torn, emptied or bit-flipped tile file raises."""
+
+
+def load_tile(work_dir: Path, tile_id: str, job: str | None = None) -> SavedTile | None:
+    """A saved tile, or None if it was not finished.
+
+    Args:
+        work_dir: The work dir.
+        tile_id: The tile.
+        job: The resuming job's key (:func:`job_key`): the file must carry it, and every member's CRC is checked.
+
+    Raises:
+        StaleTileError: ``job`` is given and the file was saved by another job, or is damaged.
+    """
     path = tile_path(work_dir, tile_id)
     if not path.exists():
         return None
+    try:
+        if job is not None:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                raise zipfile.BadZipFile(f"bad CRC in {bad}")
+        return _read_tile(path, job)
+    except UNREADABLE as err:
+        raise StaleTileError(f"unreadable ({type(err).__name__}: {err})") from None
+
+
+def _read_tile(path: Path, job: str | None) -> SavedTile:
     with np.load(path, allow_pickle=False) as data:
         doc = json.loads(str(data["doc"]))
+        if job is not None and doc["meta"].get("job") != job:
+            raise StaleTileError("saved by another job")
         layers = {}
         for name, frags in doc["layers"].items():
             strips = EdgeStrips(
@@ -259,6 +331,15 @@ def load_tile(work_dir: Path, tile_id: str) -> SavedTile | None:
             )
             layers[name] = LayerTile([_fragment_from_json(f) for f in frags], strips)
     return SavedTile(layers, StageSeconds(**doc["meta"].get("seconds", {})))
+
+
+def discard_tile(work_dir: Path, tile_id: str) -> None:
+    """Remove a tile's saved files (its tile file and its class probabilities), so that it is redone."""
+    tile_path(work_dir, tile_id).unlink(missing_ok=True)
+    scores = work_dir / "scores"
+    if scores.is_dir():
+        for layer in scores.iterdir():
+            (layer / f"{tile_id}.npy").unlink(missing_ok=True)
 
 
 def load_core(work_dir: Path, tile_id: str, layer: str) -> np.ndarray | None:

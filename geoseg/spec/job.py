@@ -193,6 +193,7 @@ class ComputeSpec(StrictModel):
         None, ge=0, description="Stop the job (exit code 3) once more tiles than this failed; default: never."
     )
     object_store_mb: int = Field(512, ge=64)
+    tile_timeout_s: float | None = Field(600.0, gt=0, description="Seconds before a tile's hung worker restarts.")
 
     @model_validator(mode="after")
     def _gpu_share(self) -> ComputeSpec:
@@ -293,16 +294,9 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             inputs["files"] = [inputs["files"]]
         if isinstance(inputs.get("files"), list):
             inputs["files"] = [_absolute(p, base) for p in inputs["files"]]
-        for ref in (inputs.get("bands") or {}).values():
-            if isinstance(ref, dict) and isinstance(ref.get("path"), str):
-                ref["path"] = _absolute(ref["path"], base)
-            elif isinstance(ref, dict) and isinstance(ref.get("path"), list):
-                ref["path"] = [_absolute(p, base) for p in ref["path"]]
-        mask = inputs.get("mask")
-        if isinstance(mask, dict) and isinstance(mask.get("path"), str):
-            mask["path"] = _absolute(mask["path"], base)
-        elif isinstance(mask, dict) and isinstance(mask.get("path"), list):
-            mask["path"] = [_absolute(p, base) for p in mask["path"]]
+        for ref in [*(inputs.get("bands") or {}).values(), inputs.get("mask")]:  # a band or the mask: path or list
+            if isinstance(ref, dict) and isinstance(paths := ref.get("path"), str | list):
+                ref["path"] = _absolute(paths, base) if isinstance(paths, str) else [_absolute(p, base) for p in paths]
     for section, key in (("aoi", "path"), ("output", "path"), ("output", "work_dir")):
         part = raw.get(section)
         if isinstance(part, dict) and isinstance(part.get(key), str):
@@ -321,7 +315,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown key (check spelling; see `geoseg schema`)"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{source}: {where}: {message}{more}"
+    return f"{source}: {where[:ERROR_CHARS]}: {message[:ERROR_CHARS]}{more}"
 
 
 def parse_spec(raw: Any, base: Path = Path("."), source: str = "spec") -> JobSpec:
@@ -350,13 +344,15 @@ def read_spec_yaml(path: str | Path) -> Any:
     """The parsed YAML of a spec file, not yet validated (``yaml.safe_load``: a spec never executes code)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise SpecError(f"cannot read job spec {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path} is not UTF-8 text (byte {err.start} of it): save the spec as UTF-8") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+        raise SpecError(f"{path}: not valid YAML: {str(err)[:ERROR_CHARS]}".replace("\n", " ")) from None
 
 
 def load_spec(path: str | Path) -> JobSpec:
@@ -375,12 +371,17 @@ def load_spec(path: str | Path) -> JobSpec:
     return parse_spec(read_spec_yaml(path), path.parent, str(path))
 
 
+ERROR_CHARS = 300
+"""Longest part of a spec error quoted from YAML or the spec (a 200k-alias spec must not print megabytes)."""
+
+
 def expand_paths(path: str | list[str]) -> list[str]:
     """Expand globs in one path or a list; keeps order, drops duplicates, errors on a pattern that matches nothing."""
     patterns = [path] if isinstance(path, str) else list(path)
     found: list[str] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        literal = not glob.has_magic(pattern) or os.path.exists(pattern)  # `S2 [2024-06]/B02.tif` that exists
+        matches = [pattern] if literal else sorted(glob.glob(pattern))
         if not matches:
             raise SpecError(f"no file matches {pattern!r}: fix the path in inputs")
         found.extend(m for m in matches if m not in found)

@@ -18,11 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
+import shapely
+import shapely.affinity
 import yaml
 
 from geoseg.cli import main
+from geoseg.plan.job import input_files, plan_job
+from geoseg.run import workdir
+from geoseg.spec.job import load_spec
 from geoseg.testutils.rasters import ORIGIN, utm_transform, write_raster
 
 Edit = Callable[[dict[str, Any], Path], None]
@@ -77,7 +84,7 @@ def _both(first: Edit, second: Edit) -> Edit:
     return edit
 
 
-def _raw(text: str) -> Edit:
+def _raw(text: str | bytes) -> Edit:
     """An edit that replaces the whole spec file with ``text``."""
 
     def edit(spec: dict[str, Any], folder: Path) -> None:
@@ -85,6 +92,20 @@ def _raw(text: str) -> Edit:
         spec["__raw__"] = text
 
     return edit
+
+
+def _alias_bomb(levels: int = 6, width: int = 9) -> str:
+    """A billion-laughs spec: ``width ** levels`` references through nested aliases, under ``inputs``."""
+    lines = ["a: &l0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join([*lines, f"inputs: *l{levels}", "models: [{type: crop_health}]", "output: {path: o.gpkg}"])
+
+
+def _utm_aoi(wkt: str) -> dict[str, str]:
+    """An AOI in the test rasters' CRS, ``wkt``'s coordinates relative to their top-left corner."""
+    geom = shapely.affinity.translate(shapely.from_wkt(wkt), *ORIGIN)
+    return {"wkt": geom.wkt, "crs": "EPSG:32633"}
 
 
 def _file(name: str, write: Callable[[Path], object], then: Edit | None = None) -> Edit:
@@ -123,6 +144,8 @@ MISTAKES = [
     Mistake("yaml-invalid", _raw("inputs: [unclosed\n"), "not valid YAML"),
     Mistake("yaml-not-a-mapping", _raw("- a list\n"), "must be a YAML mapping"),
     Mistake("yaml-empty", _raw(""), "must be a YAML mapping"),
+    Mistake("yaml-not-utf8", _raw("name: café\n".encode("latin-1")), "is not UTF-8 text (byte 9 of it): save"),
+    Mistake("yaml-alias-bomb", _raw(_alias_bomb()), "inputs: Input should be a valid dictionary"),
     Mistake("unknown-key", _set("modles", []), "modles: unknown key"),
     Mistake("bands-and-files", _set("inputs.files", ["red.tif"]), "give exactly one of inputs.bands"),
     Mistake("tile-size-not-a-number", _set("tiling.tile_size", "big"), "tiling.tile_size"),
@@ -166,11 +189,22 @@ MISTAKES = [
     Mistake("all-inf", _nir_values(_full(np.inf)), "holds no valid pixel"),
     Mistake("valid-areas-never-meet", _disjoint_valid_areas, "never hold valid pixels"),
     Mistake("scale-not-a-number", _set("inputs.scale", "0.0001x"), "inputs.scale"),
+    Mistake("scale-gives-impossible-reflectance", _set("inputs.scale", 0.1), "which cannot be: fix inputs.scale"),
     # AOI
-    Mistake("aoi-unknown-crs", _set("aoi", {"wkt": "POINT (0 0)", "crs": "EPSG:999999"}), "aoi.crs 'EPSG:999999'"),
+    Mistake(
+        "aoi-unknown-crs",
+        _set("aoi", {"wkt": "POLYGON ((0 0, 1 0, 1 1, 0 0))", "crs": "EPSG:999999"}),
+        "aoi.crs 'EPSG:999999'",
+    ),
     Mistake("aoi-outside-the-inputs", _set("aoi", {"wkt": "POLYGON ((0 0, 1 0, 1 1, 0 0))"}), "AOI does not overlap"),
     Mistake("aoi-invalid-wkt", _set("aoi", {"wkt": "POLYGON ((0 0, 1"}), "aoi.wkt is not valid WKT"),
     Mistake("aoi-file-missing", _set("aoi", {"path": "fields.gpkg"}), "cannot read aoi.path"),
+    Mistake(
+        "aoi-touches-at-a-corner",
+        _set("aoi", _utm_aoi("POLYGON ((-100 0, 0 0, 0 100, -100 100, -100 0))")),
+        "the AOI only touches the inputs",
+    ),
+    Mistake("aoi-a-point", _set("aoi", _utm_aoi("POINT (100 -100)")), "aoi.wkt has no area"),
     Mistake("aoi-path-and-wkt", _set("aoi", {"path": "a.gpkg", "wkt": "POINT (0 0)"}), "exactly one of aoi.path"),
     # models and checkpoints
     Mistake("sam-unknown-variant", _set("models", [{"type": "sam", "variant": "vit_x"}]), "unknown SAM variant"),
@@ -205,7 +239,8 @@ def _snapshot(folder: Path) -> dict[str, int]:
 
 def _write_job(folder: Path, spec: dict[str, Any]) -> Path:
     path = folder / "job.yaml"
-    path.write_text(spec["__raw__"] if "__raw__" in spec else yaml.safe_dump(spec))
+    raw = spec["__raw__"] if "__raw__" in spec else yaml.safe_dump(spec)
+    path.write_bytes(raw if isinstance(raw, bytes) else raw.encode())
     return path
 
 
@@ -221,6 +256,7 @@ def _assert_one_line(err: str, says: str) -> None:
     assert len(lines) == 1, err
     assert lines[0].startswith("geoseg: error: "), err
     assert says in lines[0], err
+    assert len(lines[0]) < 800, f"an error line of {len(lines[0])} characters"
 
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m.id for m in MISTAKES])
@@ -344,3 +380,108 @@ def test_resume_after_an_input_changed_is_refused(tmp_path, capsys, ray_local):
     assert code == 2
     _assert_one_line(err, f"input {tmp_path / 'nir.tif'} (mtime_ns, head) changed since; run without --resume")
     assert _snapshot(tmp_path) == before
+
+
+def _classes(folder: Path) -> np.ndarray:
+    with rasterio.open(folder / "out" / "tiny_crop_health.tif") as src:
+        return src.read(1)
+
+
+def test_resume_never_takes_another_jobs_tiles(tmp_path, capsys, ray_local):
+    """Job A's actors still writing tiles after job B claimed the work dir (B's manifest, A's tiles), then
+    ``B --resume``: every tile is redone for B, and B's outputs are those of a fresh B run."""
+    _bands(tmp_path)
+    spec_a = _valid_job(tmp_path)
+    spec_b = _valid_job(tmp_path)
+    spec_b["models"][0]["thresholds"] = {"non_vegetation": 0.6, "stressed": 0.7, "moderate": 0.8}
+    job_a, job_b = _write_job(tmp_path, spec_a), tmp_path / "b.yaml"
+    job_b.write_text(yaml.safe_dump(spec_b))
+    assert _run_cli(["run", str(job_b), "--no-progress"], capsys)[0] == 0
+    fresh_b = _classes(tmp_path)
+    assert _run_cli(["run", str(job_a), "--no-progress", "--overwrite"], capsys)[0] == 0
+    assert not np.array_equal(_classes(tmp_path), fresh_b)  # the two jobs do differ
+
+    work = tmp_path / "out" / "tiny.work"
+    a_tiles = {p.name: p.read_bytes() for p in (work / "tiles").iterdir()}
+    assert a_tiles
+    spec = load_spec(job_b)  # what B's start writes: its manifest, an empty tiles/ ...
+    workdir.prepare(work, spec, False, input_files(plan_job(spec)), [])
+    for name, data in a_tiles.items():  # ... and A's actors, still running, save their tiles after it
+        (work / "tiles" / name).write_bytes(data)
+    code, err = _run_cli(["run", str(job_b), "--no-progress", "--resume", "--overwrite"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(_classes(tmp_path), fresh_b)
+
+
+def test_inputs_in_the_work_dir_are_never_deleted(tmp_path, capsys):
+    """README's glob layout (``tiles/*_B03.tif``) with ``output.work_dir: .``: refused, the inputs intact."""
+    _bands(tmp_path)
+    (tmp_path / "tiles").mkdir()
+    spec = _valid_job(tmp_path)
+    for band in ("red", "nir"):
+        (tmp_path / f"{band}.tif").rename(tmp_path / "tiles" / f"x_{band}.tif")
+        spec["inputs"]["bands"][band] = {"path": f"tiles/*_{band}.tif"}
+    spec["output"]["work_dir"] = "."
+    job = _write_job(tmp_path, spec)
+    before = _snapshot(tmp_path)
+    code, err = _run_cli(["run", str(job), "--no-progress", "--overwrite"], capsys)
+    assert code == 2
+    _assert_one_line(err, "is not a geoseg work dir (no manifest.json, but job.yaml)")
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 6 MiB file system (tmpfs) for the test's job; skipped where the test may not mount one (not root)."""
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_a_real_full_disk_keeps_the_previous_output_set(small_disk, capsys, monkeypatch, ray_local, share):
+    """The disk fills up while the new outputs are written (``share``: what is free of the space the previous
+    outputs take): one line, exit 1, every previous output as it was, no temp file left."""
+    monkeypatch.setenv("CPL_LOG", os.devnull)  # what the CLI sets: GDAL's own error lines off stderr
+    _bands(small_disk, 256, 256)
+    spec = _valid_job(small_disk)
+    spec["tiling"]["tile_size"] = 64
+    job = _write_job(small_disk, spec)
+    code, err = _run_cli(["run", str(job), "--no-progress"], capsys)
+    assert code == 0, err
+    previous = _outputs(small_disk)
+    size = sum(len(data) for data in previous.values())
+    free = shutil.disk_usage(small_disk).free
+    (small_disk / "filler").write_bytes(b"\0" * max(0, free - int(share * size)))
+    code, err = _run_cli(["run", str(job), "--no-progress", "--overwrite"], capsys)
+    assert code == 1, err
+    _assert_one_line(err, "No space left on device")
+    assert _outputs(small_disk) == previous
+    assert not [p for p in small_disk.rglob("*") if ".tmp" in p.name]
+
+
+def test_resume_redoes_a_torn_tile_and_a_torn_manifest(tmp_path, capsys, ray_local):
+    """What a power cut leaves in the work dir (a truncated tile, an emptied one, a torn manifest.json): --resume
+    redoes those tiles, exit 0, the same outputs as the first run; no BadZipFile / JSONDecodeError traceback."""
+    _bands(tmp_path)
+    job = _write_job(tmp_path, _valid_job(tmp_path))
+    assert _run_cli(["run", str(job), "--no-progress"], capsys)[0] == 0
+    first = _classes(tmp_path)
+    work = tmp_path / "out" / "tiny.work"
+    tiles = sorted((work / "tiles").iterdir())
+    tiles[0].write_bytes(tiles[0].read_bytes()[:100])
+    tiles[1].write_bytes(b"")
+    (work / "manifest.json").write_text('{"job": "tiny", "fing')
+    code, err = _run_cli(["run", str(job), "--no-progress", "--resume", "--overwrite"], capsys)
+    assert code == 0, err
+    assert "Traceback" not in err
+    np.testing.assert_array_equal(_classes(tmp_path), first)
+    index = gpd.read_file(tmp_path / "out" / "tiny.gpkg", layer="tiles").set_index("tile_id")
+    assert (index.loc[[tiles[0].stem, tiles[1].stem], "status"] == "done").all()
+    assert (index.drop([tiles[0].stem, tiles[1].stem])["status"] == "resumed").all()

@@ -16,11 +16,13 @@ from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
 from geoseg.errors import InputError, SpecError
-from geoseg.inputs.scene import Scene, open_scene, read_window, scene_percentiles
+from geoseg.inputs.scene import Scene, open_scene, read_decimated, read_window, scene_percentiles
 from geoseg.inputs.tiles import TileGrid
-from geoseg.inputs.validity import check_valid_pixels
+from geoseg.inputs.validity import check_levels, check_valid_pixels
 from geoseg.spec.job import InputSpec
+from geoseg.testutils.faults import corrupt_nir_bands
 from geoseg.testutils.rasters import ORIGIN, ramp, utm_transform, write_raster
+from geoseg.testutils.scenes import write_field_scene
 
 X0, Y0 = ORIGIN
 
@@ -518,3 +520,44 @@ def test_pixel_area_in_wgs84_is_geodesic(tmp_path):
     radius = 6_371_008.8  # mean Earth radius
     expected = (radius * math.radians(d)) ** 2 * math.cos(math.radians(45.0))
     assert scene.pixel_area_m2 == pytest.approx(expected, rel=0.01)
+
+
+def test_a_corrupt_block_leaves_the_rest_of_a_whole_scene_read(tmp_path, caplog):
+    """The quicklook's and the plan's whole-scene reads: a corrupt 4 KiB block of one band is nodata, the rest is
+    read (it used to abort the export after the good tiles had finished)."""
+    scene_files = write_field_scene(tmp_path / "scene", 512, 512, cell=100, seed=3)
+    bands = corrupt_nir_bands(scene_files.red, scene_files.nir, tmp_path / "corrupt")
+    scene = _scene({name: Path(ref["path"]) for name, ref in bands.items()}, scale=0.0001)
+    with pytest.raises(InputError):  # the block is unreadable indeed
+        read_window(scene, Window(0, 0, 512, 512), ("red", "nir"))
+    with caplog.at_level("WARNING"):
+        pixels, valid = read_decimated(scene, ("red", "nir"), max_size=128)
+    assert "unreadable ones as nodata" in caplog.text
+    assert pixels.shape == (2, 128, 128)
+    assert 0.2 < valid.mean() < 0.5  # two blocks of four are bad, and the pieces whose resampling touches them
+    clean, _ = read_decimated(_scene({"red": scene_files.red, "nir": scene_files.nir}, scale=0.0001), ("red",), 128)
+    np.testing.assert_allclose(pixels[0][valid], clean[0][valid], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("values", "scale", "says"),
+    [
+        (np.full((64, 64), 200, "uint8"), 1.0, "values 200-200 look like 8-bit numbers, not reflectance"),
+        (np.full((64, 64), 3000, "uint16"), 1.0, "look like digital numbers, not reflectance (0-1): set inputs.scale"),
+        (np.full((64, 64), 0.3, "float32"), 0.0001, "is inputs.scale applied to reflectance already?"),
+        (np.full((64, 64), 0.3, "float32"), 1.0, None),
+        (np.full((64, 64), 3000, "uint16"), 0.0001, None),
+    ],
+    ids=["uint8", "dn-without-scale", "reflectance-scaled-again", "reflectance", "dn-scaled"],
+)
+def test_levels_that_do_not_look_like_reflectance_are_named(tmp_path, values, scale, says):
+    write_raster(tmp_path / "red.tif", values, nodata=0)
+    scene = _scene({"red": tmp_path / "red.tif"}, scale=scale)
+    warning = check_levels(scene, ("red",))
+    assert warning is None if says is None else (warning is not None and says in warning), warning
+
+
+def test_a_scale_that_gives_impossible_reflectance_is_one_line(tmp_path):
+    write_raster(tmp_path / "red.tif", np.full((64, 64), 60000, "uint16"), nodata=0)
+    with pytest.raises(InputError, match=r"values 60000-60000 with inputs.scale 0.01 give reflectance up to 600"):
+        check_levels(_scene({"red": tmp_path / "red.tif"}, scale=0.01), ("red",))

@@ -323,8 +323,10 @@ def test_cli_train_end_to_end(scene_dir, tmp_path, capsys):
             "--epochs", "1", "--steps", "2", "--patch-size", "32", "--batch-size", "2", "--depth", "1",
             "--width", "4", "--class-names", ",".join(NAMES), "--bands", "red,nir"]  # fmt: skip
     assert main(args) == 0
-    metrics = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr()
+    metrics = json.loads(printed.out)  # the bar goes to stderr: stdout stays JSON
     assert metrics["checkpoint"] == str(out) and 0 <= metrics["val_accuracy"] <= 1
+    assert "epoch 1/1" in printed.err and "2/2" in printed.err and f"loss {metrics['train_loss']:.4f}" in printed.err
     assert read_unet_metadata(out).bands == ["red", "nir"]
     assert main(args) == 2
     err = capsys.readouterr().err

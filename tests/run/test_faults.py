@@ -22,7 +22,13 @@ import yaml
 from geoseg.errors import TooManyFailedTilesError
 from geoseg.pipeline import run_job
 from geoseg.spec.job import parse_spec
-from geoseg.testutils.faults import assert_same_outputs, kill_model_actors, saved_tiles, wait_for_tiles
+from geoseg.testutils.faults import (
+    assert_same_outputs,
+    descendants,
+    kill_model_actors,
+    saved_tiles,
+    wait_for_tiles,
+)
 from geoseg.testutils.scenes import FieldScene, field_job, write_field_scene
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -79,6 +85,36 @@ def test_killed_model_actor_restarts_and_every_tile_is_done_once(tmp_path, scene
     result = run_job(parse_spec(_job(scene, out)), progress=False)
     thread.join(timeout=60)
     assert len(killed) == 2, "the actor was not killed twice mid-job"
+    assert result.tiles_failed == 0
+    assert_same_outputs(out, uninterrupted)
+
+
+def test_a_hung_actor_is_killed_restarted_and_its_tiles_retried(tmp_path, scene, uninterrupted, caplog):
+    """The model actor stopped (SIGSTOP, as a hung GPU driver leaves it): past compute.tile_timeout_s the loop
+    kills it, Ray restarts it, its tiles go again, and the log says so."""
+    out = tmp_path / "hung.gpkg"
+    stopped: list[int] = []
+
+    def stopper() -> None:
+        wait_for_tiles(tmp_path / "hung.work", 6)
+        for proc in descendants("ray::ModelActor"):
+            if "__init__" not in " ".join(proc.cmdline()):
+                proc.send_signal(signal.SIGSTOP)
+                stopped.append(proc.pid)
+
+    thread = threading.Thread(target=stopper, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level("WARNING", logger="geoseg.run.loop"):
+            result = run_job(parse_spec(_job(scene, out, tile_timeout_s=4)), progress=False)
+    finally:
+        thread.join(timeout=60)
+        for pid in stopped:  # killed by the loop already; never leave a stopped process behind
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+    assert stopped, "the actor was not stopped mid-job"
+    assert "no result after 4 s (compute.tile_timeout_s); actor" in caplog.text
+    assert "killed and restarted; retrying" in caplog.text
     assert result.tiles_failed == 0
     assert_same_outputs(out, uninterrupted)
 

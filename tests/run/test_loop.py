@@ -8,7 +8,7 @@ import pytest
 
 from geoseg.errors import InputError, TooManyFailedTilesError, error_gist
 from geoseg.inputs.tiles import Tile, TileGrid
-from geoseg.run.loop import RetryPolicy, stream_tiles
+from geoseg.run.loop import RetryPolicy, _memory_hint, stream_tiles
 from geoseg.run.progress import TileProgress
 from geoseg.run.workdir import TileStatus
 
@@ -108,3 +108,13 @@ def test_error_gist_of_tracebacks_and_plain_errors():
     torch_like = "Error(s) in loading state_dict for UNet:\n\tMissing key(s): head.weight"
     assert error_gist(RuntimeError(torch_like)) == "Missing key(s): head.weight"
     assert error_gist(ValueError()) == "ValueError"
+
+
+def test_a_tile_lost_to_memory_says_what_to_lower():
+    """Ray's OOM kill (or the kernel's) in a tile's error: the error gains the machine's memory and what to lower;
+    other errors are left as they are. (A real OOM kill cannot be had in a test.)"""
+    oom = RuntimeError("ray.exceptions.OutOfMemoryError: Task was killed due to the node running low on memory.")
+    hint = _memory_hint(oom)
+    assert hint.startswith(" (a worker may have run out of memory: ") and "GB on this machine" in hint
+    assert "lower tiling.tile_size or compute.batch_size" in hint
+    assert _memory_hint(RuntimeError("cannot read nir.tif")) == ""

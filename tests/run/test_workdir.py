@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
 import shapely
 
-from geoseg.errors import SpecError
+from geoseg.errors import SpecError, WorkDirError
 from geoseg.inputs.tiles import TileGrid
 from geoseg.models.base import InstanceInfo, InstanceOutput
 from geoseg.run import workdir
+from geoseg.run.claim import claimed, foreign_entry
 from geoseg.spec.job import parse_spec
 from geoseg.stitch import spool as spool_module
 from geoseg.stitch.spool import ObjectSpool
@@ -166,3 +171,112 @@ def test_empty_spool_gives_one_empty_batch(tmp_path):
     spool = ObjectSpool(tmp_path / "s.sqlite")
     assert [len(b) for b in spool.batches(10)] == [0]
     spool.close()
+
+
+# --------------------------------------------------------------------------------------------- ownership and lock
+def _saved_tile(work, job=""):
+    tile = TileGrid(20, 20, 10, 2)[0, 0]
+    labels = np.zeros((14, 14), np.int32)
+    labels[2:12, 2:12] = 1
+    layer, core = tile_layer(InstanceOutput(labels, [InstanceInfo(1, 1.0)]), tile)
+    workdir.save_tile(work, tile.id, {"fields": layer}, {"fields": core}, workdir.StageSeconds(read=0.5), job)
+    return tile.id
+
+
+def test_a_folder_geoseg_did_not_make_is_never_emptied(tmp_path):
+    """``work_dir: .`` beside inputs kept in ``tiles/``: refused in one line, the inputs left as they were."""
+    (tmp_path / "tiles").mkdir()
+    (tmp_path / "tiles" / "a_B03.tif").write_bytes(b"input")
+    with pytest.raises(WorkDirError, match=r"not a geoseg work dir \(no manifest.json, but tiles\)"):
+        workdir.prepare(tmp_path, _spec(tmp_path), resume=False)
+    assert (tmp_path / "tiles" / "a_B03.tif").read_bytes() == b"input"
+
+    work = tmp_path / "w"  # a real work dir that also holds a foreign file in tiles/
+    workdir.prepare(work, _spec(tmp_path), resume=False)
+    (work / "tiles" / "notes.txt").write_text("mine")
+    with pytest.raises(WorkDirError, match=r"\(tiles/notes.txt\)"):
+        workdir.prepare(work, _spec(tmp_path), resume=False)
+    assert (work / "tiles" / "notes.txt").exists()
+    (work / "tiles" / "notes.txt").unlink()
+    (work / "readme.md").write_text("x")
+    with pytest.raises(WorkDirError, match=r"\(readme.md\)"):
+        workdir.prepare(work, _spec(tmp_path), resume=False)
+
+
+def test_a_work_dir_of_geoseg_files_only_is_claimed(tmp_path):
+    work = tmp_path / "w"
+    workdir.prepare(work, _spec(tmp_path), resume=False)
+    _saved_tile(work)
+    workdir.save_scores(work, "landcover", "r0000_c0000", np.zeros((2, 4, 4), np.float32))
+    (work / "objects.fields").write_bytes(b"spool")
+    (work / ".manifest.json.tmp-0a1b2c3d.json").write_text("{")  # a temp a killed run left
+    assert foreign_entry(work) is None
+    with claimed(work):
+        assert (work / "lock").read_text() == ""  # nothing written: a refused job changes nothing
+    assert foreign_entry(tmp_path / "missing") is None
+    (tmp_path / "file").write_text("x")
+    assert foreign_entry(tmp_path / "file") == "it is a file"
+
+
+def test_one_job_per_work_dir_and_a_dead_holder_frees_it(tmp_path):
+    """The lock is an OS lock: a second claim is refused while one is held, and a killed holder frees it."""
+    work = tmp_path / "w"
+    with (
+        claimed(work),
+        pytest.raises(WorkDirError, match=r"in use by another geoseg job \(pid \d+ on "),
+        claimed(work),
+    ):
+        pass
+    script = (
+        "import sys, time; from pathlib import Path; from geoseg.run.claim import claimed\n"
+        "with claimed(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(work)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(WorkDirError, match=rf"pid {holder.pid} on "), claimed(work):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with claimed(work):  # the OS dropped the dead driver's lock
+        pass
+
+
+def test_resume_redoes_tiles_of_another_job_or_damaged_ones(tmp_path):
+    """Each tile file carries its job's key; a file of another job, or a torn / emptied / bit-flipped one, is not
+    resumed (StaleTileError) instead of crashing or being taken as this job's."""
+    work = tmp_path / "w"
+    key = workdir.prepare(work, _spec(tmp_path), resume=False)
+    tile_id = _saved_tile(work, key)
+    assert workdir.load_tile(work, tile_id, key) is not None
+    path = workdir.tile_path(work, tile_id)
+    good = path.read_bytes()
+    other = workdir.prepare(work, _spec(tmp_path, threshold=0.6), resume=False)
+    assert other != key
+    _saved_tile(work, other)
+    with pytest.raises(workdir.StaleTileError, match="saved by another job"):
+        workdir.load_tile(work, tile_id, key)
+    with zipfile.ZipFile(path) as archive:  # a bit flipped inside the largest member's compressed data
+        member = max(archive.infolist(), key=lambda m: m.compress_size)
+    head = member.header_offset  # local header: 30 bytes, then the name and the extra field (lengths at 26, 28)
+    name, extra = (int.from_bytes(good[head + at : head + at + 2], "little") for at in (26, 28))
+    lengths = name + extra
+    middle = head + 30 + lengths + member.compress_size // 2
+    flipped = good[:middle] + bytes([good[middle] ^ 0x10]) + good[middle + 1 :]
+    for damaged in (good[: len(good) // 3], b"", flipped):
+        path.write_bytes(damaged)
+        with pytest.raises(workdir.StaleTileError, match="unreadable"):
+            workdir.load_tile(work, tile_id, key)
+    workdir.discard_tile(work, tile_id)
+    assert workdir.load_tile(work, tile_id, key) is None
+
+
+def test_a_torn_manifest_is_redone_on_resume(tmp_path, caplog):
+    work = tmp_path / "w"
+    key = workdir.prepare(work, _spec(tmp_path), resume=False)
+    (work / "manifest.json").write_text('{"job": "x", "finger')
+    with caplog.at_level("WARNING"):
+        assert workdir.prepare(work, _spec(tmp_path), resume=True) == key
+    assert "unreadable" in caplog.text
+    assert workdir.prepare(work, _spec(tmp_path), resume=True) == key  # rewritten whole

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import glob
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +99,17 @@ def test_expand_paths_globs_sorted_without_duplicates(tmp_path):
     assert expand_paths(pattern) == [str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]
     assert expand_paths([str(tmp_path / "b.tif"), pattern]) == [str(tmp_path / "b.tif"), str(tmp_path / "a.tif")]
     assert expand_paths(str(tmp_path / "missing.tif")) == [str(tmp_path / "missing.tif")]  # no glob: kept
+
+
+def test_a_literal_path_that_exists_is_never_a_glob(tmp_path):
+    """``S2 [2024-06]/B02.tif`` exists: read as it is (as a glob, ``[2024-06]`` is one character: no match)."""
+    folder = tmp_path / "S2 [2024-06]"
+    folder.mkdir()
+    (folder / "B02.tif").write_bytes(b"x")
+    assert expand_paths(str(folder / "B02.tif")) == [str(folder / "B02.tif")]
+    with pytest.raises(SpecError, match="no file matches"):  # a path that does not exist is still a pattern
+        expand_paths(str(folder / "B0?.tif"))
+    assert expand_paths(glob.escape(str(folder)) + "/B0?.tif") == [str(folder / "B02.tif")]
 
 
 def test_expand_paths_glob_matching_nothing_names_the_pattern(tmp_path):

@@ -7,7 +7,9 @@ accuracy and saves the checkpoint with its sidecar.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -64,8 +66,20 @@ class FitData:
     n_classes: int
 
 
-def fit(data: FitData, settings: FitSettings, sidecar: UNetSidecar, out: Path, overwrite: bool) -> TrainingMetrics:
-    """Train a U-Net, save it to ``out`` with ``sidecar`` (metrics filled in), return the metrics."""
+StepCallback = Callable[[int, float | None], None]
+"""Called as each training step starts with (epoch, None), and after each epoch with (epoch, its mean loss)."""
+
+
+def fit(
+    data: FitData,
+    settings: FitSettings,
+    sidecar: UNetSidecar,
+    out: Path,
+    overwrite: bool,
+    on_step: StepCallback | None = None,
+) -> TrainingMetrics:
+    """Train a U-Net, save it to ``out`` with ``sidecar`` (metrics filled in), return the metrics; ``on_step``
+    hears of each step and epoch (a progress bar)."""
     run_device = torch.device(resolve_device(settings.device))
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -75,8 +89,11 @@ def fit(data: FitData, settings: FitSettings, sidecar: UNetSidecar, out: Path, o
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
     history = []
     for epoch in range(settings.epochs):
-        loss = _train_epoch(net, optimiser, data, settings, stats, rng)
+        step = None if on_step is None else functools.partial(on_step, epoch, None)
+        loss = _train_epoch(net, optimiser, data, settings, stats, rng, step)
         history.append(loss)
+        if on_step is not None:
+            on_step(epoch, loss)
         log.info("epoch %d/%d: train loss %.4f", epoch + 1, settings.epochs, loss)
     patch, batch = settings.patch_size, settings.batch_size
     _recalibrate_batch_norm(net, [data.source.random(data.train, patch, rng) for _ in range(4 * batch)], stats)
@@ -164,8 +181,9 @@ def _train_epoch(
     settings: FitSettings,
     stats: tuple[torch.Tensor, torch.Tensor],
     rng: np.random.Generator,
+    step: Callable[[], None] | None = None,
 ) -> float:
-    """One epoch of random patches; the mean loss of its steps."""
+    """One epoch of random patches; the mean loss of its steps (``step`` called as each starts)."""
     device = next(net.parameters()).device
     net.train()
     losses = []
@@ -174,6 +192,8 @@ def _train_epoch(
         pixels, valid, target = _batch(
             [data.source.random(region, patch, rng) for _ in range(settings.batch_size)], device
         )
+        if step is not None:
+            step()
         if not (target != IGNORE).any():
             continue
         with autocast(device):
