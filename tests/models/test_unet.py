@@ -258,7 +258,7 @@ def test_predict_shapes_scores_and_invalid_pixels(trained):
 # --------------------------------------------------------------------------------------------- (e) spec
 def _unet_raw(**model: Any) -> dict[str, Any]:
     return {
-        "inputs": {"bands": {"red": {"path": "red.tif"}}},
+        "inputs": {"bands": {name: {"path": f"{name}.tif"} for name in ("red", "nir", "green")}},
         "tiling": {"tile_size": 256, "halo": 16},
         "models": [{"type": "unet", "checkpoint": "models/unet.pt", **model}],
         "output": {"path": "out/result.gpkg"},

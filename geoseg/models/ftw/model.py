@@ -22,14 +22,14 @@ from geoseg.models.base import (
     Model,
     ModelOutput,
     SceneInfo,
-    SemanticOutput,
     TileContext,
 )
 from geoseg.models.checkpoints import resolve_family
 from geoseg.models.ftw.instances import field_instances, mean_per_label
 from geoseg.models.ftw.network import load_ftw_net
 from geoseg.models.ftw.variants import ftw_bands, ftw_classes, ftw_variant
-from geoseg.spec.models import FtwSpec
+from geoseg.models.semantic import semantic_outputs
+from geoseg.spec.pretrained import FtwSpec
 
 _STRIDE = 32
 
@@ -94,11 +94,7 @@ class FtwClassesModel(_FtwBase):
         self.classes = ftw_classes(self.variant)
 
     def predict(self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]) -> list[ModelOutput]:
-        probs = self.probabilities(pixels, valid)
-        classes = (probs.argmax(dim=1) + 1).to(torch.uint8).cpu().numpy()
-        classes[~valid] = 0
-        scores = probs.to(torch.float16).cpu().numpy()
-        return [SemanticOutput(classes[i], scores=scores[i]) for i in range(len(contexts))]
+        return semantic_outputs(self.probabilities(pixels, valid), valid)
 
 
 def build_ftw(spec: FtwSpec, scene: SceneInfo, device: str) -> Model:

@@ -20,7 +20,8 @@ from torch import nn
 
 from geoseg.atomic import atomic_write
 from geoseg.errors import OutputError, OutputExistsError, WeightsError, error_gist
-from geoseg.models.base import Model, ModelOutput, SceneInfo, SemanticOutput, TileContext
+from geoseg.models.base import Model, ModelOutput, SceneInfo, TileContext
+from geoseg.models.semantic import semantic_outputs
 from geoseg.models.unet.meta import (
     FORMAT,
     FORMAT_VERSION,
@@ -198,11 +199,7 @@ class UNetModel(Model):
         return torch.where(mask[:, None], probs, torch.zeros_like(probs))
 
     def predict(self, pixels: np.ndarray, valid: np.ndarray, contexts: list[TileContext]) -> list[ModelOutput]:
-        probs = self.probabilities(pixels, valid)
-        classes = (probs.argmax(dim=1) + 1).to(torch.uint8).cpu().numpy()
-        classes[~valid] = 0
-        scores = probs.to(torch.float16).cpu().numpy()
-        return [SemanticOutput(classes[i], scores=scores[i]) for i in range(len(contexts))]
+        return semantic_outputs(self.probabilities(pixels, valid), valid)
 
 
 def check_bands(meta: UNetSidecar, available: Sequence[str], source: str) -> None:
