@@ -160,12 +160,12 @@ def plan_job(spec: JobSpec, with_stats: bool = True) -> JobPlan:
                 bands.append(band)
     check_valid_pixels(scene, tuple(bands))
     tiles = tuple(tiles_with_data(grid, scene, list(tiles), tuple(bands)))
-    levels = check_levels(scene, tuple(bands))
-    if levels:
+    reflectance = is_reflectance(scene)
+    levels = check_levels(scene, tuple(bands))  # raises on a scale that cannot be right, whatever the units
+    if levels and reflectance:  # inputs without units get the one DIGITAL_NUMBERS line, not "set inputs.scale"
         log.warning(levels)
     stretch = stretch_bands(spec.models) if with_stats else ()
     relative = scene_indices(spec.models) if with_stats else ()
-    reflectance = is_reflectance(scene)
     if not reflectance and with_stats:
         log.warning(DIGITAL_NUMBERS)
     scene_info = SceneInfo(

@@ -39,6 +39,7 @@ def test_integer_data_without_scale_is_digital_numbers(tmp_path: Path, caplog: p
         plan = plan_job(parse_spec(_job(tmp_path)))
     assert not plan.scene_info.reflectance
     assert [r.message for r in caplog.records].count(DIGITAL_NUMBERS) == 1
+    assert not any("set inputs.scale" in r.message for r in caplog.records)  # one word on the units, not two
     assert "digital numbers" in describe(plan)
     assert set(plan.scene_info.percentiles) == {"green", "red", "nir"}  # the delineator's scene-relative levels
     assert "ndvi" in plan.scene_info.index_percentiles  # crop health's classes by the scene's percentiles
@@ -55,3 +56,12 @@ def test_crop_health_classes_follow_the_units() -> None:
     expected = tuple(float(np.interp(q, np.arange(101), table)) for q in (p.non_vegetation, p.stressed, p.moderate))
     assert class_bounds(spec, numbers) == pytest.approx(expected)
     assert class_bounds(CropHealthSpec(type="crop_health", classes_by="thresholds"), numbers) == (0.25, 0.45, 0.65)
+
+
+def test_float_digital_numbers_still_get_the_levels_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Float files are taken for reflectance: values far above 1 there still say which setting to change."""
+    _naip_like(tmp_path / "naip.tif", dtype="float32")
+    with caplog.at_level(logging.WARNING):
+        plan = plan_job(parse_spec(_job(tmp_path)))
+    assert plan.scene_info.reflectance
+    assert any("set inputs.scale" in r.message for r in caplog.records)
